@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tfrec",
+    version="0.1.0",
+    description="Pretrain once, fine-tune per task, ship to TensorFlow Serving: a TensorFlow/Keras recommender framework.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tfrec", "tfrec.*"]),
+    install_requires=[
+        # The stack proven to work together; Keras 2 throughout (tensorflow-recommenders refuses Keras 3).
+        "tensorflow==2.21.*",
+        "tf-keras==2.21.*",
+        "tensorflow-recommenders==0.7.7",
+        "keras-nlp==0.12.1",
+        "tensorflow-serving-api==2.21.*",
+        "pandas",
+        "pyarrow",
+        "pyyaml",
+    ],
+    extras_require={
+        "dev": ["pytest", "nbclient", "nbformat", "ipykernel", "matplotlib", "psutil"],
+    },
+    entry_points={"console_scripts": ["tfrec=tfrec.cli:main"]},
+)

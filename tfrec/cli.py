@@ -1,0 +1,203 @@
+"""The ``tfrec`` command line.
+
+User mistakes (a missing file, a wrong column, a bad flag value) print one
+sentence to stderr and exit with status 2; an interrupt exits with 130 and
+leaves no partial output behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from tfrec import __version__
+from tfrec.errors import TfrecError
+
+DATA_DIR_ENV = "TFREC_DATA_DIR"
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors as one sentence and exit status 2 (its own convention)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"tfrec: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _default_source_path(source: str) -> str | None:
+    """The local copy of a named source under $TFREC_DATA_DIR, when there is one."""
+    from tfrec.data.loaders import LOCAL_FOLDERS
+
+    root = os.environ.get(DATA_DIR_ENV)
+    folder = LOCAL_FOLDERS.get(source)
+    if root and folder and os.path.isdir(os.path.join(root, folder)):
+        return os.path.join(root, folder)
+    return None
+
+
+def _column_map(text: str | None) -> dict[str, str]:
+    mapping = {}
+    for part in filter(None, (text or "").split(",")):
+        if "=" not in part:
+            raise TfrecError(f"--columns takes canonical=source pairs such as user_id=userId, not {part!r}")
+        key, value = (s.strip() for s in part.split("=", 1))
+        mapping[key] = value
+    return mapping
+
+
+# ---------------------------------------------------------------------------
+# Output helpers
+
+
+def format_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    """A Markdown table with aligned columns."""
+    cells = [[str(h) for h in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
+
+
+def stats_rows(stats: dict) -> list[tuple[str, str]]:
+    seq = stats["sequence_length"]
+    rows = [
+        ("users", f"{stats['num_users']:,}"),
+        ("items", f"{stats['num_items']:,}"),
+        ("interactions", f"{stats['num_interactions']:,}"),
+        ("density", f"{stats['density']:.4%}"),
+        ("sequence length min / median / mean / max", f"{seq['min']} / {seq['p50']:g} / {seq['mean']:.2f} / {seq['max']}"),
+        ("sequence length p90 / p99", f"{seq['p90']:.1f} / {seq['p99']:.1f}"),
+    ]
+    for scheme, parts in stats.get("splits", {}).items():
+        ordered = sorted(parts.items(), key=lambda kv: ("train", "valid", "test").index(kv[0]))
+        rows.append((f"split {scheme}", " / ".join(f"{k} {v:,}" for k, v in ordered)))
+    if "ratings" in stats:
+        rows.append(("mean rating", f"{stats['ratings']['mean']:.3f}"))
+    for table in ("item_features", "user_features"):
+        if stats.get(table):
+            rows.append((table.replace("_", " "), ", ".join(
+                f"{k} ({v:.0%})" if v is not None else k for k, v in stats[table].items())))
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def cmd_data_prepare(args) -> int:
+    from tfrec.data import dataset, loaders, preprocess
+
+    path = args.path
+    if path is None and args.source not in loaders.TABLE_SOURCES:
+        path = _default_source_path(args.source)
+    kwargs = {}
+    if args.source == "amazon-s3rec" and args.name:
+        kwargs["name"] = args.name
+    if args.source in loaders.TABLE_SOURCES:
+        kwargs.update(columns=_column_map(args.columns), items=args.items, users=args.users,
+                      list_columns=tuple(filter(None, (args.list_columns or "").split(","))),
+                      sep=args.sep, order_as_time=args.order_as_time)
+    config = preprocess.PrepareConfig(
+        rating_threshold=args.rating_threshold, min_user_interactions=args.min_user_interactions,
+        min_item_interactions=args.min_item_interactions, dedupe=args.dedupe,
+        loo_min_length=args.loo_min_length, random_test_fraction=args.test_fraction,
+        temporal_test_fraction=args.test_fraction, seed=args.seed,
+    )
+    print(f"tfrec: loading {args.source}" + (f" from {path}" if path else " (cache or download)"), file=sys.stderr)
+    raw = loaders.load(args.source, path, **kwargs)
+    prepared = dataset.prepare(raw, args.out, config)
+    print(f"tfrec: wrote {args.out}", file=sys.stderr)
+    print(format_table(stats_rows(prepared.stats), ("statistic", "value")))
+    return 0
+
+
+def cmd_data_stats(args) -> int:
+    from tfrec.data.dataset import PreparedDataset
+
+    prepared = PreparedDataset(args.dir)
+    if args.json:
+        print(json.dumps(prepared.stats, indent=2, sort_keys=True))
+    else:
+        print(f"{prepared.meta['source']} ({args.dir})")
+        print(format_table(stats_rows(prepared.stats), ("statistic", "value")))
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    """The main job end to end; for now: prepare MovieLens-100K and print its statistics."""
+    from tfrec.data import dataset, loaders
+
+    path = args.data_dir
+    if path is None:
+        path = _default_source_path("movielens-100k")
+    elif os.path.isdir(os.path.join(path, "ml-100k")):
+        path = os.path.join(path, "ml-100k")
+    out = os.path.join(args.workdir, "data", "movielens-100k")
+    print(f"[1/1] preparing MovieLens-100K from {path or 'the cache (downloading on first use)'} -> {out}")
+    prepared = dataset.prepare(loaders.load("movielens-100k", path), out)
+    print(format_table(stats_rows(prepared.stats), ("statistic", "value")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tfrec", description="Pretrain once, fine-tune per task, ship to TensorFlow Serving.")
+    parser.add_argument("--version", action="version", version=f"tfrec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    data = sub.add_parser("data", help="prepare datasets and show their statistics")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
+    prep = data_sub.add_parser("prepare", help="load, clean, split a dataset and write a dataset folder")
+    prep.add_argument("source", help="movielens-100k, movielens-1m, movielens-latest-small, amazon-s3rec, csv or parquet")
+    prep.add_argument("--path", help="local folder of the original files (or the interactions file for csv/parquet); "
+                      f"default: ${DATA_DIR_ENV}/<folder> when present, else the cache, downloading on first use")
+    prep.add_argument("--out", required=True, help="dataset folder to write (replaced atomically)")
+    prep.add_argument("--name", help="amazon-s3rec: which <Name>.txt (Beauty, Sports_and_Outdoors, Toys_and_Games...)")
+    prep.add_argument("--columns", help="csv/parquet: canonical=source column pairs, e.g. user_id=userId,item_id=movieId")
+    prep.add_argument("--items", help="csv/parquet: item feature table")
+    prep.add_argument("--users", help="csv/parquet: user feature table")
+    prep.add_argument("--list-columns", help="csv/parquet: comma-separated feature columns holding |-separated lists")
+    prep.add_argument("--sep", default=",", help="csv: field separator (default ',')")
+    prep.add_argument("--order-as-time", action="store_true", help="csv/parquet: no timestamp column; row order is time")
+    prep.add_argument("--rating-threshold", type=float, help="keep interactions rated at least this (implicit feedback)")
+    prep.add_argument("--min-user-interactions", type=int, default=1, help="iterated k-core bound for users (default 1: off)")
+    prep.add_argument("--min-item-interactions", type=int, default=1, help="iterated k-core bound for items (default 1: off)")
+    prep.add_argument("--dedupe", choices=("exact", "user_item"), default="exact",
+                      help="drop identical rows (exact) or repeated (user, item) pairs, keeping the first")
+    prep.add_argument("--loo-min-length", type=int, default=3, help="shorter users stay wholly in train (default 3)")
+    prep.add_argument("--test-fraction", type=float, default=0.2, help="test share of the random and temporal splits")
+    prep.add_argument("--seed", type=int, default=42, help="seed of the random split")
+    prep.set_defaults(func=cmd_data_prepare)
+    st = data_sub.add_parser("stats", help="print the statistics of a prepared dataset")
+    st.add_argument("dir", help="prepared dataset folder")
+    st.add_argument("--json", action="store_true", help="print stats.json instead of a table")
+    st.set_defaults(func=cmd_data_stats)
+
+    qs = sub.add_parser("quickstart", help="run the main job end to end on MovieLens-100K")
+    qs.add_argument("--data-dir", help=f"folder with u.data, u.item, u.user (or its parent); default ${DATA_DIR_ENV}")
+    qs.add_argument("--workdir", default="artifacts/quickstart", help="where outputs go (default artifacts/quickstart)")
+    qs.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return int(func(args) or 0)
+    except TfrecError as e:
+        print(f"tfrec: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("tfrec: interrupted; nothing partial was left behind", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Prepared dataset folders: what `tfrec data prepare` writes and every later step reads.
+
+Layout::
+
+    DIR/dataset.json            schema, source, input checksums, settings
+    DIR/stats.json              counts, density, sequence-length percentiles
+    DIR/interactions.parquet    cleaned, chronological; ids, indices, timestamp[, rating]
+    DIR/items.parquet           one row per catalogue item, in index order (when features exist)
+    DIR/users.parquet           one row per user, in index order (when features exist)
+    DIR/vocab/items.txt, users.txt, item_<feature>.txt, user_<feature>.txt
+    DIR/splits/{loo,random,temporal}/{train,valid,test}.parquet
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from tfrec.data import preprocess, schema
+from tfrec.data.loaders import RawDataset
+from tfrec.data.vocab import Vocabulary
+from tfrec.errors import TfrecError
+from tfrec.fileio import atomic_dir
+
+# A string column with at most this share of distinct values is categorical; above it, text.
+_CATEGORICAL_MAX_UNIQUE_SHARE = 0.5
+
+
+def _is_list_column(series: pd.Series) -> bool:
+    sample = series.dropna()
+    return len(sample) > 0 and isinstance(sample.iloc[0], (list, tuple, np.ndarray))
+
+
+def _feature_kind(series: pd.Series) -> str:
+    if _is_list_column(series):
+        return "list"
+    if pd.api.types.is_bool_dtype(series):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numeric"
+    values = series.dropna().astype(str)
+    if len(values) and values.nunique() <= max(2, _CATEGORICAL_MAX_UNIQUE_SHARE * len(values)):
+        return "categorical"
+    return "text"
+
+
+def _side_table(table: pd.DataFrame | None, key: str, vocab: Vocabulary, index_col: str,
+                prefix: str, vocab_dir: str) -> tuple[pd.DataFrame | None, dict]:
+    """Aligns a feature table to `vocab` order, writes feature vocabularies, returns its schema."""
+    if table is None:
+        return None, {}
+    table = table.drop_duplicates(key, keep="first").set_index(key)
+    ids = vocab.tokens[vocab.num_reserved:]
+    aligned = table.reindex(ids)
+    aligned.index.name = key
+    aligned = aligned.reset_index()
+    aligned.insert(1, index_col, np.arange(vocab.num_reserved, len(vocab), dtype=np.int32))
+    features = {}
+    for col in table.columns:
+        kind = _feature_kind(table[col])
+        info: dict = {"kind": kind, "coverage": float(aligned[col].notna().mean()) if kind != "list" else None}
+        if kind == "list":
+            aligned[col] = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in aligned[col]]
+            info["coverage"] = float(np.mean([len(v) > 0 for v in aligned[col]])) if len(aligned) else 0.0
+            values = [str(x) for v in aligned[col] for x in v]
+        elif kind == "categorical":
+            aligned[col] = aligned[col].astype(object).where(aligned[col].notna(), None)
+            aligned[col] = [None if v is None else str(v) for v in aligned[col]]
+            values = [v for v in aligned[col] if v is not None]
+        else:
+            features[col] = info
+            if kind == "numeric":
+                num = pd.to_numeric(aligned[col], errors="coerce")
+                info.update(mean=float(num.mean()) if num.notna().any() else 0.0,
+                            std=float(num.std()) if num.notna().sum() > 1 else 1.0)
+            continue
+        fvocab = Vocabulary.by_frequency(values)
+        fname = f"{prefix}_{col}.txt"
+        fvocab.save(os.path.join(vocab_dir, fname))
+        info.update(vocab=fname, vocab_size=len(fvocab))
+        features[col] = info
+    return aligned, features
+
+
+def _length_stats(lengths: np.ndarray) -> dict:
+    q = np.percentile(lengths, [25, 50, 75, 90, 95, 99])
+    return {"min": int(lengths.min()), "p25": float(q[0]), "p50": float(q[1]), "p75": float(q[2]),
+            "p90": float(q[3]), "p95": float(q[4]), "p99": float(q[5]), "max": int(lengths.max()),
+            "mean": float(lengths.mean())}
+
+
+def _write_parquet(df: pd.DataFrame, path: str) -> None:
+    df.to_parquet(path, index=False, engine="pyarrow", compression="zstd")
+
+
+def prepare(raw: RawDataset, out: str, config: preprocess.PrepareConfig | None = None) -> "PreparedDataset":
+    """Cleans, filters, orders and splits `raw`, and writes a dataset folder at `out`.
+
+    The folder appears only when complete; the same inputs and settings give
+    byte-identical files.
+    """
+    config = config or preprocess.PrepareConfig()
+    where = f"the interactions of {raw.source}"
+    df, report = preprocess.clean(raw.interactions, config, where)
+    df = preprocess.k_core(df, config.min_user_interactions, config.min_item_interactions, where)
+    df = preprocess.chronological(df)
+
+    item_vocab = Vocabulary.by_frequency(df[schema.ITEM_ID], kind="item")
+    user_vocab = Vocabulary.for_features(sorted(df[schema.USER_ID].unique(), key=lambda u: (len(u), u)))
+    df.insert(1, schema.USER_INDEX, user_vocab.lookup(df[schema.USER_ID]))
+    df.insert(3, schema.ITEM_INDEX, item_vocab.lookup(df[schema.ITEM_ID]))
+
+    splits = {
+        schema.LEAVE_ONE_OUT: preprocess.leave_one_out(df, config.loo_min_length),
+        schema.RANDOM_SPLIT: preprocess.random_split(df, config.random_test_fraction, config.seed),
+        schema.TEMPORAL_SPLIT: preprocess.temporal_split(df, config.temporal_test_fraction),
+    }
+    lengths = df.groupby(schema.USER_INDEX, sort=False).size().to_numpy()
+    n_users, n_items, n_inter = len(user_vocab) - 2, len(item_vocab) - 3, len(df)
+    stats = {
+        "num_users": n_users,
+        "num_items": n_items,
+        "num_interactions": n_inter,
+        "density": n_inter / float(n_users * n_items),
+        "sequence_length": _length_stats(lengths),
+        "cleaning": report,
+        "splits": {scheme: {name: int(len(part)) for name, part in parts.items()} for scheme, parts in splits.items()},
+    }
+    if schema.RATING in df.columns:
+        counts = df[schema.RATING].value_counts().sort_index()
+        stats["ratings"] = {"mean": float(df[schema.RATING].mean()),
+                            "counts": {f"{k:g}": int(v) for k, v in counts.items()}}
+
+    with atomic_dir(out) as staging:
+        vocab_dir = os.path.join(staging, schema.VOCAB_DIR)
+        os.makedirs(vocab_dir)
+        item_vocab.save(os.path.join(vocab_dir, schema.ITEM_VOCAB_FILE))
+        user_vocab.save(os.path.join(vocab_dir, schema.USER_VOCAB_FILE))
+        items, item_features = _side_table(raw.items, schema.ITEM_ID, item_vocab, schema.ITEM_INDEX, "item", vocab_dir)
+        users, user_features = _side_table(raw.users, schema.USER_ID, user_vocab, schema.USER_INDEX, "user", vocab_dir)
+        if items is not None:
+            stats["item_features"] = {k: v.get("coverage") for k, v in item_features.items()}
+            _write_parquet(items, os.path.join(staging, schema.ITEMS_FILE))
+        if users is not None:
+            stats["user_features"] = {k: v.get("coverage") for k, v in user_features.items()}
+            _write_parquet(users, os.path.join(staging, schema.USERS_FILE))
+        _write_parquet(df, os.path.join(staging, schema.INTERACTIONS_FILE))
+        for scheme, parts in splits.items():
+            os.makedirs(os.path.join(staging, schema.SPLITS_DIR, scheme))
+            for name, part in parts.items():
+                _write_parquet(part.reset_index(drop=True), os.path.join(staging, schema.SPLITS_DIR, scheme, f"{name}.parquet"))
+        meta = {
+            "format_version": schema.FORMAT_VERSION,
+            "source": raw.source,
+            "input_checksums": dict(sorted(raw.checksums.items())),
+            "settings": dataclasses.asdict(config),
+            "timestamp_kind": raw.timestamp_kind,
+            "schema": {
+                "interactions": {c: str(df[c].dtype) for c in df.columns},
+                "item_features": item_features,
+                "user_features": user_features,
+            },
+            "vocabularies": {"items": {"file": schema.ITEM_VOCAB_FILE, "size": len(item_vocab)},
+                             "users": {"file": schema.USER_VOCAB_FILE, "size": len(user_vocab)}},
+        }
+        with open(os.path.join(staging, schema.DATASET_JSON), "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+            f.write("\n")
+        with open(os.path.join(staging, schema.STATS_JSON), "w") as f:
+            json.dump(stats, f, indent=2, sort_keys=True)
+            f.write("\n")
+    return PreparedDataset(out)
+
+
+class PreparedDataset:
+    """Read access to a folder written by :func:`prepare`; tables load on first use."""
+
+    def __init__(self, path: str):
+        self.path = path
+        meta_path = os.path.join(path, schema.DATASET_JSON)
+        if not os.path.isdir(path):
+            raise TfrecError(f"{path} is not a folder; prepare one with `tfrec data prepare`")
+        if not os.path.isfile(meta_path):
+            raise TfrecError(f"{path} is not a prepared dataset: it has no {schema.DATASET_JSON} "
+                             "(prepare one with `tfrec data prepare`)")
+        try:
+            with open(meta_path) as f:
+                self.meta = json.load(f)
+        except json.JSONDecodeError:
+            raise TfrecError(f"{meta_path} is not valid JSON") from None
+        if self.meta.get("format_version") != schema.FORMAT_VERSION:
+            raise TfrecError(f"{meta_path} has format version {self.meta.get('format_version')}, "
+                             f"this tfrec reads {schema.FORMAT_VERSION}; prepare the data again")
+
+    def _file(self, *parts: str) -> str:
+        p = os.path.join(self.path, *parts)
+        if not os.path.exists(p):
+            raise TfrecError(f"{p} is missing from the prepared dataset")
+        return p
+
+    @cached_property
+    def stats(self) -> dict:
+        with open(self._file(schema.STATS_JSON)) as f:
+            return json.load(f)
+
+    @cached_property
+    def interactions(self) -> pd.DataFrame:
+        return pd.read_parquet(self._file(schema.INTERACTIONS_FILE))
+
+    @cached_property
+    def items(self) -> pd.DataFrame | None:
+        p = os.path.join(self.path, schema.ITEMS_FILE)
+        return pd.read_parquet(p) if os.path.exists(p) else None
+
+    @cached_property
+    def users(self) -> pd.DataFrame | None:
+        p = os.path.join(self.path, schema.USERS_FILE)
+        return pd.read_parquet(p) if os.path.exists(p) else None
+
+    @cached_property
+    def item_vocab(self) -> Vocabulary:
+        return Vocabulary.load(self._file(schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE), kind="item")
+
+    @cached_property
+    def user_vocab(self) -> Vocabulary:
+        return Vocabulary.load(self._file(schema.VOCAB_DIR, schema.USER_VOCAB_FILE))
+
+    @property
+    def item_features(self) -> dict:
+        return self.meta["schema"]["item_features"]
+
+    @property
+    def user_features(self) -> dict:
+        return self.meta["schema"]["user_features"]
+
+    @property
+    def has_ratings(self) -> bool:
+        return schema.RATING in self.meta["schema"]["interactions"]
+
+    def feature_vocab(self, table: str, name: str) -> Vocabulary:
+        features = self.item_features if table == "item" else self.user_features
+        if name not in features or "vocab" not in features[name]:
+            raise TfrecError(f"the dataset at {self.path} has no {table} feature {name!r} with a vocabulary; "
+                             f"it has {', '.join(features) or 'none'}")
+        return Vocabulary.load(self._file(schema.VOCAB_DIR, features[name]["vocab"]))
+
+    def split(self, name: str, scheme: str = schema.LEAVE_ONE_OUT) -> pd.DataFrame:
+        if scheme not in schema.SPLIT_SCHEMES:
+            raise TfrecError(f"unknown split scheme {scheme!r}; known: {', '.join(schema.SPLIT_SCHEMES)}")
+        path = os.path.join(self.path, schema.SPLITS_DIR, scheme, f"{name}.parquet")
+        if not os.path.exists(path):
+            raise TfrecError(f"split {scheme}/{name} does not exist in {self.path}")
+        return pd.read_parquet(path)
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (f"PreparedDataset({self.path!r}: {s['num_users']} users, {s['num_items']} items, "
+                f"{s['num_interactions']} interactions)")

@@ -1,0 +1,380 @@
+"""``tf.data`` input pipelines: sequences, masked-item, next-item, retrieval and rating batches.
+
+Sequences are int32 item indices of the item vocabulary (0 = padding, 1 = mask),
+oldest first, **left-padded** to ``max_len`` so that the most recent item always
+sits at the last position.  Every random choice is keyed by an explicit seed and
+the batch index, so a pipeline built twice with the same seed yields the same
+batches, whatever the parallelism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfrec.data import schema  # noqa: E402
+from tfrec.errors import TfrecError  # noqa: E402
+
+# Feature keys of the batches (also the input keys of the models).
+ITEM_IDS = "item_ids"
+PADDING_MASK = "padding_mask"
+MASK_POSITIONS = "mask_positions"
+USER_INDEX = "user_index"
+ITEM_INDEX = "item_index"
+TARGET = "target"
+
+
+# ---------------------------------------------------------------------------
+# Sequences
+
+
+def group_sequences(df: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per-user item-index sequences of a chronologically sorted frame.
+
+    Returns ``(user_indices [n_users], sequences)``, users in order of first appearance.
+    """
+    if df.empty:
+        return np.zeros(0, np.int32), []
+    users = df[schema.USER_INDEX].to_numpy()
+    items = df[schema.ITEM_INDEX].to_numpy(dtype=np.int32)
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    if len(np.unique(users[starts])) != len(starts):
+        raise ValueError("group_sequences needs rows grouped by user (a chronologically sorted table)")
+    return users[starts].astype(np.int32), np.split(items, starts[1:])
+
+
+@dataclasses.dataclass
+class EvalSequences:
+    """Histories and held-out targets of one evaluation split.
+
+    user_indices: [n] int32; histories: n int32 arrays (oldest first); targets: [n] int32.
+    """
+
+    user_indices: np.ndarray
+    histories: list[np.ndarray]
+    targets: np.ndarray
+
+
+def loo_sequences(dataset, split: str) -> EvalSequences | tuple[np.ndarray, list[np.ndarray]]:
+    """Sequences of the leave-one-out split of a :class:`PreparedDataset`.
+
+    ``train``: ``(user_indices, sequences)`` of the training part.  ``valid``: history =
+    train part, target = the validation item.  ``test``: history = train + validation,
+    target = the test item.
+    """
+    train = dataset.split(schema.TRAIN)
+    users, seqs = group_sequences(train)
+    if split == schema.TRAIN:
+        return users, seqs
+    if split not in (schema.VALID, schema.TEST):
+        raise TfrecError(f"unknown split {split!r}; use train, valid or test")
+    by_user = dict(zip(users.tolist(), seqs))
+    valid = dataset.split(schema.VALID)
+    valid_item = dict(zip(valid[schema.USER_INDEX].tolist(), valid[schema.ITEM_INDEX].astype(np.int32).tolist()))
+    target_df = valid if split == schema.VALID else dataset.split(schema.TEST)
+    empty = np.zeros(0, np.int32)
+    histories, targets, uids = [], [], []
+    for u, item in zip(target_df[schema.USER_INDEX].tolist(), target_df[schema.ITEM_INDEX].tolist()):
+        hist = by_user.get(u, empty)
+        if split == schema.TEST:
+            hist = np.append(hist, np.int32(valid_item[u])).astype(np.int32)
+        uids.append(u)
+        histories.append(hist)
+        targets.append(item)
+    return EvalSequences(np.asarray(uids, np.int32), histories, np.asarray(targets, np.int32))
+
+
+def pad_left(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
+    """[n, max_len] int32: each sequence's last `max_len` items, right-aligned, zeros in front."""
+    out = np.zeros((len(sequences), max_len), dtype=np.int32)
+    for i, s in enumerate(sequences):
+        s = s[-max_len:]
+        if len(s):
+            out[i, max_len - len(s):] = s
+    return out
+
+
+def sliding_windows(sequences: list[np.ndarray], max_len: int, stride: int | None = None) -> list[np.ndarray]:
+    """Cuts histories longer than `max_len` into windows of `max_len`, `stride` apart.
+
+    Windows end at the last item, then `stride` earlier each time; the earliest
+    window starts at the first item, so every item appears in some window.
+    """
+    stride = stride or max_len
+    if stride < 1 or max_len < 1:
+        raise TfrecError(f"max_len and stride must be positive, got {max_len} and {stride}")
+    out = []
+    for s in sequences:
+        n = len(s)
+        if n <= max_len:
+            out.append(s)
+            continue
+        ends = list(range(n, max_len, -stride))
+        if ends[-1] != max_len:
+            ends.append(max_len)
+        out.extend(s[e - max_len:e] for e in reversed(ends))
+    return out
+
+
+def with_mask_slot(histories: list[np.ndarray], max_len: int) -> np.ndarray:
+    """[n, max_len] int32: the last `max_len - 1` items of each history, then the mask id."""
+    padded = pad_left(histories, max_len - 1)
+    return np.concatenate([padded, np.full((len(histories), 1), schema.MASK_ID, np.int32)], axis=1)
+
+
+def next_item_examples(sequences: list[np.ndarray], max_len: int, min_history: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Every (history -> next item) pair of each sequence, history ending in the mask slot.
+
+    Returns ``inputs [N, max_len]`` (last `max_len - 1` items before the target, then
+    the mask id) and ``targets [N]``.
+    """
+    width = max_len - 1
+    inputs, targets = [], []
+    for s in sequences:
+        n = len(s)
+        if n <= min_history:
+            continue
+        padded = np.concatenate([np.zeros(width, np.int32), s.astype(np.int32)])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, width)  # window t ends before s[t]
+        inputs.append(windows[min_history:n])
+        targets.append(s[min_history:])
+    if not inputs:
+        return np.zeros((0, max_len), np.int32), np.zeros(0, np.int32)
+    x = np.concatenate(inputs)
+    x = np.concatenate([x, np.full((len(x), 1), schema.MASK_ID, np.int32)], axis=1)
+    return x, np.concatenate(targets).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# Augmentations on left-padded batches ([batch, seq_len] int32, 0 = padding)
+
+
+def _lengths(batch: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.cast(batch != schema.PAD_ID, tf.int32), axis=1)
+
+
+def random_crop(batch: tf.Tensor, ratio: float, seed: tf.Tensor) -> tf.Tensor:
+    """Keeps a random contiguous run of ``max(1, floor(ratio * n))`` items of each row."""
+    seq_len = tf.shape(batch)[1]
+    n = _lengths(batch)
+    keep = tf.maximum(1, tf.cast(tf.floor(ratio * tf.cast(n, tf.float32)), tf.int32))
+    keep = tf.minimum(keep, tf.maximum(n, 1))
+    u = tf.random.stateless_uniform(tf.shape(n), seed=seed)
+    start = tf.cast(tf.floor(u * tf.cast(n - keep + 1, tf.float32)), tf.int32)  # in [0, n - keep]
+    shift = n - start - keep  # how far the kept run moves right to end at the last slot
+    pos = tf.range(seq_len)[tf.newaxis, :]
+    src = pos - shift[:, tf.newaxis]
+    inside = pos >= (seq_len - keep)[:, tf.newaxis]
+    taken = tf.gather(batch, tf.clip_by_value(src, 0, seq_len - 1), batch_dims=1)
+    return tf.where(inside, taken, tf.zeros_like(batch))
+
+
+def random_mask(batch: tf.Tensor, ratio: float, seed: tf.Tensor, mask_id: int = schema.MASK_ID) -> tf.Tensor:
+    """Replaces each item with the mask id with probability `ratio`."""
+    hit = (tf.random.stateless_uniform(tf.shape(batch), seed=seed) < ratio) & (batch != schema.PAD_ID)
+    return tf.where(hit, tf.fill(tf.shape(batch), tf.constant(mask_id, batch.dtype)), batch)
+
+
+def random_reorder(batch: tf.Tensor, ratio: float, seed: tf.Tensor) -> tf.Tensor:
+    """Shuffles a random contiguous run of ``floor(ratio * n)`` items of each row."""
+    seq_len = tf.shape(batch)[1]
+    n = _lengths(batch)
+    width = tf.cast(tf.floor(ratio * tf.cast(n, tf.float32)), tf.int32)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    u = tf.random.stateless_uniform(tf.shape(n), seed=seeds[0])
+    start = (seq_len - n) + tf.cast(tf.floor(u * tf.cast(n - width + 1, tf.float32)), tf.int32)
+    pos = tf.range(seq_len)[tf.newaxis, :]
+    inside = (pos >= start[:, tf.newaxis]) & (pos < (start + width)[:, tf.newaxis])
+    # Positions outside the run keep their place; inside it they sort by random keys.
+    jitter = tf.random.stateless_uniform(tf.shape(batch), seed=seeds[1])
+    keys = tf.where(inside, tf.cast(start[:, tf.newaxis], tf.float32) + jitter * tf.cast(width[:, tf.newaxis], tf.float32) - 0.5,
+                    tf.cast(pos, tf.float32))
+    keys = tf.broadcast_to(keys, tf.shape(batch))
+    return tf.gather(batch, tf.argsort(keys, axis=1, stable=True), batch_dims=1)
+
+
+AUGMENTATIONS = {"crop": random_crop, "mask": random_mask, "reorder": random_reorder}
+
+
+def augment(batch: tf.Tensor, seed: tf.Tensor, crop: float = 0.0, mask: float = 0.0, reorder: float = 0.0) -> tf.Tensor:
+    """Applies each augmentation whose ratio is non-zero (crop ratio = share kept)."""
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    if crop:
+        batch = random_crop(batch, crop, seeds[0])
+    if reorder:
+        batch = random_reorder(batch, reorder, seeds[1])
+    if mask:
+        batch = random_mask(batch, mask, seeds[2])
+    return batch
+
+
+# ---------------------------------------------------------------------------
+# Datasets
+
+
+def _batched(arrays, batch_size: int, shuffle: bool, seed: int, repeat: bool, drop_remainder: bool) -> tf.data.Dataset:
+    n = len(tf.nest.flatten(arrays)[0])
+    if n == 0:
+        raise TfrecError("no training examples: the split is empty")
+    ds = tf.data.Dataset.from_tensor_slices(arrays)
+    if shuffle:
+        ds = ds.shuffle(min(n, 200_000), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+
+
+def _batch_seed(seed: int, index: tf.Tensor) -> tf.Tensor:
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+
+
+def masked_item_dataset(
+    sequences: list[np.ndarray] | np.ndarray,
+    max_len: int,
+    vocabulary_size: int,
+    batch_size: int = 256,
+    mask_rate: float = 0.2,
+    mask_last_rate: float = 0.0,
+    max_masks: int | None = None,
+    augmentations: dict[str, float] | None = None,
+    shuffle: bool = True,
+    repeat: bool = False,
+    seed: int = 0,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Masked-item (cloze) batches: ``(features, labels, sample_weights)``.
+
+    features: ``item_ids`` [batch, max_len] int32 with masked items replaced by the mask id,
+    ``padding_mask`` [batch, max_len] bool, ``mask_positions`` [batch, max_masks] int64.
+    labels: the original items at those positions [batch, max_masks] int32;
+    sample_weights: 1.0 for real masks, 0.0 for padding slots [batch, max_masks].
+
+    `mask_last_rate` is the share of sequences in which only the last item is masked,
+    the situation of next-item fine-tuning.  `augmentations` maps ``crop``/``mask``/
+    ``reorder`` to their ratios, applied before masking.
+    """
+    from tfrec.data.masking import SeededMaskGenerator
+
+    padded = sequences if isinstance(sequences, np.ndarray) else pad_left(sequences, max_len)
+    max_masks = max_masks or max(1, int(np.ceil(mask_rate * max_len)))
+    generator = SeededMaskGenerator(
+        vocabulary_size=vocabulary_size, mask_selection_rate=mask_rate, mask_token_id=schema.MASK_ID,
+        mask_selection_length=max_masks, unselectable_token_ids=[schema.PAD_ID],
+    )
+    aug = {k: float(v) for k, v in (augmentations or {}).items() if v}
+    unknown = set(aug) - set(AUGMENTATIONS)
+    if unknown:
+        raise TfrecError(f"unknown augmentation {sorted(unknown)[0]!r}; known: {', '.join(AUGMENTATIONS)}")
+
+    def to_batch(index, batch):
+        seeds = tf.random.experimental.stateless_split(_batch_seed(seed, index), 3)
+        if aug:
+            batch = augment(batch, seeds[0], **aug)
+        out = generator(batch, seed=seeds[1])
+        tokens, positions = out["token_ids"], out["mask_positions"]
+        labels, weights = out["mask_ids"], out["mask_weights"]
+        if mask_last_rate > 0:
+            rows = tf.shape(batch)[0]
+            last = tf.random.stateless_uniform([rows], seed=seeds[2]) < mask_last_rate
+            last_col = tf.one_hot(max_len - 1, max_len, on_value=True, off_value=False)[tf.newaxis, :]
+            last_tokens = tf.where(last_col, tf.constant(schema.MASK_ID, batch.dtype), batch)
+            first_slot = tf.one_hot(0, max_masks, on_value=True, off_value=False)[tf.newaxis, :]
+            last_positions = tf.where(first_slot, tf.constant(max_len - 1, tf.int64), tf.constant(0, tf.int64))
+            last_labels = tf.where(first_slot, batch[:, -1:], tf.zeros_like(batch[:, -1:]))
+            last_weights = tf.cast(first_slot, weights.dtype) * tf.cast(batch[:, -1:] != schema.PAD_ID, weights.dtype)
+            pick = last[:, tf.newaxis]
+            tokens = tf.where(pick, last_tokens, tokens)
+            positions = tf.where(pick, tf.broadcast_to(last_positions, tf.shape(positions)), positions)
+            labels = tf.where(pick, tf.broadcast_to(last_labels, tf.shape(labels)), labels)
+            weights = tf.where(pick, tf.broadcast_to(last_weights, tf.shape(weights)), weights)
+        features = {ITEM_IDS: tokens, PADDING_MASK: batch != schema.PAD_ID, MASK_POSITIONS: positions}
+        return features, labels, weights
+
+    ds = _batched(padded, batch_size, shuffle, seed, repeat, drop_remainder)
+    return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def next_item_dataset(
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int = 256,
+    shuffle: bool = True,
+    repeat: bool = False,
+    seed: int = 0,
+    user_indices: np.ndarray | None = None,
+) -> tf.data.Dataset:
+    """Next-item batches ``(features, target)`` from :func:`next_item_examples`.
+
+    features: ``item_ids`` [batch, max_len] int32 ending in the mask slot, ``padding_mask``
+    [batch, max_len] bool, and ``user_index`` [batch] when `user_indices` is given;
+    target: [batch] int32 item index.
+    """
+    arrays = {ITEM_IDS: inputs, TARGET: targets}
+    if user_indices is not None:
+        arrays[USER_INDEX] = user_indices
+
+    def split(index, batch):
+        features = {ITEM_IDS: batch[ITEM_IDS], PADDING_MASK: batch[ITEM_IDS] != schema.PAD_ID}
+        if USER_INDEX in batch:
+            features[USER_INDEX] = batch[USER_INDEX]
+        return features, batch[TARGET]
+
+    ds = _batched(arrays, batch_size, shuffle, seed, repeat, False)
+    return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def retrieval_dataset(
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    user_indices: np.ndarray,
+    batch_size: int = 256,
+    shuffle: bool = True,
+    repeat: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """(query, candidate) pairs: features ``item_ids``/``padding_mask`` (the history),
+    ``user_index`` [batch] and ``item_index`` [batch] (the candidate the user chose next)."""
+
+    def split(index, batch):
+        return {ITEM_IDS: batch[ITEM_IDS], PADDING_MASK: batch[ITEM_IDS] != schema.PAD_ID,
+                USER_INDEX: batch[USER_INDEX], ITEM_INDEX: batch[TARGET]}
+
+    ds = _batched({ITEM_IDS: inputs, TARGET: targets, USER_INDEX: user_indices}, batch_size, shuffle, seed, repeat, False)
+    return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def time_features(timestamps: np.ndarray) -> dict[str, np.ndarray]:
+    """Context features of unix-second timestamps: hour of day, day of week (int32)."""
+    ts = pd.to_datetime(np.asarray(timestamps, np.int64), unit="s", utc=True)
+    return {"hour": ts.hour.to_numpy(np.int32), "weekday": ts.weekday.to_numpy(np.int32)}
+
+
+def rating_dataset(
+    df: pd.DataFrame,
+    batch_size: int = 256,
+    shuffle: bool = True,
+    repeat: bool = False,
+    seed: int = 0,
+    with_time: bool = True,
+) -> tf.data.Dataset:
+    """Rating examples ``(features, rating)``: ``user_index``, ``item_index`` [batch] int32,
+    plus ``hour``/``weekday`` when `with_time`; rating [batch] float32."""
+    if schema.RATING not in df.columns:
+        raise TfrecError("this dataset has no ratings; a rating task needs explicit feedback")
+    arrays = {USER_INDEX: df[schema.USER_INDEX].to_numpy(np.int32), ITEM_INDEX: df[schema.ITEM_INDEX].to_numpy(np.int32),
+              TARGET: df[schema.RATING].to_numpy(np.float32)}
+    if with_time:
+        arrays.update(time_features(df[schema.TIMESTAMP].to_numpy()))
+
+    def split(index, batch):
+        target = batch.pop(TARGET)
+        return batch, target
+
+    ds = _batched(arrays, batch_size, shuffle, seed, repeat, False)
+    return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,469 @@
+"""Loaders that turn public recommendation datasets into the canonical schema.
+
+Each loader reads a local folder, or, given none, the public original from the
+cache, downloading it when the machine is online.  Every loader returns a
+:class:`RawDataset` whose tables use the column names of :mod:`tfrec.data.schema`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from tfrec.data import schema
+from tfrec.data.download import ensure_files
+from tfrec.errors import TfrecError
+
+
+@dataclasses.dataclass
+class RawDataset:
+    """Tables in the canonical schema, before cleaning and splitting.
+
+    interactions: ``user_id``, ``item_id`` (str), ``timestamp`` (int64), optional ``rating``.
+    items: ``item_id`` plus feature columns (list-valued columns hold lists of str), or None.
+    users: ``user_id`` plus feature columns, or None.
+    checksums: input file name -> sha256, for ``dataset.json``.
+    """
+
+    source: str
+    interactions: pd.DataFrame
+    items: pd.DataFrame | None = None
+    users: pd.DataFrame | None = None
+    checksums: dict[str, str] = dataclasses.field(default_factory=dict)
+    path: str | None = None
+    timestamp_kind: str = "unix_seconds"  # or "order": position in the user's sequence
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _require_file(folder: str, name: str, source: str) -> str:
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        raise TfrecError(f"{path} is missing: a {source} folder must hold {name}")
+    return path
+
+
+def _read_text(path: str, encoding: str) -> str:
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise TfrecError(f"{path} is not valid {encoding} text (first bad byte at offset {e.start})") from None
+
+
+def _split_table(path: str, text: str, sep: str, names: list[str], min_fields: int | None = None) -> pd.DataFrame:
+    """Parses separator-delimited text with no header into string columns, checking field counts."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise TfrecError(f"{path} is empty")
+    want = len(names)
+    rows = [ln.split(sep) for ln in lines]
+    for i, r in enumerate(rows):
+        if len(r) < (min_fields or want) or (min_fields is None and len(r) != want):
+            shown = "tab" if sep == "\t" else repr(sep)
+            raise TfrecError(
+                f"{path} line {i + 1} has {len(r)} {shown}-separated fields where {want} were expected "
+                f"({', '.join(names)}); wrong separator or wrong file?"
+            )
+    if min_fields is not None:  # keep the first `want` fields, joining the overflow into the last
+        rows = [r[: want - 1] + [sep.join(r[want - 1:])] for r in rows]
+    return pd.DataFrame(rows, columns=names, dtype=object)
+
+
+def _to_int(df: pd.DataFrame, col: str, path: str, what: str | None = None) -> pd.Series:
+    values = pd.to_numeric(df[col], errors="coerce")
+    bad = values.isna() & df[col].notna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TfrecError(f"{path}: {what or col} {df[col].iloc[i]!r} on row {i + 1} is not a number")
+    return values
+
+
+def _clean_ids(series: pd.Series) -> pd.Series:
+    return series.astype(str).str.strip()
+
+
+def _interactions(user, item, ts, rating=None) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            schema.USER_ID: _clean_ids(pd.Series(user)).to_numpy(dtype=object),
+            schema.ITEM_ID: _clean_ids(pd.Series(item)).to_numpy(dtype=object),
+            schema.TIMESTAMP: pd.Series(ts).to_numpy(dtype=np.int64),
+        }
+    )
+    if rating is not None:
+        df[schema.RATING] = pd.Series(rating).to_numpy(dtype=np.float32)
+    return df
+
+
+def _check_unique(df: pd.DataFrame, col: str, path: str) -> None:
+    dup = df[col].duplicated()
+    if dup.any():
+        raise TfrecError(f"{path}: {col} {df[col][dup].iloc[0]!r} appears more than once")
+
+
+# ---------------------------------------------------------------------------
+# MovieLens
+
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+    "War", "Western",
+)
+_GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
+
+
+def _title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Splits 'Title (1995)' into the title and the year (nullable Int32)."""
+    extracted = titles.astype(str).str.extract(r"^(.*?)\s*\((\d{4})\)\s*$")
+    year = pd.to_numeric(extracted[1], errors="coerce").astype("Int32")
+    title = extracted[0].where(extracted[0].notna(), titles.astype(str).str.strip())
+    return title.astype(object), year
+
+
+def load_movielens_100k(path: str | None = None) -> RawDataset:
+    """MovieLens 100K: ``u.data`` (tab), ``u.item`` (latin-1, ``|``), ``u.user`` (``|``)."""
+    source = "movielens-100k"
+    folder = path or ensure_files(
+        source, {"ml-100k.zip": _GROUPLENS + "ml-100k.zip"}, ["u.data", "u.item", "u.user"],
+        archive_subdir="ml-100k", hint="pass --path DIR with u.data, u.item and u.user (the ml-100k folder)",
+    )
+    data_path = _require_file(folder, "u.data", source)
+    item_path = _require_file(folder, "u.item", source)
+    user_path = os.path.join(folder, "u.user")
+
+    ratings = _split_table(data_path, _read_text(data_path, "ascii"), "\t", ["u", "i", "r", "t"])
+    inter = _interactions(
+        ratings["u"], ratings["i"],
+        _to_int(ratings, "t", data_path, "timestamp"),
+        _to_int(ratings, "r", data_path, "rating"),
+    )
+
+    names = ["item_id", "title", "release_date", "video_release_date", "url"] + list(ML100K_GENRES)
+    raw_items = _split_table(item_path, _read_text(item_path, "latin-1"), "|", names)
+    title, year = _title_year(raw_items["title"])
+    dates = pd.to_datetime(raw_items["release_date"], format="%d-%b-%Y", errors="coerce")
+    year = year.fillna(dates.dt.year.astype("Int32"))
+    flags = raw_items[list(ML100K_GENRES)].to_numpy() == "1"
+    genres = [[g for g, on in zip(ML100K_GENRES, row) if on] for row in flags]
+    items = pd.DataFrame(
+        {schema.ITEM_ID: _clean_ids(raw_items["item_id"]), schema.TITLE: title, schema.YEAR: year,
+         schema.GENRES: genres}
+    )
+    _check_unique(items, schema.ITEM_ID, item_path)
+
+    users = None
+    checksums = {"u.data": sha256(data_path), "u.item": sha256(item_path)}
+    if os.path.isfile(user_path):
+        raw_users = _split_table(user_path, _read_text(user_path, "latin-1"), "|",
+                                 ["user_id", "age", "gender", "occupation", "zip"])
+        users = pd.DataFrame(
+            {schema.USER_ID: _clean_ids(raw_users["user_id"]),
+             schema.AGE: _to_int(raw_users, "age", user_path).astype("Int32"),
+             schema.GENDER: raw_users["gender"].astype(object),
+             schema.OCCUPATION: raw_users["occupation"].astype(object),
+             schema.ZIP_CODE: raw_users["zip"].astype(object)}
+        )
+        _check_unique(users, schema.USER_ID, user_path)
+        checksums["u.user"] = sha256(user_path)
+    return RawDataset(source, inter, items, users, checksums, folder)
+
+
+def load_movielens_1m(path: str | None = None) -> RawDataset:
+    """MovieLens 1M: ``ratings.dat``, ``movies.dat``, ``users.dat``, all ``::``-separated (latin-1)."""
+    source = "movielens-1m"
+    folder = path or ensure_files(
+        source, {"ml-1m.zip": _GROUPLENS + "ml-1m.zip"}, ["ratings.dat", "movies.dat", "users.dat"],
+        archive_subdir="ml-1m", hint="pass --path DIR with ratings.dat, movies.dat and users.dat",
+    )
+    r_path = _require_file(folder, "ratings.dat", source)
+    m_path = _require_file(folder, "movies.dat", source)
+    u_path = os.path.join(folder, "users.dat")
+    ratings = _split_table(r_path, _read_text(r_path, "latin-1"), "::", ["u", "i", "r", "t"])
+    inter = _interactions(ratings["u"], ratings["i"], _to_int(ratings, "t", r_path, "timestamp"),
+                          _to_int(ratings, "r", r_path, "rating"))
+    movies = _split_table(m_path, _read_text(m_path, "latin-1"), "::", ["item_id", "title", "genres"])
+    title, year = _title_year(movies["title"])
+    items = pd.DataFrame(
+        {schema.ITEM_ID: _clean_ids(movies["item_id"]), schema.TITLE: title, schema.YEAR: year,
+         schema.GENRES: [[g for g in s.strip().split("|") if g] for s in movies["genres"]]}
+    )
+    _check_unique(items, schema.ITEM_ID, m_path)
+    checksums = {"ratings.dat": sha256(r_path), "movies.dat": sha256(m_path)}
+    users = None
+    if os.path.isfile(u_path):
+        raw = _split_table(u_path, _read_text(u_path, "latin-1"), "::", ["user_id", "gender", "age", "occupation", "zip"])
+        users = pd.DataFrame(
+            {schema.USER_ID: _clean_ids(raw["user_id"]), schema.GENDER: raw["gender"].astype(object),
+             schema.AGE: _to_int(raw, "age", u_path).astype("Int32"),
+             schema.OCCUPATION: raw["occupation"].astype(object), schema.ZIP_CODE: raw["zip"].astype(object)}
+        )
+        _check_unique(users, schema.USER_ID, u_path)
+        checksums["users.dat"] = sha256(u_path)
+    return RawDataset(source, inter, items, users, checksums, folder)
+
+
+def _read_csv(path: str, required: list[str], encoding: str = "utf-8") -> pd.DataFrame:
+    text = _read_text(path, encoding)
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, csv.Error) as e:
+        raise TfrecError(f"{path} is not a readable CSV file ({str(e).splitlines()[0]})") from None
+    except pd.errors.EmptyDataError:
+        raise TfrecError(f"{path} is empty") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise TfrecError(
+            f"{path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(it has {', '.join(map(str, df.columns[:8]))}); wrong separator or wrong file?"
+        )
+    return df
+
+
+def load_movielens_latest_small(path: str | None = None) -> RawDataset:
+    """MovieLens latest-small: ``ratings.csv``, ``movies.csv`` (``|``-separated genres), ``tags.csv``."""
+    source = "movielens-latest-small"
+    folder = path or ensure_files(
+        source, {"ml-latest-small.zip": _GROUPLENS + "ml-latest-small.zip"}, ["ratings.csv", "movies.csv"],
+        archive_subdir="ml-latest-small", hint="pass --path DIR with ratings.csv and movies.csv",
+    )
+    r_path = _require_file(folder, "ratings.csv", source)
+    m_path = _require_file(folder, "movies.csv", source)
+    t_path = os.path.join(folder, "tags.csv")
+    ratings = _read_csv(r_path, ["userId", "movieId", "rating", "timestamp"])
+    inter = _interactions(ratings["userId"], ratings["movieId"], _to_int(ratings, "timestamp", r_path),
+                          pd.to_numeric(ratings["rating"], errors="coerce"))
+    if inter[schema.RATING].isna().any():
+        raise TfrecError(f"{r_path}: column rating holds values that are not numbers")
+    movies = _read_csv(m_path, ["movieId", "title", "genres"])
+    title, year = _title_year(movies["title"])
+    genres = [[g for g in str(s).split("|") if g and g != "(no genres listed)"] for s in movies["genres"]]
+    items = pd.DataFrame({schema.ITEM_ID: _clean_ids(movies["movieId"]), schema.TITLE: title,
+                          schema.YEAR: year, schema.GENRES: genres})
+    _check_unique(items, schema.ITEM_ID, m_path)
+    checksums = {"ratings.csv": sha256(r_path), "movies.csv": sha256(m_path)}
+    if os.path.isfile(t_path):
+        tags = _read_csv(t_path, ["userId", "movieId", "tag"])
+        tags["tag"] = tags["tag"].fillna("").str.strip().str.lower()
+        grouped = tags[tags["tag"] != ""].groupby("movieId")["tag"].apply(lambda s: sorted(set(s)))
+        items[schema.TAGS] = [grouped.get(i, []) for i in items[schema.ITEM_ID]]
+        checksums["tags.csv"] = sha256(t_path)
+    return RawDataset(source, inter, items, None, checksums, folder)
+
+
+# ---------------------------------------------------------------------------
+# Amazon (S3-Rec / P5 preprocessing)
+
+_S3REC = "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/"
+S3REC_NAMES = ("Beauty", "Sports_and_Outdoors", "Toys_and_Games", "Yelp", "LastFM")
+
+
+def _find_s3rec_name(folder: str) -> str:
+    names = sorted(f[:-4] for f in os.listdir(folder)
+                   if f.endswith(".txt") and not f.endswith("_sample.txt") and f[0] != "." and f.lower() != "readme.txt")
+    if not names:
+        raise TfrecError(f"{folder} holds no <Name>.txt sequence file of the S3-Rec format")
+    if len(names) > 1:
+        raise TfrecError(f"{folder} holds several sequence files ({', '.join(names)}); pass --name to pick one")
+    return names[0]
+
+
+def load_amazon_s3rec(path: str | None = None, name: str | None = None) -> RawDataset:
+    """S3-Rec/P5 sequential files: ``<Name>.txt`` (``user item1 item2 ...`` in time order) and
+    ``<Name>_item2attributes.json``.  The position in the sequence becomes the timestamp."""
+    source = "amazon-s3rec"
+    if path is None:
+        name = name or "Beauty"
+        if name not in S3REC_NAMES:
+            raise TfrecError(f"unknown S3-Rec dataset {name!r}; known: {', '.join(S3REC_NAMES)}")
+        path = ensure_files(
+            f"{source}-{name}",
+            {f"{name}.txt": _S3REC + f"{name}.txt", f"{name}_item2attributes.json": _S3REC + f"{name}_item2attributes.json"},
+            [f"{name}.txt"], hint=f"pass --path DIR with {name}.txt and {name}_item2attributes.json",
+        )
+    if not os.path.isdir(path):
+        raise TfrecError(f"{path} is not a folder")
+    name = name or _find_s3rec_name(path)
+    seq_path = _require_file(path, f"{name}.txt", source)
+    users, items, order = [], [], []
+    for lineno, line in enumerate(_read_text(seq_path, "utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise TfrecError(f"{seq_path} line {lineno} has a user but no items; expected 'user item1 item2 ...'")
+        users.extend([parts[0]] * (len(parts) - 1))
+        items.extend(parts[1:])
+        order.extend(range(len(parts) - 1))
+    if not users:
+        raise TfrecError(f"{seq_path} is empty")
+    inter = _interactions(users, items, order)
+    checksums = {f"{name}.txt": sha256(seq_path)}
+    attr_path = os.path.join(path, f"{name}_item2attributes.json")
+    item_table = None
+    if os.path.isfile(attr_path):
+        try:
+            mapping = json.loads(_read_text(attr_path, "utf-8"))
+        except json.JSONDecodeError as e:
+            raise TfrecError(f"{attr_path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(mapping, dict):
+            raise TfrecError(f"{attr_path} must hold one JSON object mapping item ids to attribute lists")
+        item_table = pd.DataFrame(
+            {schema.ITEM_ID: [str(k).strip() for k in mapping],
+             schema.ATTRIBUTES: [[str(a) for a in (v if isinstance(v, list) else [v])] for v in mapping.values()]}
+        )
+        checksums[f"{name}_item2attributes.json"] = sha256(attr_path)
+    return RawDataset(f"{source}:{name}", inter, item_table, None, checksums, path, timestamp_kind="order")
+
+
+# ---------------------------------------------------------------------------
+# Generic tables
+
+
+def _parse_timestamps(series: pd.Series, where: str) -> np.ndarray:
+    numeric = pd.to_numeric(series, errors="coerce")
+    if numeric.notna().all():
+        return numeric.to_numpy(dtype=np.float64).astype(np.int64)
+    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
+    bad = parsed.isna() & series.notna()
+    if bad.any():
+        value = series[bad].iloc[0]
+        raise TfrecError(f"{where}: timestamp {value!r} is neither a number nor a date")
+    return (parsed.astype("int64") // 10**9).to_numpy(dtype=np.int64)
+
+
+def load_table(
+    data: str | pd.DataFrame,
+    columns: dict[str, str] | None = None,
+    items: str | pd.DataFrame | None = None,
+    users: str | pd.DataFrame | None = None,
+    list_columns: tuple[str, ...] = (),
+    list_sep: str = "|",
+    sep: str = ",",
+    order_as_time: bool = False,
+) -> RawDataset:
+    """Interactions from a CSV or parquet file or a DataFrame, with a column mapping.
+
+    Args:
+        data: a ``.csv``/``.tsv``/``.parquet`` path or a DataFrame of interactions.
+        columns: canonical name -> source column, e.g. ``{"user_id": "userId"}``; the same
+            mapping renames item and user tables.
+        list_columns: feature columns holding ``list_sep``-separated values.
+        order_as_time: with no timestamp column, the row order within a user is the time.
+    """
+    columns = dict(columns or {})
+
+    def read(obj, what: str) -> tuple[pd.DataFrame, str, dict[str, str]]:
+        if isinstance(obj, pd.DataFrame):
+            return obj.copy(), f"the {what} DataFrame", {}
+        if not os.path.isfile(obj):
+            raise TfrecError(f"{obj} does not exist")
+        sums = {os.path.basename(obj): sha256(obj)}
+        if obj.endswith(".parquet"):
+            try:
+                return pd.read_parquet(obj), obj, sums
+            except Exception as e:  # pyarrow raises several types for a corrupt file
+                raise TfrecError(f"{obj} is not a readable parquet file ({type(e).__name__})") from None
+        file_sep = "\t" if obj.endswith(".tsv") else sep
+        text = _read_text(obj, "utf-8")
+        try:
+            df = pd.read_csv(io.StringIO(text), sep=file_sep, dtype=str, keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:
+            raise TfrecError(f"{obj} is empty") from None
+        except (pd.errors.ParserError, csv.Error) as e:
+            raise TfrecError(f"{obj} is not a readable table ({str(e).splitlines()[0]})") from None
+        return df, obj, sums
+
+    inv = {src: dst for dst, src in columns.items()}
+    df, where, checksums = read(data, "interactions")
+    df = df.rename(columns=inv)
+    required = [schema.USER_ID, schema.ITEM_ID] + ([] if order_as_time else [schema.TIMESTAMP])
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        wanted = ", ".join(f"{c} (from {columns.get(c, c)!r})" for c in missing)
+        raise TfrecError(f"{where} lacks the column {wanted}; it has {', '.join(map(str, df.columns[:10]))}")
+    if df.empty:
+        raise TfrecError(f"{where} holds no rows")
+    kind = "unix_seconds"
+    if order_as_time and schema.TIMESTAMP not in df.columns:
+        ts = df.groupby(schema.USER_ID, sort=False).cumcount().to_numpy(dtype=np.int64)
+        kind = "order"
+    else:
+        ts = _parse_timestamps(df[schema.TIMESTAMP], where)
+    rating = None
+    if schema.RATING in df.columns:
+        rating = pd.to_numeric(df[schema.RATING], errors="coerce")
+        if (rating.isna() & df[schema.RATING].notna()).any():
+            raise TfrecError(f"{where}: column {schema.RATING} holds values that are not numbers")
+    inter = _interactions(df[schema.USER_ID].where(df[schema.USER_ID].notna(), None),
+                          df[schema.ITEM_ID].where(df[schema.ITEM_ID].notna(), None), ts, rating)
+    # Missing ids stay missing (not the string 'None') so that cleaning drops them.
+    inter.loc[df[schema.USER_ID].isna().to_numpy(), schema.USER_ID] = None
+    inter.loc[df[schema.ITEM_ID].isna().to_numpy(), schema.ITEM_ID] = None
+
+    def side(obj, key: str, what: str) -> pd.DataFrame | None:
+        if obj is None:
+            return None
+        table, twhere, sums = read(obj, what)
+        checksums.update(sums)
+        table = table.rename(columns=inv)
+        if key not in table.columns:
+            raise TfrecError(f"{twhere} lacks the column {key} (from {columns.get(key, key)!r})")
+        table[key] = _clean_ids(table[key])
+        _check_unique(table, key, twhere)
+        for col in list_columns:
+            if col in table.columns:
+                table[col] = [[v.strip() for v in str(s).split(list_sep) if v.strip()] if isinstance(s, str) else
+                              (list(s) if isinstance(s, (list, tuple, np.ndarray)) else []) for s in table[col]]
+        return table
+
+    item_table = side(items, schema.ITEM_ID, "items")
+    user_table = side(users, schema.USER_ID, "users")
+    path = data if isinstance(data, str) else None
+    source = "parquet" if isinstance(data, str) and data.endswith(".parquet") else (
+        "dataframe" if isinstance(data, pd.DataFrame) else "csv")
+    return RawDataset(source, inter, item_table, user_table, checksums, path, timestamp_kind=kind)
+
+
+LOADERS: dict[str, Callable[..., RawDataset]] = {
+    "movielens-100k": load_movielens_100k,
+    "movielens-1m": load_movielens_1m,
+    "movielens-latest-small": load_movielens_latest_small,
+    "amazon-s3rec": load_amazon_s3rec,
+}
+# Folder names under TFREC_DATA_DIR that hold each source's local copy.
+LOCAL_FOLDERS = {
+    "movielens-100k": "ml-100k",
+    "movielens-1m": "ml-1m",
+    "movielens-latest-small": "ml-latest-small",
+    "amazon-s3rec": "amazon-beauty",
+}
+TABLE_SOURCES = ("csv", "parquet")
+
+
+def load(source: str, path: str | None = None, **kwargs) -> RawDataset:
+    """Loads a named source (``movielens-100k``, ``amazon-s3rec``, ``csv``...) into a RawDataset."""
+    if source in TABLE_SOURCES:
+        if path is None:
+            raise TfrecError(f"source {source!r} needs a path to the interactions file")
+        return load_table(path, **kwargs)
+    if source not in LOADERS:
+        raise TfrecError(f"unknown data source {source!r}; known: {', '.join(list(LOADERS) + list(TABLE_SOURCES))}")
+    if path is not None and not os.path.isdir(path):
+        raise TfrecError(f"{path} is not a folder; {source} reads a folder of its original files")
+    return LOADERS[source](path, **kwargs)
