@@ -344,7 +344,8 @@ def _parse_timestamps(series: pd.Series, where: str) -> np.ndarray:
     if bad.any():
         value = series[bad].iloc[0]
         raise TfrecError(f"{where}: timestamp {value!r} is neither a number nor a date")
-    return (parsed.astype("int64") // 10**9).to_numpy(dtype=np.int64)
+    epoch = pd.Timestamp(0, tz="UTC")
+    return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
 
 
 def load_table(

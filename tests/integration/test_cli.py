@@ -1,0 +1,90 @@
+"""The CLI end to end, in fresh processes: exit codes, one-sentence errors, no tracebacks."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, dataset_dir, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_clean_error(r, *fragments):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("tfrec: error:")]
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_prepare_csv_and_stats(tmp_path):
+    (tmp_path / "e.csv").write_text("uid,sku,ts\n" + "".join(f"u{u},i{(u + k) % 7},{k}\n" for u in range(5) for k in range(6)))
+    out = tmp_path / "prepared"
+    r = run_cli("data", "prepare", "csv", "--path", str(tmp_path / "e.csv"), "--columns",
+                "user_id=uid,item_id=sku,timestamp=ts", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "| users" in r.stdout and "| 5 " in r.stdout.split("| users")[1].splitlines()[0]
+    r = run_cli("data", "stats", str(out), "--json")
+    stats = json.loads(r.stdout)
+    assert (stats["num_users"], stats["num_items"], stats["num_interactions"]) == (5, 7, 30)
+
+
+def test_bad_inputs_exit_2_with_one_sentence(tmp_path):
+    assert_clean_error(run_cli("data", "prepare", "movielens-100k", "--path", str(tmp_path), "--out", str(tmp_path / "o")),
+                       "u.data is missing")
+    (tmp_path / "e.csv").write_text("a;b;c\n1;2;3\n")
+    assert_clean_error(run_cli("data", "prepare", "csv", "--path", str(tmp_path / "e.csv"), "--out", str(tmp_path / "o")),
+                       "lacks the column", "user_id")
+    (tmp_path / "f.csv").write_text("user_id,item_id,timestamp\n")
+    assert_clean_error(run_cli("data", "prepare", "csv", "--path", str(tmp_path / "f.csv"), "--out", str(tmp_path / "o")),
+                       "holds no rows")
+    assert_clean_error(run_cli("data", "stats", str(tmp_path)), "not a prepared dataset")
+    assert_clean_error(run_cli("data", "prepare", "csv", "--out", str(tmp_path / "o")), "needs a path")
+    assert_clean_error(run_cli("data", "prepare"), "required")
+    assert_clean_error(run_cli("data", "prepare", "csv", "--path", str(tmp_path / "e.csv"), "--test-fraction", "x",
+                               "--out", "o"), "invalid float value")
+    assert not (tmp_path / "o").exists()
+
+
+def test_interrupt_leaves_no_partial_output(tmp_path):
+    """SIGINT during prepare: exit 130, and neither the output nor a staging folder survives."""
+    big = tmp_path / "big.csv"
+    with open(big, "w") as f:
+        f.write("user_id,item_id,timestamp\n")
+        for i in range(1_500_000):
+            f.write(f"u{i % 5000},i{i % 3000},{i}\n")
+    p = subprocess.Popen([sys.executable, "-m", "tfrec", "data", "prepare", "csv", "--path", str(big), "--out",
+                          str(tmp_path / "out")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if any(n.startswith(".out.partial") for n in os.listdir(tmp_path)):
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    if p.returncode == 0:
+        pytest.skip("prepare finished before the interrupt arrived")
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["big.csv"]
+
+
+def test_prepare_local_copy_through_data_dir_env(tmp_path):
+    root = os.path.dirname(dataset_dir("ml-100k"))
+    r = run_cli("data", "prepare", "movielens-100k", "--out", str(tmp_path / "ml"), env={"TFREC_DATA_DIR": root})
+    assert r.returncode == 0, r.stderr
+    assert "943" in r.stdout and "1,682" in r.stdout and "100,000" in r.stdout
+
+
+def test_quickstart(tmp_path):
+    root = os.path.dirname(dataset_dir("ml-100k"))
+    r = run_cli("quickstart", "--workdir", str(tmp_path), env={"TFREC_DATA_DIR": root})
+    assert r.returncode == 0, r.stderr
+    assert os.path.isfile(tmp_path / "data" / "movielens-100k" / "stats.json")
+    assert "| users" in r.stdout and "943" in r.stdout

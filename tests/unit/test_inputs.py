@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrec.data import inputs, schema
+from tfrec.errors import TfrecError
+
+MASK = schema.MASK_ID
+
+
+def arr(*xs):
+    return np.asarray(xs, np.int32)
+
+
+def test_pad_left_keeps_the_latest_items():
+    out = inputs.pad_left([arr(5, 6, 7), arr(8), arr()], 2)
+    np.testing.assert_array_equal(out, [[6, 7], [0, 8], [0, 0]])
+
+
+def test_sliding_windows_cover_every_item():
+    s = np.arange(10, 20, dtype=np.int32)  # 10 items, windows of 4, stride 3: ends 10, 7, 4
+    wins = inputs.sliding_windows([s, arr(1, 2)], max_len=4, stride=3)
+    assert [w.tolist() for w in wins] == [[10, 11, 12, 13], [13, 14, 15, 16], [16, 17, 18, 19], [1, 2]]
+    with pytest.raises(TfrecError):
+        inputs.sliding_windows([s], 0)
+
+
+def test_next_item_examples_by_hand():
+    x, y = inputs.next_item_examples([arr(3, 4, 5, 6)], max_len=3)
+    # histories [3], [3,4], [4,5] (last max_len-1 = 2 items), then the mask slot
+    np.testing.assert_array_equal(x, [[0, 3, MASK], [3, 4, MASK], [4, 5, MASK]])
+    np.testing.assert_array_equal(y, [4, 5, 6])
+    np.testing.assert_array_equal(inputs.with_mask_slot([arr(7, 8, 9)], 3), [[8, 9, MASK]])
+
+
+def _collect(ds):
+    return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in ds]
+
+
+def test_masked_item_batches_are_consistent_and_seeded():
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(3, 500, size=rng.integers(2, 30)).astype(np.int32) for _ in range(300)]
+    padded = inputs.pad_left(seqs, 20)
+    kwargs = dict(max_len=20, vocabulary_size=500, batch_size=64, mask_rate=0.25, shuffle=False, seed=5)
+    a = _collect(inputs.masked_item_dataset(padded, **kwargs))
+    b = _collect(inputs.masked_item_dataset(padded, **kwargs))
+    c = _collect(inputs.masked_item_dataset(padded, **dict(kwargs, seed=6)))
+    row = 0
+    masked_total = 0
+    for (x, y, w), (xb, yb, wb), (xc, _, _) in zip(a, b, c):
+        np.testing.assert_array_equal(x["item_ids"], xb["item_ids"])
+        np.testing.assert_array_equal(y, yb)
+        for i in range(len(y)):
+            orig = padded[row + i]
+            n = int((orig != 0).sum())
+            k = int(w[i].sum())
+            assert k == min(int(np.ceil(0.25 * n)), 5)              # quota, capped at ceil(0.25 * 20)
+            pos = x["mask_positions"][i][:k]
+            assert np.all(orig[pos] != 0)                            # padding is never masked
+            np.testing.assert_array_equal(y[i][:k], orig[pos])       # labels are the original items
+            assert np.all(x["item_ids"][i][pos] == MASK)
+            untouched = np.setdiff1d(np.arange(20), pos)
+            np.testing.assert_array_equal(x["item_ids"][i][untouched], orig[untouched])
+            np.testing.assert_array_equal(x["padding_mask"][i], orig != 0)
+            masked_total += k
+        row += len(y)
+    assert row == 300 and masked_total > 0
+    assert any(not np.array_equal(x["item_ids"], xc["item_ids"]) for (x, _, _), (xc, _, _) in zip(a, c))
+
+
+def test_mask_last_variant_masks_only_the_last_item():
+    seqs = [np.arange(3, 3 + n, dtype=np.int32) for n in range(2, 12)] * 20
+    ds = inputs.masked_item_dataset(seqs, max_len=12, vocabulary_size=50, batch_size=200, mask_rate=0.3,
+                                    mask_last_rate=1.0, shuffle=False)
+    x, y, w = next(iter(ds))
+    padded = inputs.pad_left(seqs, 12)
+    assert np.all(x["mask_positions"].numpy()[:, 0] == 11)
+    np.testing.assert_array_equal(y.numpy()[:, 0], padded[:, -1])
+    assert np.all(w.numpy()[:, 0] == 1.0) and np.all(w.numpy()[:, 1:] == 0.0)
+    np.testing.assert_array_equal(x["item_ids"].numpy()[:, :-1], padded[:, :-1])
+    # about half at rate 0.5
+    ds = inputs.masked_item_dataset(seqs, max_len=12, vocabulary_size=50, batch_size=200, mask_rate=0.3,
+                                    mask_last_rate=0.5, shuffle=False)
+    x, _, w = next(iter(ds))
+    only_last = (w.numpy().sum(1) == 1) & (x["mask_positions"].numpy()[:, 0] == 11)
+    assert 60 <= only_last.sum() <= 140
+
+
+def test_augmentations():
+    batch = tf.constant(inputs.pad_left([np.arange(3, 13, dtype=np.int32), arr(5, 6)], 12))
+    seed = tf.constant([1, 2], tf.int64)
+    crop = inputs.random_crop(batch, 0.5, seed).numpy()
+    # row 0: 5 contiguous items of 3..12 at the end; row 1: max(1, floor(0.5*2)) = 1 item
+    kept = crop[0][crop[0] != 0]
+    assert len(kept) == 5 and np.all(np.diff(kept) == 1) and crop[0][-1] != 0
+    assert (crop[1] != 0).sum() == 1 and crop[1][-1] in (5, 6)
+    reo = inputs.random_reorder(batch, 0.6, seed).numpy()
+    assert sorted(reo[0][reo[0] != 0]) == list(range(3, 13))       # a permutation of the same items
+    moved = np.flatnonzero(reo[0] != batch.numpy()[0])
+    assert len(moved) == 0 or moved.max() - moved.min() < 6        # inside one run of floor(0.6*10) = 6
+    masked = inputs.random_mask(tf.constant(inputs.pad_left([np.arange(3, 203, dtype=np.int32)], 200)), 0.3, seed).numpy()
+    assert 30 <= (masked == MASK).sum() <= 90
+    again = inputs.augment(batch, seed, crop=0.6, mask=0.2, reorder=0.3).numpy()
+    np.testing.assert_array_equal(again, inputs.augment(batch, seed, crop=0.6, mask=0.2, reorder=0.3).numpy())
+    with pytest.raises(TfrecError, match="unknown augmentation 'flip'"):
+        inputs.masked_item_dataset([arr(3, 4)], 4, 10, augmentations={"flip": 0.5})
+
+
+def test_next_item_retrieval_and_rating_datasets(synthetic_prepared):
+    users, seqs = inputs.loo_sequences(synthetic_prepared, schema.TRAIN)
+    x, y = inputs.next_item_examples(seqs, 10)
+    assert len(y) == sum(len(s) - 1 for s in seqs)
+    feats, target = next(iter(inputs.next_item_dataset(x, y, batch_size=32, shuffle=False)))
+    assert feats["item_ids"].shape == (32, 10) and target.shape == (32,)
+    np.testing.assert_array_equal(target.numpy(), y[:32])
+    uid = np.repeat(users, [len(s) - 1 for s in seqs])
+    r = next(iter(inputs.retrieval_dataset(x, y, uid, batch_size=8, shuffle=False)))
+    np.testing.assert_array_equal(r["item_index"].numpy(), y[:8])
+    np.testing.assert_array_equal(r["user_index"].numpy(), uid[:8])
+    train = synthetic_prepared.split(schema.TRAIN, schema.RANDOM_SPLIT)
+    f, rating = next(iter(inputs.rating_dataset(train, batch_size=16, shuffle=False)))
+    np.testing.assert_allclose(rating.numpy(), train[schema.RATING].to_numpy()[:16])
+    assert set(f) == {"user_index", "item_index", "hour", "weekday"} and f["hour"].numpy().max() < 24
+
+
+def test_loo_sequences_histories(synthetic_prepared):
+    users, seqs = inputs.loo_sequences(synthetic_prepared, schema.TRAIN)
+    valid = inputs.loo_sequences(synthetic_prepared, schema.VALID)
+    test = inputs.loo_sequences(synthetic_prepared, schema.TEST)
+    by_user = dict(zip(users.tolist(), seqs))
+    for u, h, t in zip(valid.user_indices[:20], valid.histories, valid.targets):
+        np.testing.assert_array_equal(h, by_user[u])
+    for i in range(20):
+        u = test.user_indices[i]
+        j = list(valid.user_indices).index(u)
+        np.testing.assert_array_equal(test.histories[i], np.append(by_user[u], valid.targets[j]))
+    full = synthetic_prepared.interactions
+    first = full[full[schema.USER_INDEX] == test.user_indices[0]][schema.ITEM_INDEX].to_numpy()
+    np.testing.assert_array_equal(np.append(test.histories[0], test.targets[0]), first)
