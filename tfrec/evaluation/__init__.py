@@ -1,0 +1,1 @@
+"""Full-ranking evaluation of anything that maps histories to item scores."""

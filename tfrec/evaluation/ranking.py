@@ -1,0 +1,78 @@
+"""Full-ranking metrics: every item is ranked, items of the history excluded (configurable).
+
+A scorer is any callable ``histories -> scores``: ``histories`` is a list of int32
+item-index arrays (oldest first), ``scores`` a ``[batch, vocabulary_size]`` float
+array.  The same code judges a Keras model, an export and a baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from tfrec.data import schema
+
+Scorer = Callable[[list[np.ndarray]], np.ndarray]
+HR_KS = (1, 5, 10, 20)
+NDCG_KS = (5, 10, 20)
+
+
+def target_ranks(scores: np.ndarray, targets: np.ndarray, histories: Sequence[np.ndarray] | None) -> np.ndarray:
+    """0-based rank of each target among all real items.
+
+    Reserved ids (padding, mask, OOV) never rank; with `histories`, their items are
+    excluded too (the target itself never is).  Ties go to the lower item index,
+    as a stable sort would order them.
+    """
+    s = np.array(scores, dtype=np.float64, copy=True)
+    s[:, : schema.NUM_ITEM_RESERVED] = -np.inf
+    rows = np.arange(len(s))
+    t_score = s[rows, targets].copy()
+    if histories is not None:
+        for i, h in enumerate(histories):
+            if len(h):
+                s[i, h] = -np.inf
+    s[rows, targets] = t_score  # the target stays even if it was in the history
+    index = np.arange(s.shape[1])[np.newaxis, :]
+    ahead = (s > t_score[:, None]) | ((s == t_score[:, None]) & (index < targets[:, None]))
+    return ahead.sum(axis=1)
+
+
+def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
+    """HR@{1,5,10,20}, NDCG@{5,10,20} and MRR of 0-based ranks of one target each."""
+    ranks = np.asarray(ranks)
+    out = {f"hr@{k}": float(np.mean(ranks < k)) for k in HR_KS}
+    gain = 1.0 / np.log2(ranks + 2.0)
+    out.update({f"ndcg@{k}": float(np.mean(np.where(ranks < k, gain, 0.0))) for k in NDCG_KS})
+    out["mrr"] = float(np.mean(1.0 / (ranks + 1.0)))
+    return out
+
+
+def evaluate(
+    scorer: Scorer,
+    histories: Sequence[np.ndarray],
+    targets: np.ndarray,
+    exclude_history: bool = True,
+    batch_size: int = 512,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Ranks every target with `scorer`; returns (mean metrics, per-user 0-based ranks)."""
+    ranks = []
+    for start in range(0, len(targets), batch_size):
+        h = list(histories[start:start + batch_size])
+        scores = np.asarray(scorer(h))
+        ranks.append(target_ranks(scores, np.asarray(targets[start:start + batch_size]), h if exclude_history else None))
+    ranks = np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+    metrics = metrics_from_ranks(ranks)
+    metrics["users"] = int(len(ranks))
+    return metrics, ranks
+
+
+def popularity_scorer(train_sequences: Sequence[np.ndarray], vocabulary_size: int) -> Scorer:
+    """Scores every item by its count in the training sequences, for every user."""
+    counts = np.bincount(np.concatenate(list(train_sequences)), minlength=vocabulary_size).astype(np.float32)
+
+    def score(histories: list[np.ndarray]) -> np.ndarray:
+        return np.broadcast_to(counts, (len(histories), vocabulary_size))
+
+    return score

@@ -1,0 +1,64 @@
+"""Weights as TensorFlow checkpoints plus a JSON config; models are rebuilt from the config.
+
+Keras-level ``load_model`` of models holding keras-nlp layers does not work in Keras 2,
+so a saved model folder holds ``config.json`` (the backbone's ``get_config()`` and the
+task) and ``ckpt/`` (a ``tf.train.Checkpoint`` of the backbone and the task model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from tfrec.errors import TfrecError
+from tfrec.fileio import atomic_dir
+from tfrec.models.sequence_backbone import SequenceBackbone
+from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "ckpt"
+TASKS = {"pretrain": MaskedItemPretrainer, "next-item": NextItemRecommender}
+
+
+def save(model: tf.keras.Model, path: str, task: str, extra: dict | None = None) -> None:
+    """Writes `model` (a task model with a ``backbone``) to `path`, atomically."""
+    if task not in TASKS:
+        raise TfrecError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    with atomic_dir(path) as staging:
+        config = {"task": task, "backbone": model.backbone.get_config(), **(extra or {})}
+        with open(os.path.join(staging, CONFIG_FILE), "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        tf.train.Checkpoint(model=model).write(os.path.join(staging, CHECKPOINT_DIR, "model"))
+
+
+def load(path: str) -> tuple[tf.keras.Model, dict]:
+    """Rebuilds the task model saved at `path` from its config and restores its weights."""
+    config_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise TfrecError(f"{path} is not a saved tfrec model: it has no {CONFIG_FILE}")
+    with open(config_path) as f:
+        config = json.load(f)
+    task = config.get("task")
+    if task not in TASKS:
+        raise TfrecError(f"{config_path} names an unknown task {task!r}")
+    model = TASKS[task](SequenceBackbone.from_config(config["backbone"]))
+    tf.train.Checkpoint(model=model).read(os.path.join(path, CHECKPOINT_DIR, "model")).expect_partial()
+    return model, config
+
+
+def load_backbone_weights(backbone: SequenceBackbone, path: str) -> dict:
+    """Copies the backbone weights of the model saved at `path` into `backbone`.
+
+    The saved backbone must have the same shape (vocabulary, width, layers); a
+    mismatch is reported in one sentence.
+    """
+    saved, config = load(path)
+    mine = backbone.get_config()
+    for key in ("vocabulary_size", "max_len", "hidden_dim", "num_layers", "num_heads", "intermediate_dim"):
+        if mine[key] != config["backbone"][key]:
+            raise TfrecError(f"the pretrained model at {path} has {key} {config['backbone'][key]}, "
+                             f"but this model has {mine[key]}; it was pretrained on other data or settings")
+    backbone.set_weights(saved.backbone.get_weights())
+    return config

@@ -1,0 +1,124 @@
+"""The Transformer encoder over item sequences that every tfrec task starts from."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import keras_nlp  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfrec.data.inputs import ITEM_IDS, PADDING_MASK  # noqa: E402
+
+SEQUENCE_OUTPUT = "sequence_output"
+
+
+class ItemFeatureEmbedding(tf.keras.layers.Layer):
+    """Mean-pooled embedding of each item's feature ids (genres, categories, attributes).
+
+    Holds a constant ``[vocabulary_size, max_features]`` table of feature ids per
+    item (0 = none); maps ``[batch, seq_len]`` item ids to ``[batch, seq_len, dim]``.
+    """
+
+    def __init__(self, feature_table, feature_vocabulary_size: int, hidden_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.feature_table = np.asarray(feature_table, dtype=np.int32)
+        self.feature_vocabulary_size = int(feature_vocabulary_size)
+        self.hidden_dim = int(hidden_dim)
+        self.embedding = tf.keras.layers.Embedding(self.feature_vocabulary_size, self.hidden_dim, name="feature_embedding")
+
+    def build(self, input_shape):
+        self.table = tf.constant(self.feature_table)
+        super().build(input_shape)
+
+    def call(self, item_ids):
+        ids = tf.gather(self.table, item_ids)  # [batch, seq_len, max_features]
+        present = tf.cast(ids > 0, self.compute_dtype)[..., tf.newaxis]
+        summed = tf.reduce_sum(self.embedding(ids) * present, axis=-2)
+        return summed / tf.maximum(tf.reduce_sum(present, axis=-2), 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(feature_table=self.feature_table.tolist(), feature_vocabulary_size=self.feature_vocabulary_size,
+                      hidden_dim=self.hidden_dim)
+        return config
+
+
+class SequenceBackbone(tf.keras.Model):
+    """Bidirectional Transformer encoder over left-padded item sequences.
+
+    Inputs: ``item_ids`` ``[batch, seq_len]`` int32 (0 = padding, 1 = mask) and
+    ``padding_mask`` ``[batch, seq_len]`` bool.  Output: ``sequence_output``
+    ``[batch, seq_len, hidden_dim]``.  The item embedding is a keras-nlp
+    ``ReversibleEmbedding`` so heads can tie their output weights to it.
+
+    Args:
+        vocabulary_size: item vocabulary size, reserved ids included.
+        max_len: sequence length (position embeddings).
+        hidden_dim, num_layers, num_heads, intermediate_dim, dropout: encoder shape.
+        feature_table: optional ``[vocabulary_size, max_features]`` feature ids per item;
+            their pooled embedding is added to the item embedding.
+        feature_vocabulary_size: size of the feature id space of `feature_table`.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size: int,
+        max_len: int = 50,
+        hidden_dim: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        intermediate_dim: int = 256,
+        dropout: float = 0.2,
+        layer_norm_epsilon: float = 1e-12,
+        feature_table=None,
+        feature_vocabulary_size: int = 0,
+        **kwargs,
+    ):
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
+        item_ids = tf.keras.Input(shape=(max_len,), dtype="int32", name=ITEM_IDS)
+        padding_mask = tf.keras.Input(shape=(max_len,), dtype="bool", name=PADDING_MASK)
+        token_embedding = keras_nlp.layers.ReversibleEmbedding(
+            vocabulary_size, hidden_dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
+            name="item_embedding")
+        x = token_embedding(item_ids)
+        feature_embedding = None
+        if feature_table is not None:
+            feature_embedding = ItemFeatureEmbedding(feature_table, feature_vocabulary_size, hidden_dim, name="item_features")
+            x = x + feature_embedding(item_ids)
+        x = x + keras_nlp.layers.PositionEmbedding(max_len, name="position_embedding")(x)
+        x = tf.keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="embeddings_layer_norm")(x)
+        x = tf.keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
+        for i in range(num_layers):
+            x = keras_nlp.layers.TransformerEncoder(
+                intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout, activation="gelu",
+                layer_norm_epsilon=layer_norm_epsilon, name=f"transformer_layer_{i}")(x, padding_mask=padding_mask)
+        super().__init__(inputs={ITEM_IDS: item_ids, PADDING_MASK: padding_mask}, outputs={SEQUENCE_OUTPUT: x}, **kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.max_len = max_len
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.feature_table = None if feature_table is None else np.asarray(feature_table, np.int32)
+        self.feature_vocabulary_size = feature_vocabulary_size
+        self.token_embedding = token_embedding
+        self.feature_embedding = feature_embedding
+
+    def get_config(self):
+        return {
+            "vocabulary_size": self.vocabulary_size, "max_len": self.max_len, "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers, "num_heads": self.num_heads, "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout, "layer_norm_epsilon": self.layer_norm_epsilon,
+            "feature_table": None if self.feature_table is None else self.feature_table.tolist(),
+            "feature_vocabulary_size": self.feature_vocabulary_size, "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
