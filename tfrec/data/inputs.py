@@ -218,7 +218,9 @@ def augment(batch: tf.Tensor, seed: tf.Tensor, crop: float = 0.0, mask: float = 
 # Datasets
 
 
-def _batched(arrays, batch_size: int, shuffle: bool, seed: int, repeat: bool, drop_remainder: bool) -> tf.data.Dataset:
+def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat: bool,
+             drop_remainder: bool = False) -> tf.data.Dataset:
+    """Shuffles, batches and maps ``to_batch(batch_index, batch)`` in parallel, order kept."""
     n = len(tf.nest.flatten(arrays)[0])
     if n == 0:
         raise TfrecError("no training examples: the split is empty")
@@ -227,7 +229,8 @@ def _batched(arrays, batch_size: int, shuffle: bool, seed: int, repeat: bool, dr
         ds = ds.shuffle(min(n, 200_000), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    return ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+    return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def _batch_seed(seed: int, index: tf.Tensor) -> tf.Tensor:
@@ -296,8 +299,7 @@ def masked_item_dataset(
         features = {ITEM_IDS: tokens, PADDING_MASK: batch != schema.PAD_ID, MASK_POSITIONS: positions}
         return features, labels, weights
 
-    ds = _batched(padded, batch_size, shuffle, seed, repeat, drop_remainder)
-    return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return _batched(padded, to_batch, batch_size, shuffle, seed, repeat, drop_remainder)
 
 
 def next_item_dataset(
@@ -325,8 +327,7 @@ def next_item_dataset(
             features[USER_INDEX] = batch[USER_INDEX]
         return features, batch[TARGET]
 
-    ds = _batched(arrays, batch_size, shuffle, seed, repeat, False)
-    return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return _batched(arrays, split, batch_size, shuffle, seed, repeat)
 
 
 def retrieval_dataset(
@@ -345,8 +346,7 @@ def retrieval_dataset(
         return {ITEM_IDS: batch[ITEM_IDS], PADDING_MASK: batch[ITEM_IDS] != schema.PAD_ID,
                 USER_INDEX: batch[USER_INDEX], ITEM_INDEX: batch[TARGET]}
 
-    ds = _batched({ITEM_IDS: inputs, TARGET: targets, USER_INDEX: user_indices}, batch_size, shuffle, seed, repeat, False)
-    return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return _batched({ITEM_IDS: inputs, TARGET: targets, USER_INDEX: user_indices}, split, batch_size, shuffle, seed, repeat)
 
 
 def time_features(timestamps: np.ndarray) -> dict[str, np.ndarray]:
@@ -376,5 +376,4 @@ def rating_dataset(
         target = batch.pop(TARGET)
         return batch, target
 
-    ds = _batched(arrays, batch_size, shuffle, seed, repeat, False)
-    return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return _batched(arrays, split, batch_size, shuffle, seed, repeat)
