@@ -23,6 +23,14 @@ def _item_head(backbone: SequenceBackbone, name: str) -> keras_nlp.layers.Masked
         intermediate_activation="gelu", activation=None, name=name)
 
 
+def _sequence_inputs(backbone: SequenceBackbone) -> dict:
+    """Keras inputs ``item_ids`` and ``padding_mask`` ``[batch, max_len]`` of the backbone."""
+    return {
+        ITEM_IDS: tf.keras.Input(shape=(backbone.max_len,), dtype="int32", name=ITEM_IDS),
+        PADDING_MASK: tf.keras.Input(shape=(backbone.max_len,), dtype="bool", name=PADDING_MASK),
+    }
+
+
 class MaskedItemPretrainer(tf.keras.Model):
     """The cloze objective (BERT4Rec): predict masked items from both sides.
 
@@ -34,11 +42,8 @@ class MaskedItemPretrainer(tf.keras.Model):
     """
 
     def __init__(self, backbone: SequenceBackbone, **kwargs):
-        inputs = {
-            ITEM_IDS: tf.keras.Input(shape=(backbone.max_len,), dtype="int32", name=ITEM_IDS),
-            PADDING_MASK: tf.keras.Input(shape=(backbone.max_len,), dtype="bool", name=PADDING_MASK),
-            MASK_POSITIONS: tf.keras.Input(shape=(None,), dtype="int64", name=MASK_POSITIONS),
-        }
+        inputs = _sequence_inputs(backbone)
+        inputs[MASK_POSITIONS] = tf.keras.Input(shape=(None,), dtype="int64", name=MASK_POSITIONS)
         hidden = backbone({ITEM_IDS: inputs[ITEM_IDS], PADDING_MASK: inputs[PADDING_MASK]})[SEQUENCE_OUTPUT]
         logits = _item_head(backbone, "masked_item_head")(hidden, mask_positions=inputs[MASK_POSITIONS])
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
@@ -54,10 +59,7 @@ class NextItemRecommender(tf.keras.Model):
     """
 
     def __init__(self, backbone: SequenceBackbone, **kwargs):
-        inputs = {
-            ITEM_IDS: tf.keras.Input(shape=(backbone.max_len,), dtype="int32", name=ITEM_IDS),
-            PADDING_MASK: tf.keras.Input(shape=(backbone.max_len,), dtype="bool", name=PADDING_MASK),
-        }
+        inputs = _sequence_inputs(backbone)
         hidden = backbone(inputs)[SEQUENCE_OUTPUT]
         last = tf.keras.layers.Lambda(lambda h: h[:, -1:, :], name="mask_slot")(hidden)
         positions = tf.keras.layers.Lambda(lambda h: tf.zeros_like(h[:, :, 0], dtype="int64"), name="slot_position")(last)
