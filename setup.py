@@ -15,6 +15,7 @@ setup(
         "tensorflow-recommenders==0.7.7",
         "keras-nlp==0.12.1",
         "tensorflow-serving-api==2.21.*",
+        "tensorboard==2.21.*",  # TensorBoard logs of training runs
         "pandas",
         "pyarrow",
         "pyyaml",

@@ -142,6 +142,101 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+def _run_config(args, stage: str):
+    """The run config of a training command: --config file, then flags, then --set overrides."""
+    import yaml
+
+    from tfrec.training.config import RunConfig
+
+    config = RunConfig.from_file(args.config) if args.config else RunConfig()
+    overrides = {f"{stage}.epochs": args.epochs, f"{stage}.batch_size": args.batch_size,
+                 f"{stage}.learning_rate": args.learning_rate, "seed": args.seed, "strategy": args.strategy}
+    for item in args.set or []:
+        if "=" not in item:
+            raise TfrecError(f"--set takes KEY=VALUE such as pretrain.mask_rate=0.3, not {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise TfrecError(f"--set {item}: the value cannot be parsed") from None
+    for key in overrides:
+        section = RunConfig().to_dict()
+        for part in key.split("."):
+            if not isinstance(section, dict) or part not in section:
+                raise TfrecError(f"--set: unknown setting {key!r}")
+            section = section[part]
+    return config.updated(overrides, where="command-line settings")
+
+
+def _print_summary(record: dict, out: str) -> None:
+    summary = record.get("summary", {})
+    valid = summary.get("valid", {})
+    if valid:
+        from tfrec.evaluation.sequential import markdown_table
+
+        print(f"best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')}"
+              f"{' (stopped early)' if summary.get('stopped_early') else ''}; validation split:")
+        print(markdown_table([(os.path.join(out, "model"), dict(valid, users=""))]), end="")
+
+
+def cmd_pretrain(args) -> int:
+    from tfrec.training import trainer
+
+    config = _run_config(args, "pretrain")
+    record = trainer.pretrain(args.data, args.out, config, overwrite=args.overwrite, verbose=args.verbose)
+    _print_summary(record, args.out)
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from tfrec.training import trainer
+
+    if not args.from_scratch and not args.pretrained:
+        raise TfrecError("finetune needs --pretrained DIR, or --from-scratch to train without pretrained weights")
+    if args.from_scratch and args.pretrained:
+        raise TfrecError("--pretrained and --from-scratch exclude each other")
+    config = _run_config(args, "finetune")
+    record = trainer.finetune(args.data, args.out, config, pretrained=args.pretrained, task=args.task,
+                              overwrite=args.overwrite, verbose=args.verbose)
+    _print_summary(record, args.out)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from tfrec.evaluation import sequential
+
+    if bool(args.model) == bool(args.baseline):
+        raise TfrecError("evaluate needs exactly one of --model DIR or --baseline popularity")
+    report, ranks, seqs = sequential.evaluate_saved(args.model, args.data, args.split, baseline=args.baseline,
+                                                   exclude_history=not args.include_history)
+    if args.out:
+        out = args.out
+    elif args.model:
+        out = os.path.join(args.model, f"eval_{args.split}")
+    else:
+        out = os.path.join("artifacts", "eval", f"{args.baseline}_{args.split}")
+    paths = sequential.write_report(report, ranks, seqs, out, args.per_user)
+    print(f"{args.split} split, {report['protocol']}:")
+    print(sequential.markdown_table([(str(report["model"]), report["metrics"])]), end="")
+    print(f"tfrec: wrote {', '.join(paths)}", file=sys.stderr)
+    return 0
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare)")
+    p.add_argument("--out", required=True, help="run folder; started again with the same command, a run resumes")
+    p.add_argument("--config", help="YAML or JSON run config (sections model, pretrain, finetune); see configs/")
+    p.add_argument("--epochs", type=int, help="most epochs (early stopping on validation NDCG@10 may end sooner)")
+    p.add_argument("--batch-size", type=int, help="sequences per batch")
+    p.add_argument("--learning-rate", type=float, help="Adam learning rate")
+    p.add_argument("--seed", type=int, help="seed of weights, batches and masks")
+    p.add_argument("--strategy", help="tf.distribute strategy: mirrored (default), default, one-device")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any config setting, e.g. --set pretrain.mask_rate=0.3 --set model.hidden_dim=128")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or different run in --out")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress: 1 bars, 2 a line per epoch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tfrec", description="Pretrain once, fine-tune per task, ship to TensorFlow Serving.")
     parser.add_argument("--version", action="version", version=f"tfrec {__version__}")
@@ -174,6 +269,25 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("dir", help="prepared dataset folder")
     st.add_argument("--json", action="store_true", help="print stats.json instead of a table")
     st.set_defaults(func=cmd_data_stats)
+
+    pre = sub.add_parser("pretrain", help="pretrain a sequence backbone with the masked-item objective")
+    _training_options(pre)
+    pre.set_defaults(func=cmd_pretrain)
+    ft = sub.add_parser("finetune", help="fine-tune a pretrained backbone into a task")
+    ft.add_argument("--task", default="next-item", help="next-item (default)")
+    ft.add_argument("--pretrained", help="pretraining run folder (or its model/ folder)")
+    ft.add_argument("--from-scratch", action="store_true", help="start from fresh weights instead of --pretrained")
+    _training_options(ft)
+    ft.set_defaults(func=cmd_finetune)
+    ev = sub.add_parser("evaluate", help="leave-one-out full-ranking evaluation of a model or a baseline")
+    ev.add_argument("--model", help="run folder or saved model folder")
+    ev.add_argument("--baseline", help="popularity: rank items by their training count")
+    ev.add_argument("--data", required=True, help="prepared dataset folder")
+    ev.add_argument("--split", default="valid", choices=("valid", "test"), help="valid (default) or test")
+    ev.add_argument("--per-user", action="store_true", help="also write each user's target and rank (CSV)")
+    ev.add_argument("--include-history", action="store_true", help="rank the history's items too (default: excluded)")
+    ev.add_argument("--out", help="output prefix of the .json/.md files (default: <model>/eval_<split>)")
+    ev.set_defaults(func=cmd_evaluate)
 
     qs = sub.add_parser("quickstart", help="run the main job end to end on MovieLens-100K")
     qs.add_argument("--data-dir", help=f"folder with u.data, u.item, u.user (or its parent); default ${DATA_DIR_ENV}")

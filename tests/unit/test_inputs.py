@@ -48,6 +48,7 @@ def test_masked_item_batches_are_consistent_and_seeded():
     row = 0
     masked_total = 0
     for (x, y, w), (xb, yb, wb), (xc, _, _) in zip(a, b, c):
+        y, yb = y["items"], yb["items"]
         np.testing.assert_array_equal(x["item_ids"], xb["item_ids"])
         np.testing.assert_array_equal(y, yb)
         for i in range(len(y)):
@@ -73,6 +74,7 @@ def test_mask_last_variant_masks_only_the_last_item():
     ds = inputs.masked_item_dataset(seqs, max_len=12, vocabulary_size=50, batch_size=200, mask_rate=0.3,
                                     mask_last_rate=1.0, shuffle=False)
     x, y, w = next(iter(ds))
+    y = y["items"]
     padded = inputs.pad_left(seqs, 12)
     assert np.all(x["mask_positions"].numpy()[:, 0] == 11)
     np.testing.assert_array_equal(y.numpy()[:, 0], padded[:, -1])
@@ -110,9 +112,10 @@ def test_next_item_retrieval_and_rating_datasets(synthetic_prepared):
     users, seqs = inputs.loo_sequences(synthetic_prepared, schema.TRAIN)
     x, y = inputs.next_item_examples(seqs, 10)
     assert len(y) == sum(len(s) - 1 for s in seqs)
-    feats, target = next(iter(inputs.next_item_dataset(x, y, batch_size=32, shuffle=False)))
-    assert feats["item_ids"].shape == (32, 10) and target.shape == (32,)
-    np.testing.assert_array_equal(target.numpy(), y[:32])
+    feats, target, weight = next(iter(inputs.next_item_dataset(x, y, batch_size=32, shuffle=False)))
+    assert feats["item_ids"].shape == (32, 10) and target["items"].shape == (32, 1)
+    np.testing.assert_array_equal(target["items"].numpy()[:, 0], y[:32])
+    assert np.all(weight.numpy() == 1.0)
     uid = np.repeat(users, [len(s) - 1 for s in seqs])
     r = next(iter(inputs.retrieval_dataset(x, y, uid, batch_size=8, shuffle=False)))
     np.testing.assert_array_equal(r["item_index"].numpy(), y[:8])
@@ -121,6 +124,63 @@ def test_next_item_retrieval_and_rating_datasets(synthetic_prepared):
     f, rating = next(iter(inputs.rating_dataset(train, batch_size=16, shuffle=False)))
     np.testing.assert_allclose(rating.numpy(), train[schema.RATING].to_numpy()[:16])
     assert set(f) == {"user_index", "item_index", "hour", "weekday"} and f["hour"].numpy().max() < 24
+
+
+def test_continuation_swap_keeps_newer_half_and_labels_rows():
+    seqs = [np.arange(10, 10 + n, dtype=np.int32) * (i + 1) for i, n in enumerate([6, 5, 1, 8])]
+    batch = tf.constant(inputs.pad_left(seqs, 10))
+    out, cont = inputs.swap_older_halves(batch, 1.0, tf.constant([3, 4], tf.int64))
+    out, cont = out.numpy(), cont.numpy()
+    padded = batch.numpy()
+    for i, s in enumerate(seqs):
+        donor = seqs[i - 1]                                          # the previous row (the batch rolls by one)
+        if len(s) < 2 or len(donor) < 2:                             # nothing to swap
+            assert cont[i] == 1.0 and np.array_equal(out[i], padded[i])
+            continue
+        assert cont[i] == 0.0
+        real = out[i][out[i] != 0]
+        newer = s[len(s) // 2:]
+        np.testing.assert_array_equal(real, np.concatenate([donor[:len(donor) // 2], newer]))
+    same, cont0 = inputs.swap_older_halves(batch, 0.0, tf.constant([3, 4], tf.int64))
+    assert np.all(cont0.numpy() == 1.0) and np.array_equal(same.numpy(), padded)
+
+
+def test_next_item_sequence_batches_and_trimming():
+    seqs = [np.arange(3, 3 + n, dtype=np.int32) for n in (2, 5, 9)] * 10
+    ds = inputs.next_item_sequence_dataset(seqs, 12, batch_size=30, prefix_rate=0.0, shuffle=False, trim=True)
+    x, y, w = next(iter(ds))
+    ids = x["item_ids"].numpy()
+    assert ids.shape == (30, 9)                                     # trimmed to the longest row (8 + mask slot)
+    assert np.all(ids[:, -1] == MASK)
+    np.testing.assert_array_equal(y["items"].numpy()[:, 0], [s[-1] for s in seqs])
+    np.testing.assert_array_equal(ids[2][ids[2] != 0][:-1], seqs[2][:-1])
+    ds = inputs.next_item_sequence_dataset(seqs, 12, batch_size=30, prefix_rate=1.0, shuffle=False, seed=3)
+    x, y, _ = next(iter(ds))
+    for row, target, s in zip(x["item_ids"].numpy(), y["items"].numpy()[:, 0], seqs):
+        hist = row[row != 0][:-1]
+        k = len(hist)
+        assert k < len(s) - 1 or len(s) < 2
+        np.testing.assert_array_equal(hist, s[:k])
+        assert target == s[k]
+    # masked batches: trimmed positions still point at the masked items
+    ds = inputs.masked_item_dataset(seqs, 12, 20, batch_size=30, mask_rate=0.4, shuffle=False, trim=True, sort_window=1)
+    x, y, w = next(iter(ds))
+    ids, pos = x["item_ids"].numpy(), x["mask_positions"].numpy()
+    for i in range(30):
+        k = int(w.numpy()[i].sum())
+        assert np.all(ids[i][pos[i][:k]] == MASK)
+
+
+def test_length_sorted_batches_cover_every_row_once():
+    rng = np.random.default_rng(1)
+    seqs = [np.full(rng.integers(1, 20), i + 3, np.int32) for i in range(200)]
+    ds = inputs.next_item_sequence_dataset(seqs, 20, batch_size=16, prefix_rate=0.0, sort_window=4, trim=True, seed=2)
+    seen, widths = [], []
+    for x, y, _ in ds:
+        widths.append(x["item_ids"].shape[1])
+        seen += [int(v) for v in y["items"].numpy()[:, 0]]
+    assert sorted(seen) == list(range(3, 203))
+    assert np.mean(widths) < 15                                      # similar lengths batched together
 
 
 def test_loo_sequences_histories(synthetic_prepared):

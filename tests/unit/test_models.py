@@ -1,3 +1,4 @@
+import keras_nlp
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,7 +8,7 @@ from tfrec.errors import TfrecError
 from tfrec.evaluation import ranking
 from tfrec.models import persistence
 from tfrec.models.sequence_backbone import SEQUENCE_OUTPUT, SequenceBackbone
-from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender
+from tfrec.models.tasks import ITEM_HIDDEN, MaskedItemPretrainer, NextItemRecommender, count_parameters
 
 V, L = 40, 8
 
@@ -54,13 +55,63 @@ def test_heads_are_tied_to_the_item_embedding():
     pre = MaskedItemPretrainer(bb)
     rec = NextItemRecommender(bb)
     b = batch()
-    logits = pre(dict(b, mask_positions=np.array([[7, 6]] * 3, np.int64)))
-    assert logits.shape == (3, 2, V)
-    assert rec(b).shape == (3, V)
+    hidden = pre(dict(b, mask_positions=np.array([[7, 6]] * 3, np.int64)))[ITEM_HIDDEN]
+    assert hidden.shape == (3, 2, 16)
+    assert pre.head.project(hidden).shape == (3, 2, V)
+    assert rec.score(b["item_ids"]).shape == (3, V)
     emb = bb.token_embedding.embeddings
     assert any(w is emb for w in pre.trainable_weights) and any(w is emb for w in rec.trainable_weights)
     # no second V x D output matrix: the heads add only their dense, norm and bias
-    assert pre.count_params() - bb.count_params() == 16 * 16 + 16 + 2 * 16 + V
+    assert count_parameters(pre) - count_parameters(bb) == 16 * 16 + 16 + 2 * 16 + V
+
+
+def test_item_head_equals_keras_nlp_masked_lm_head():
+    bb = small_backbone()
+    pre = MaskedItemPretrainer(bb)
+    b = batch()
+    positions = np.array([[7, 3]] * 3, np.int64)
+    seq = bb(b)[SEQUENCE_OUTPUT]
+    stock = keras_nlp.layers.MaskedLMHead(vocabulary_size=V, token_embedding=bb.token_embedding,
+                                          intermediate_activation="gelu")
+    stock(seq, mask_positions=positions)
+    stock.set_weights(pre.head.get_weights())
+    np.testing.assert_allclose(pre.head.project(pre.head(seq, mask_positions=positions)).numpy(),
+                               stock(seq, mask_positions=positions).numpy(), atol=1e-5)
+
+
+def test_trimmed_batches_give_the_same_scores():
+    bb = small_backbone(dropout=0.0)
+    rec = NextItemRecommender(bb)
+    ids = np.zeros((2, L), np.int32)
+    ids[0, -3:] = [5, 6, 1]
+    ids[1, -2:] = [9, 1]
+    full = rec({"item_ids": ids, "padding_mask": ids != 0})[ITEM_HIDDEN].numpy()
+    trimmed = rec({"item_ids": ids[:, -3:], "padding_mask": ids[:, -3:] != 0})[ITEM_HIDDEN].numpy()
+    np.testing.assert_allclose(trimmed, full, atol=1e-5)
+    np.testing.assert_allclose(rec.score(ids), rec.head.project(full[:, 0]).numpy(), atol=1e-4)
+
+
+def test_sampled_softmax_and_extra_objectives_train():
+    tf.keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(3, V, size=rng.integers(2, L + 1)).astype(np.int32) for _ in range(64)]
+    counts = np.bincount(np.concatenate(seqs), minlength=V)
+    table = np.zeros((V, 2), np.int32)
+    table[3:, 0] = np.arange(3, V) % 4 + 1
+    bb = small_backbone()
+    pre = MaskedItemPretrainer(bb, num_sampled=8, item_counts=counts, attribute_table=table, attribute_size=5,
+                               attribute_weight=0.5, continuation_weight=0.5)
+    pre.compile(tf.keras.optimizers.Adam(1e-2))
+    ds = inputs.masked_item_dataset(seqs, L, V, batch_size=16, mask_rate=0.3, continuation_rate=0.5, trim=True,
+                                    sort_window=2)
+    hist = pre.fit(ds, epochs=6, verbose=0).history
+    for key in ("loss", "item_loss", "attribute_loss", "continuation_loss", "continuation_accuracy"):
+        assert key in hist and np.all(np.isfinite(hist[key])), key
+    assert hist["attribute_loss"][-1] < hist["attribute_loss"][0]
+    # evaluation uses the full softmax even when training samples
+    assert pre.evaluate(ds, verbose=0, return_dict=True)["item_loss"] > 0
+    with pytest.raises(ValueError, match="needs item_counts"):
+        MaskedItemPretrainer(small_backbone(), num_sampled=4)
 
 
 def test_save_load_and_pretrained_transfer(tmp_path):
@@ -69,7 +120,7 @@ def test_save_load_and_pretrained_transfer(tmp_path):
     b = batch()
     persistence.save(rec, str(tmp_path / "m"), "next-item")
     loaded, config = persistence.load(str(tmp_path / "m"))
-    np.testing.assert_allclose(loaded(b).numpy(), rec(b).numpy(), atol=1e-5)
+    np.testing.assert_allclose(loaded.score(b["item_ids"]), rec.score(b["item_ids"]), atol=1e-5)
     fresh = small_backbone()
     persistence.load_backbone_weights(fresh, str(tmp_path / "m"))
     np.testing.assert_allclose(fresh(b)[SEQUENCE_OUTPUT].numpy(), bb(b)[SEQUENCE_OUTPUT].numpy(), atol=1e-5)
@@ -78,6 +129,9 @@ def test_save_load_and_pretrained_transfer(tmp_path):
         persistence.load_backbone_weights(other, str(tmp_path / "m"))
     with pytest.raises(TfrecError, match="not a saved tfrec model"):
         persistence.load(str(tmp_path))
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(TfrecError, match="not valid JSON"):
+        persistence.load(str(tmp_path / "m"))
 
 
 @pytest.mark.slow
@@ -87,15 +141,15 @@ def test_pretrain_then_finetune_beats_popularity(synthetic_prepared):
     vocab, max_len = len(d.item_vocab), 20
     _, seqs = inputs.loo_sequences(d, schema.TRAIN)
     bb = SequenceBackbone(vocab, max_len=max_len, hidden_dim=32, num_layers=1, num_heads=2, intermediate_dim=64, dropout=0.1)
-    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     pre = MaskedItemPretrainer(bb)
-    pre.compile(tf.keras.optimizers.Adam(3e-3), loss=loss, weighted_metrics=[])
-    hist = pre.fit(inputs.masked_item_dataset(seqs, max_len, vocab, batch_size=64, mask_rate=0.3, seed=0), epochs=5, verbose=0)
+    pre.compile(tf.keras.optimizers.Adam(3e-3))
+    hist = pre.fit(inputs.masked_item_dataset(seqs, max_len, vocab, batch_size=64, mask_rate=0.3, seed=0, trim=True),
+                   epochs=5, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     rec = NextItemRecommender(bb)
-    rec.compile(tf.keras.optimizers.Adam(3e-3), loss=loss)
+    rec.compile(tf.keras.optimizers.Adam(3e-3))
     x, y = inputs.next_item_examples(seqs, max_len)
-    rec.fit(inputs.next_item_dataset(x, y, batch_size=64), epochs=8, verbose=0)
+    rec.fit(inputs.next_item_dataset(x, y, batch_size=64, trim=True), epochs=8, verbose=0)
     test = inputs.loo_sequences(d, schema.TEST)
     model_m, _ = ranking.evaluate(lambda h: rec.score(inputs.with_mask_slot(h, max_len)), test.histories, test.targets)
     pop_m, _ = ranking.evaluate(ranking.popularity_scorer(seqs, vocab), test.histories, test.targets)

@@ -249,6 +249,40 @@ class PreparedDataset:
                              f"it has {', '.join(features) or 'none'}")
         return Vocabulary.load(self._file(schema.VOCAB_DIR, features[name]["vocab"]))
 
+    def item_feature_table(self, columns: list[str] | None = None, max_features: int = 16) -> tuple[np.ndarray, int, list[str]]:
+        """Each item's categorical and list feature ids in one shared id space.
+
+        Returns ``(table [item vocabulary size, width] int32, id space size, columns used)``:
+        row `i` holds the feature ids of item index `i` (0 = none), at most `max_features`
+        per column; column ids are offset so that they never collide.  `columns` defaults
+        to every categorical or list item feature.
+        """
+        usable = [c for c, f in self.item_features.items() if f["kind"] in ("list", "categorical") and "vocab" in f]
+        if columns is None:
+            columns = usable
+        for c in columns:
+            if c not in usable:
+                raise TfrecError(f"the dataset at {self.path} has no categorical or list item feature {c!r}; "
+                                 f"it has {', '.join(usable) or 'none'}")
+        size = len(self.item_vocab)
+        blocks, offset = [], 0
+        items = self.items
+        for c in columns:
+            vocab = self.feature_vocab("item", c)
+            rows = [[] if v is None else ([v] if isinstance(v, str) else [str(x) for x in v])
+                    for v in (items[c].tolist() if items is not None else [])]
+            width = max(1, min(max_features, max((len(r) for r in rows), default=1)))
+            block = np.zeros((size, width), np.int32)
+            for index, values in zip(items[schema.ITEM_INDEX].tolist(), rows):
+                ids = vocab.lookup(values[:width]) if values else np.zeros(0, np.int32)
+                ids = ids[ids >= schema.NUM_FEATURE_RESERVED]  # padding and unknown values add nothing
+                block[index, :len(ids)] = ids - schema.NUM_FEATURE_RESERVED + 1 + offset
+            blocks.append(block)
+            offset += len(vocab) - schema.NUM_FEATURE_RESERVED
+        if not blocks:
+            return np.zeros((size, 0), np.int32), 1, []
+        return np.concatenate(blocks, axis=1), offset + 1, list(columns)
+
     def split(self, name: str, scheme: str = schema.LEAVE_ONE_OUT) -> pd.DataFrame:
         if scheme not in schema.SPLIT_SCHEMES:
             raise TfrecError(f"unknown split scheme {scheme!r}; known: {', '.join(schema.SPLIT_SCHEMES)}")

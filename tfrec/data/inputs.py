@@ -28,6 +28,9 @@ MASK_POSITIONS = "mask_positions"
 USER_INDEX = "user_index"
 ITEM_INDEX = "item_index"
 TARGET = "target"
+# Label keys of the item-prediction batches.
+ITEMS = "items"
+CONTINUES = "continues"
 
 
 # ---------------------------------------------------------------------------
@@ -199,6 +202,31 @@ def random_reorder(batch: tf.Tensor, ratio: float, seed: tf.Tensor) -> tf.Tensor
     return tf.gather(batch, tf.argsort(keys, axis=1, stable=True), batch_dims=1)
 
 
+def swap_older_halves(batch: tf.Tensor, rate: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Segment-continuation examples: ``(sequences, continues [batch] float32)``.
+
+    With probability `rate`, a row (of at least two items) keeps its newer half but
+    its older half is replaced by the older half of the previous row in the batch, a
+    different user's history; ``continues`` is 0 for those rows, 1 for the others.
+    """
+    seq_len = tf.shape(batch)[1]
+    n = _lengths(batch)
+    newer = n - n // 2  # items of the row's own newer half
+    donor = tf.roll(batch, shift=1, axis=0)
+    n_donor = tf.roll(n, shift=1, axis=0)
+    older = n_donor // 2  # items of the donor's older half
+    swap = (tf.random.stateless_uniform(tf.shape(n), seed=seed) < rate) & (n >= 2) & (older >= 1)
+    pos = tf.range(seq_len)[tf.newaxis, :]
+    start_newer = (seq_len - newer)[:, tf.newaxis]
+    start_older = start_newer - older[:, tf.newaxis]
+    # Donor position of each slot of its older half: it starts at the donor's first item.
+    src = pos - start_older + (seq_len - n_donor)[:, tf.newaxis]
+    taken = tf.gather(donor, tf.clip_by_value(src, 0, seq_len - 1), batch_dims=1)
+    swapped = tf.where(pos >= start_newer, batch, tf.where(pos >= start_older, taken, tf.zeros_like(batch)))
+    out = tf.where(swap[:, tf.newaxis], swapped, batch)
+    return out, 1.0 - tf.cast(swap, tf.float32)
+
+
 AUGMENTATIONS = {"crop": random_crop, "mask": random_mask, "reorder": random_reorder}
 
 
@@ -219,8 +247,14 @@ def augment(batch: tf.Tensor, seed: tf.Tensor, crop: float = 0.0, mask: float = 
 
 
 def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat: bool,
-             drop_remainder: bool = False) -> tf.data.Dataset:
-    """Shuffles, batches and maps ``to_batch(batch_index, batch)`` in parallel, order kept."""
+             drop_remainder: bool = False, sort_window: int = 0) -> tf.data.Dataset:
+    """Shuffles, batches and maps ``to_batch(batch_index, batch)`` in parallel, order kept.
+
+    With `sort_window`, every `sort_window` batches' worth of shuffled rows is sorted by
+    sequence length and cut into batches, whose order is then shuffled: batches hold rows
+    of similar length, so trimming their leading padding saves most of the padding's
+    compute, while every row is still drawn at random.
+    """
     n = len(tf.nest.flatten(arrays)[0])
     if n == 0:
         raise TfrecError("no training examples: the split is empty")
@@ -229,8 +263,33 @@ def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat
         ds = ds.shuffle(min(n, 200_000), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+    if sort_window > 1:
+        def sorted_batches(chunk):
+            ids = chunk[ITEM_IDS] if isinstance(chunk, dict) else chunk
+            order = tf.argsort(_lengths(ids), stable=True)
+            chunk = tf.nest.map_structure(lambda a: tf.gather(a, order), chunk)
+            return tf.data.Dataset.from_tensor_slices(chunk).batch(batch_size, drop_remainder=drop_remainder)
+
+        ds = ds.batch(batch_size * sort_window).flat_map(sorted_batches)
+        if shuffle:
+            ds = ds.shuffle(sort_window, seed=seed + 1, reshuffle_each_iteration=True)
+        ds = ds.enumerate()
+    else:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
     return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _trim(features: dict, labels, weights):
+    """Trims a batch's leading all-padding columns (positions shift to match)."""
+    ids = features[ITEM_IDS]
+    width = tf.shape(ids)[1]
+    start = width - tf.maximum(tf.reduce_max(_lengths(ids)), 1)
+    out = dict(features)
+    out[ITEM_IDS] = ids[:, start:]
+    out[PADDING_MASK] = features[PADDING_MASK][:, start:]
+    if MASK_POSITIONS in features:
+        out[MASK_POSITIONS] = tf.maximum(features[MASK_POSITIONS] - tf.cast(start, tf.int64), 0)
+    return out, labels, weights
 
 
 def _batch_seed(seed: int, index: tf.Tensor) -> tf.Tensor:
@@ -250,17 +309,23 @@ def masked_item_dataset(
     repeat: bool = False,
     seed: int = 0,
     drop_remainder: bool = False,
+    continuation_rate: float = 0.0,
+    trim: bool = False,
+    sort_window: int = 0,
 ) -> tf.data.Dataset:
     """Masked-item (cloze) batches: ``(features, labels, sample_weights)``.
 
     features: ``item_ids`` [batch, max_len] int32 with masked items replaced by the mask id,
     ``padding_mask`` [batch, max_len] bool, ``mask_positions`` [batch, max_masks] int64.
-    labels: the original items at those positions [batch, max_masks] int32;
+    labels: ``items``, the original items at those positions [batch, max_masks] int32, and
+    with `continuation_rate`, ``continues`` [batch] (see :func:`swap_older_halves`);
     sample_weights: 1.0 for real masks, 0.0 for padding slots [batch, max_masks].
 
     `mask_last_rate` is the share of sequences in which only the last item is masked,
     the situation of next-item fine-tuning.  `augmentations` maps ``crop``/``mask``/
-    ``reorder`` to their ratios, applied before masking.
+    ``reorder`` to their ratios, applied before masking.  `trim` drops each batch's
+    leading all-padding columns (then ``seq_len <= max_len``); `sort_window` batches
+    rows of similar length (see :func:`_batched`).
     """
     from tfrec.data.masking import SeededMaskGenerator
 
@@ -276,9 +341,11 @@ def masked_item_dataset(
         raise TfrecError(f"unknown augmentation {sorted(unknown)[0]!r}; known: {', '.join(AUGMENTATIONS)}")
 
     def to_batch(index, batch):
-        seeds = tf.random.experimental.stateless_split(_batch_seed(seed, index), 3)
+        seeds = tf.random.experimental.stateless_split(_batch_seed(seed, index), 4)
         if aug:
             batch = augment(batch, seeds[0], **aug)
+        if continuation_rate:
+            batch, continues = swap_older_halves(batch, continuation_rate, seeds[3])
         out = generator(batch, seed=seeds[1])
         tokens, positions = out["token_ids"], out["mask_positions"]
         labels, weights = out["mask_ids"], out["mask_weights"]
@@ -297,9 +364,66 @@ def masked_item_dataset(
             labels = tf.where(pick, tf.broadcast_to(last_labels, tf.shape(labels)), labels)
             weights = tf.where(pick, tf.broadcast_to(last_weights, tf.shape(weights)), weights)
         features = {ITEM_IDS: tokens, PADDING_MASK: batch != schema.PAD_ID, MASK_POSITIONS: positions}
-        return features, labels, weights
+        targets = {ITEMS: labels}
+        if continuation_rate:
+            targets[CONTINUES] = continues
+        return _trim(features, targets, weights) if trim else (features, targets, weights)
 
-    return _batched(padded, to_batch, batch_size, shuffle, seed, repeat, drop_remainder)
+    return _batched(padded, to_batch, batch_size, shuffle, seed, repeat, drop_remainder, sort_window)
+
+
+def next_item_sequence_dataset(
+    sequences: list[np.ndarray] | np.ndarray,
+    max_len: int,
+    batch_size: int = 256,
+    prefix_rate: float = 0.5,
+    augmentations: dict[str, float] | None = None,
+    shuffle: bool = True,
+    repeat: bool = False,
+    seed: int = 0,
+    drop_remainder: bool = False,
+    trim: bool = False,
+    sort_window: int = 0,
+) -> tf.data.Dataset:
+    """Next-item batches drawn from whole sequences: ``(features, labels, sample_weights)``.
+
+    Each row's target is its last item, or with probability `prefix_rate` the item at
+    a uniformly drawn earlier point (a fresh draw every epoch), so an epoch costs one
+    pass over the users while every position is a target over time.  features:
+    ``item_ids`` [batch, max_len] (the `max_len - 1` items before the target, then the
+    mask id) and ``padding_mask``; labels ``items`` [batch, 1]; weights [batch, 1].
+    `augmentations` (``mask``/``reorder`` ratios) apply to the history only; `trim`
+    and `sort_window` as in :func:`masked_item_dataset`.
+    """
+    padded = sequences if isinstance(sequences, np.ndarray) else pad_left(sequences, max_len)
+    aug = {k: float(v) for k, v in (augmentations or {}).items() if v}
+    unknown = set(aug) - {"mask", "reorder"}
+    if unknown:
+        raise TfrecError(f"unknown fine-tuning augmentation {sorted(unknown)[0]!r}; known: mask, reorder")
+
+    def to_batch(index, batch):
+        seeds = tf.random.experimental.stateless_split(_batch_seed(seed, index), 3)
+        n = _lengths(batch)
+        u = tf.random.stateless_uniform(tf.shape(n), seed=seeds[0])
+        cut = tf.random.stateless_uniform(tf.shape(n), seed=seeds[1])
+        # End (exclusive) of the kept run: n, or uniform in [1, n - 1] for a prefix.
+        end = tf.where((u < prefix_rate) & (n >= 2),
+                       1 + tf.cast(tf.floor(cut * tf.cast(n - 1, tf.float32)), tf.int32), n)
+        shift = n - end
+        pos = tf.range(max_len)[tf.newaxis, :]
+        src = pos - shift[:, tf.newaxis]
+        kept = tf.where(src >= (max_len - n)[:, tf.newaxis],
+                        tf.gather(batch, tf.clip_by_value(src, 0, max_len - 1), batch_dims=1), tf.zeros_like(batch))
+        target = kept[:, -1:]
+        history = kept[:, :-1]
+        if aug:
+            history = augment(history, seeds[2], **aug)
+        tokens = tf.concat([history, tf.fill([tf.shape(batch)[0], 1], tf.constant(schema.MASK_ID, batch.dtype))], axis=1)
+        features = {ITEM_IDS: tokens, PADDING_MASK: tokens != schema.PAD_ID}
+        out = features, {ITEMS: target}, tf.cast(target != schema.PAD_ID, tf.float32)
+        return _trim(*out) if trim else out
+
+    return _batched(padded, to_batch, batch_size, shuffle, seed, repeat, drop_remainder, sort_window)
 
 
 def next_item_dataset(
@@ -310,12 +434,14 @@ def next_item_dataset(
     repeat: bool = False,
     seed: int = 0,
     user_indices: np.ndarray | None = None,
+    trim: bool = False,
+    sort_window: int = 0,
 ) -> tf.data.Dataset:
-    """Next-item batches ``(features, target)`` from :func:`next_item_examples`.
+    """Next-item batches ``(features, labels, sample_weights)`` from :func:`next_item_examples`.
 
     features: ``item_ids`` [batch, max_len] int32 ending in the mask slot, ``padding_mask``
     [batch, max_len] bool, and ``user_index`` [batch] when `user_indices` is given;
-    target: [batch] int32 item index.
+    labels: ``items`` [batch, 1] int32 item index; sample_weights: ones [batch, 1].
     """
     arrays = {ITEM_IDS: inputs, TARGET: targets}
     if user_indices is not None:
@@ -325,9 +451,11 @@ def next_item_dataset(
         features = {ITEM_IDS: batch[ITEM_IDS], PADDING_MASK: batch[ITEM_IDS] != schema.PAD_ID}
         if USER_INDEX in batch:
             features[USER_INDEX] = batch[USER_INDEX]
-        return features, batch[TARGET]
+        target = batch[TARGET][:, tf.newaxis]
+        out = features, {ITEMS: target}, tf.ones_like(target, tf.float32)
+        return _trim(*out) if trim else out
 
-    return _batched(arrays, split, batch_size, shuffle, seed, repeat)
+    return _batched(arrays, split, batch_size, shuffle, seed, repeat, sort_window=sort_window)
 
 
 def retrieval_dataset(

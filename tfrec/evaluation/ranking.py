@@ -25,18 +25,20 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, histories: Sequence[np
     excluded too (the target itself never is).  Ties go to the lower item index,
     as a stable sort would order them.
     """
-    s = np.array(scores, dtype=np.float64, copy=True)
+    s = np.array(scores, dtype=np.float32, copy=True)
+    targets = np.asarray(targets)
     s[:, : schema.NUM_ITEM_RESERVED] = -np.inf
     rows = np.arange(len(s))
     t_score = s[rows, targets].copy()
-    if histories is not None:
-        for i, h in enumerate(histories):
-            if len(h):
-                s[i, h] = -np.inf
+    if histories is not None and len(histories):
+        lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
+        if lengths.sum():
+            s[np.repeat(rows, lengths), np.concatenate([np.asarray(h, np.int64) for h in histories])] = -np.inf
     s[rows, targets] = t_score  # the target stays even if it was in the history
+    ahead = (s > t_score[:, None]).sum(axis=1)
     index = np.arange(s.shape[1])[np.newaxis, :]
-    ahead = (s > t_score[:, None]) | ((s == t_score[:, None]) & (index < targets[:, None]))
-    return ahead.sum(axis=1)
+    ties = ((s == t_score[:, None]) & (index < targets[:, None])).sum(axis=1)
+    return ahead + ties
 
 
 def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
@@ -56,13 +58,19 @@ def evaluate(
     exclude_history: bool = True,
     batch_size: int = 512,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Ranks every target with `scorer`; returns (mean metrics, per-user 0-based ranks)."""
-    ranks = []
+    """Ranks every target with `scorer`; returns (mean metrics, per-user 0-based ranks).
+
+    Users are scored in batches of similar history length (ranks come back in the
+    given order), so a scorer that trims padding does less work.
+    """
+    targets = np.asarray(targets)
+    order = np.argsort(np.fromiter((len(h) for h in histories), np.int64, len(histories)), kind="stable")
+    ranks = np.zeros(len(targets), np.int64)
     for start in range(0, len(targets), batch_size):
-        h = list(histories[start:start + batch_size])
+        idx = order[start:start + batch_size]
+        h = [histories[i] for i in idx]
         scores = np.asarray(scorer(h))
-        ranks.append(target_ranks(scores, np.asarray(targets[start:start + batch_size]), h if exclude_history else None))
-    ranks = np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+        ranks[idx] = target_ranks(scores, targets[idx], h if exclude_history else None)
     metrics = metrics_from_ranks(ranks)
     metrics["users"] = int(len(ranks))
     return metrics, ranks

@@ -39,13 +39,40 @@ def load(path: str) -> tuple[tf.keras.Model, dict]:
     if not os.path.isfile(config_path):
         raise TfrecError(f"{path} is not a saved tfrec model: it has no {CONFIG_FILE}")
     with open(config_path) as f:
-        config = json.load(f)
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError:
+            raise TfrecError(f"{config_path} is not valid JSON") from None
     task = config.get("task")
     if task not in TASKS:
         raise TfrecError(f"{config_path} names an unknown task {task!r}")
-    model = TASKS[task](SequenceBackbone.from_config(config["backbone"]))
-    tf.train.Checkpoint(model=model).read(os.path.join(path, CHECKPOINT_DIR, "model")).expect_partial()
+    try:
+        model = TASKS[task](SequenceBackbone.from_config(config["backbone"]))
+    except (TypeError, ValueError, KeyError) as e:
+        raise TfrecError(f"{config_path} does not describe a model this tfrec can build: {e}") from None
+    status = tf.train.Checkpoint(model=model).read(os.path.join(path, CHECKPOINT_DIR, "model"))
+    status.expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError:
+        raise TfrecError(f"the checkpoint in {path} does not hold this model's weights") from None
     return model, config
+
+
+SHAPE_KEYS = ("vocabulary_size", "max_len", "hidden_dim", "num_layers", "num_heads", "intermediate_dim",
+              "feature_vocabulary_size")
+
+
+def check_compatible(mine: dict, saved: dict, path: str) -> None:
+    """Raises one sentence when the saved backbone config `saved` cannot seed `mine`."""
+    for key in SHAPE_KEYS:
+        if mine.get(key) != saved.get(key):
+            raise TfrecError(f"the pretrained model at {path} has {key} {saved.get(key)}, "
+                             f"but this model has {mine.get(key)}; it was pretrained on other data or settings")
+    if (mine.get("feature_table") is None) != (saved.get("feature_table") is None):
+        which = "uses" if saved.get("feature_table") is not None else "does not use"
+        raise TfrecError(f"the pretrained model at {path} {which} item features and this model "
+                         f"{'does not' if which == 'uses' else 'does'}; set model.item_features the same way")
 
 
 def load_backbone_weights(backbone: SequenceBackbone, path: str) -> dict:
@@ -55,10 +82,6 @@ def load_backbone_weights(backbone: SequenceBackbone, path: str) -> dict:
     mismatch is reported in one sentence.
     """
     saved, config = load(path)
-    mine = backbone.get_config()
-    for key in ("vocabulary_size", "max_len", "hidden_dim", "num_layers", "num_heads", "intermediate_dim"):
-        if mine[key] != config["backbone"][key]:
-            raise TfrecError(f"the pretrained model at {path} has {key} {config['backbone'][key]}, "
-                             f"but this model has {mine[key]}; it was pretrained on other data or settings")
+    check_compatible(backbone.get_config(), config["backbone"], path)
     backbone.set_weights(saved.backbone.get_weights())
     return config

@@ -46,11 +46,24 @@ class ItemFeatureEmbedding(tf.keras.layers.Layer):
         return config
 
 
+class RightAlignedPositionEmbedding(keras_nlp.layers.PositionEmbedding):
+    """``PositionEmbedding`` counted from the right end of left-padded sequences.
+
+    A batch trimmed to its longest row (width ``T <= sequence_length``) gets positions
+    ``sequence_length - T .. sequence_length - 1``, the ones those items have in the
+    untrimmed batch, so trimming leading padding never changes a real position's output.
+    """
+
+    def call(self, inputs):
+        return super().call(inputs, start_index=self.sequence_length - tf.shape(inputs)[-2])
+
+
 class SequenceBackbone(tf.keras.Model):
     """Bidirectional Transformer encoder over left-padded item sequences.
 
     Inputs: ``item_ids`` ``[batch, seq_len]`` int32 (0 = padding, 1 = mask) and
-    ``padding_mask`` ``[batch, seq_len]`` bool.  Output: ``sequence_output``
+    ``padding_mask`` ``[batch, seq_len]`` bool, with ``seq_len <= max_len`` (batches may be
+    trimmed to their longest row; positions count from the right end).  Output: ``sequence_output``
     ``[batch, seq_len, hidden_dim]``.  The item embedding is a keras-nlp
     ``ReversibleEmbedding`` so heads can tie their output weights to it.
 
@@ -79,8 +92,8 @@ class SequenceBackbone(tf.keras.Model):
     ):
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
-        item_ids = tf.keras.Input(shape=(max_len,), dtype="int32", name=ITEM_IDS)
-        padding_mask = tf.keras.Input(shape=(max_len,), dtype="bool", name=PADDING_MASK)
+        item_ids = tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_IDS)
+        padding_mask = tf.keras.Input(shape=(None,), dtype="bool", name=PADDING_MASK)
         token_embedding = keras_nlp.layers.ReversibleEmbedding(
             vocabulary_size, hidden_dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
             name="item_embedding")
@@ -89,7 +102,7 @@ class SequenceBackbone(tf.keras.Model):
         if feature_table is not None:
             feature_embedding = ItemFeatureEmbedding(feature_table, feature_vocabulary_size, hidden_dim, name="item_features")
             x = x + feature_embedding(item_ids)
-        x = x + keras_nlp.layers.PositionEmbedding(max_len, name="position_embedding")(x)
+        x = x + RightAlignedPositionEmbedding(max_len, name="position_embedding")(x)
         x = tf.keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="embeddings_layer_norm")(x)
         x = tf.keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
         for i in range(num_layers):

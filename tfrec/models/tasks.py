@@ -1,4 +1,12 @@
-"""Heads on the sequence backbone: masked-item pretraining and next-item recommendation."""
+"""Heads on the sequence backbone: masked-item pretraining and next-item recommendation.
+
+Both task models output the head's hidden state at the positions they predict
+(``item_hidden`` ``[batch, positions, hidden_dim]``); the item logits are that state
+times the item embedding (tied) plus a bias, computed in :meth:`compute_loss` (full
+softmax, or sampled softmax with log-q correction) and in :meth:`score`.  Keeping the
+logits out of the forward pass is what lets the sampled loss skip the full
+``[batch, vocabulary]`` product.
+"""
 
 from __future__ import annotations
 
@@ -7,67 +15,247 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import keras_nlp  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.data import schema  # noqa: E402
-from tfrec.data.inputs import ITEM_IDS, MASK_POSITIONS, PADDING_MASK  # noqa: E402
+from tfrec.data.inputs import CONTINUES, ITEMS, ITEM_IDS, MASK_POSITIONS, PADDING_MASK  # noqa: E402
 from tfrec.models.sequence_backbone import SEQUENCE_OUTPUT, SequenceBackbone  # noqa: E402
 
-LOGITS = "logits"
+ITEM_HIDDEN = "item_hidden"
+ATTRIBUTE_LOGITS = "attribute_logits"
+CONTINUATION_LOGIT = "continuation_logit"
 
 
-def _item_head(backbone: SequenceBackbone, name: str) -> keras_nlp.layers.MaskedLMHead:
-    """A ``MaskedLMHead`` whose output projection is the backbone's item embedding."""
-    return keras_nlp.layers.MaskedLMHead(
-        vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
-        intermediate_activation="gelu", activation=None, name=name)
+class ItemHead(keras_nlp.layers.MaskedLMHead):
+    """A ``MaskedLMHead`` tied to the item embedding, split in two steps.
+
+    ``head(sequence_output, mask_positions)`` gathers the positions and applies the
+    head's dense + layer-norm transform (``[batch, positions, hidden_dim]``);
+    :meth:`project` turns such states into item logits with the tied embedding and
+    the output bias.  ``project(head(x, p))`` is exactly ``MaskedLMHead``'s output.
+    """
+
+    def call(self, inputs, mask_positions):
+        positions = tf.cast(mask_positions, tf.int32)[..., tf.newaxis]
+        x = tf.gather_nd(inputs, positions, batch_dims=1)
+        return self._intermediate_layer_norm(self._intermediate_dense(x))
+
+    def project(self, hidden):
+        return self.token_embedding(hidden, reverse=True) + self._bias
+
+    @property
+    def output_bias(self):
+        return self._bias
+
+    def compute_output_shape(self, inputs_shape, mask_positions_shape):
+        return tuple(mask_positions_shape) + (inputs_shape[-1],)
+
+
+def _item_head(backbone: SequenceBackbone) -> ItemHead:
+    return ItemHead(vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
+                    intermediate_activation="gelu", activation=None, name="item_head")
 
 
 def _sequence_inputs(backbone: SequenceBackbone) -> dict:
-    """Keras inputs ``item_ids`` and ``padding_mask`` ``[batch, max_len]`` of the backbone."""
+    """Keras inputs ``item_ids`` and ``padding_mask`` ``[batch, seq_len <= max_len]`` of the backbone."""
     return {
-        ITEM_IDS: tf.keras.Input(shape=(backbone.max_len,), dtype="int32", name=ITEM_IDS),
-        PADDING_MASK: tf.keras.Input(shape=(backbone.max_len,), dtype="bool", name=PADDING_MASK),
+        ITEM_IDS: tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_IDS),
+        PADDING_MASK: tf.keras.Input(shape=(None,), dtype="bool", name=PADDING_MASK),
     }
 
 
-class MaskedItemPretrainer(tf.keras.Model):
+def count_parameters(model: tf.keras.Model) -> int:
+    """Trainable parameters (metric state and constants excluded)."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def trim_leading_padding(item_ids):
+    """Drops the leading columns that are padding in every row of a left-padded batch."""
+    width = tf.shape(item_ids)[1]
+    longest = tf.reduce_max(tf.reduce_sum(tf.cast(item_ids != schema.PAD_ID, tf.int32), axis=1))
+    return item_ids[:, width - tf.maximum(longest, 1):]
+
+
+class _ItemPredictionModel(tf.keras.Model):
+    """Shared loss, metrics and scoring of the task models.
+
+    Labels are a dict with ``items`` ``[batch, positions]`` (and ``continues`` ``[batch]``
+    for the continuation objective); sample weights ``[batch, positions]`` are 0 for
+    padding slots.  ``num_sampled > 0`` switches the item loss to a sampled softmax whose
+    negatives follow `item_counts` (unigram), with the log-q correction and accidental
+    hits removed.
+    """
+
+    def _setup(self, backbone, head, num_sampled=0, item_counts=None, attribute_table=None,
+               attribute_size=0, attribute_weight=0.0, continuation_weight=0.0):
+        self.backbone = backbone
+        self.head = head
+        self.num_sampled = int(num_sampled)
+        if self.num_sampled:
+            if item_counts is None:
+                raise ValueError("a sampled softmax needs item_counts")
+            counts = np.asarray(item_counts, np.float64)
+            counts[: schema.NUM_ITEM_RESERVED] = 0.0
+            self.num_sampled = min(self.num_sampled, int((counts > 0).sum()))
+            self._unigrams = counts.tolist()
+        self.attribute_weight = float(attribute_weight)
+        self.continuation_weight = float(continuation_weight)
+        self._attribute_table = None if attribute_table is None else tf.constant(np.asarray(attribute_table, np.int32))
+        self._attribute_size = int(attribute_size)
+        names = ["loss", "item_loss"]
+        if self.attribute_weight:
+            names.append("attribute_loss")
+        if self.continuation_weight:
+            names += ["continuation_loss", "continuation_accuracy"]
+        self._trackers = {n: tf.keras.metrics.Mean(name=n) for n in names}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _item_loss(self, hidden, labels, training):
+        if self.num_sampled and training:
+            sampled = tf.random.fixed_unigram_candidate_sampler(
+                true_classes=tf.cast(labels[:, tf.newaxis], tf.int64), num_true=1, num_sampled=self.num_sampled,
+                unique=True, range_max=self.backbone.vocabulary_size, unigrams=self._unigrams)
+            return tf.nn.sampled_softmax_loss(
+                weights=self.backbone.token_embedding.embeddings, biases=self.head.output_bias,
+                labels=tf.cast(labels[:, tf.newaxis], tf.int64), inputs=hidden, num_sampled=self.num_sampled,
+                num_classes=self.backbone.vocabulary_size, sampled_values=sampled, remove_accidental_hits=True)
+        logits = self.head.project(hidden)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        training = getattr(self, "_tfrec_training", True)
+        labels = y[ITEMS] if isinstance(y, dict) else y
+        hidden = y_pred[ITEM_HIDDEN]
+        if sample_weight is None:
+            sample_weight = tf.ones_like(labels, tf.float32)
+        sample_weight = tf.cast(sample_weight, tf.float32)
+        keep = sample_weight > 0
+        flat_hidden = tf.boolean_mask(hidden, keep)
+        flat_labels = tf.cast(tf.boolean_mask(labels, keep), tf.int32)
+        flat_weight = tf.boolean_mask(sample_weight, keep)
+        denominator = tf.maximum(tf.reduce_sum(flat_weight), 1.0)
+        item_loss = tf.reduce_sum(self._item_loss(flat_hidden, flat_labels, training) * flat_weight) / denominator
+        total = item_loss
+        self._trackers["item_loss"].update_state(item_loss)
+        if self.attribute_weight:
+            ids = tf.gather(self._attribute_table, flat_labels)  # [n, width], 0 = none
+            targets = tf.reduce_max(tf.one_hot(ids, self._attribute_size), axis=1)[:, 1:]
+            logits = tf.boolean_mask(y_pred[ATTRIBUTE_LOGITS], keep)
+            per_item = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=-1)
+            attribute_loss = tf.reduce_sum(per_item * flat_weight) / denominator
+            self._trackers["attribute_loss"].update_state(attribute_loss)
+            total += self.attribute_weight * attribute_loss
+        if self.continuation_weight:
+            target = tf.cast(y[CONTINUES], tf.float32)
+            logit = y_pred[CONTINUATION_LOGIT][:, 0]
+            continuation_loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logit))
+            self._trackers["continuation_loss"].update_state(continuation_loss)
+            self._trackers["continuation_accuracy"].update_state(tf.cast(tf.equal(logit > 0, target > 0.5), tf.float32))
+            total += self.continuation_weight * continuation_loss
+        if self.losses:
+            total += tf.add_n(self.losses)
+        self._trackers["loss"].update_state(total)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight):
+        return {name: t.result() for name, t in self._trackers.items()}
+
+    def test_step(self, data):
+        self._tfrec_training = False
+        try:
+            return super().test_step(data)
+        finally:
+            self._tfrec_training = True
+
+    # -- scoring -------------------------------------------------------------------
+
+    def _last_position_hidden(self, item_ids):
+        raise NotImplementedError
+
+    def score(self, item_ids, batch_size: int = 1024) -> np.ndarray:
+        """Item logits ``[n, vocabulary_size]`` for left-padded histories ending in the mask slot."""
+        if not hasattr(self, "_score_fn"):
+            @tf.function(reduce_retracing=True)
+            def score_fn(ids):
+                return self.head.project(self._last_position_hidden(trim_leading_padding(ids)))
+            self._score_fn = score_fn
+        item_ids = np.asarray(item_ids, np.int32)
+        out = [self._score_fn(tf.constant(item_ids[i:i + batch_size])).numpy() for i in range(0, len(item_ids), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.backbone.vocabulary_size), np.float32)
+
+
+class MaskedItemPretrainer(_ItemPredictionModel):
     """The cloze objective (BERT4Rec): predict masked items from both sides.
 
     Inputs: ``item_ids`` ``[batch, seq_len]`` (masked), ``padding_mask``, and
-    ``mask_positions`` ``[batch, max_masks]`` int64.  Output: logits
-    ``[batch, max_masks, vocabulary_size]`` over the whole catalogue, from a
-    ``MaskedLMHead`` tied to the item embedding.  Train with the labels and weights
-    of :func:`tfrec.data.inputs.masked_item_dataset`.
+    ``mask_positions`` ``[batch, max_masks]`` int64.  Outputs: ``item_hidden``
+    ``[batch, max_masks, hidden_dim]`` from a ``MaskedLMHead`` tied to the item embedding
+    (logits over the whole catalogue via ``head.project``), plus, when enabled:
+
+    - ``attribute_logits`` ``[batch, max_masks, attributes]``: the masked item's
+      attributes predicted from its contextual state (`attribute_table` holds each
+      item's attribute ids, 0 = none, in an id space of `attribute_size`);
+    - ``continuation_logit`` ``[batch, 1]``: whether the newer half of the sequence
+      continues its older half for the same user (labels from
+      :func:`tfrec.data.inputs.masked_item_dataset` with ``continuation_rate``).
+
+    Train with ``model.fit`` on :func:`tfrec.data.inputs.masked_item_dataset`.
     """
 
-    def __init__(self, backbone: SequenceBackbone, **kwargs):
+    def __init__(self, backbone: SequenceBackbone, num_sampled: int = 0, item_counts=None, attribute_table=None,
+                 attribute_size: int = 0, attribute_weight: float = 0.0, continuation_weight: float = 0.0, **kwargs):
         inputs = _sequence_inputs(backbone)
         inputs[MASK_POSITIONS] = tf.keras.Input(shape=(None,), dtype="int64", name=MASK_POSITIONS)
-        hidden = backbone({ITEM_IDS: inputs[ITEM_IDS], PADDING_MASK: inputs[PADDING_MASK]})[SEQUENCE_OUTPUT]
-        logits = _item_head(backbone, "masked_item_head")(hidden, mask_positions=inputs[MASK_POSITIONS])
-        super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
+        sequence = backbone({ITEM_IDS: inputs[ITEM_IDS], PADDING_MASK: inputs[PADDING_MASK]})[SEQUENCE_OUTPUT]
+        head = _item_head(backbone)
+        hidden = head(sequence, mask_positions=inputs[MASK_POSITIONS])
+        outputs = {ITEM_HIDDEN: hidden}
+        if attribute_weight:
+            if attribute_table is None or attribute_size < 2:
+                raise ValueError("the attribute objective needs an attribute table")
+            outputs[ATTRIBUTE_LOGITS] = tf.keras.layers.Dense(attribute_size - 1, name="attribute_head")(hidden)
+        if continuation_weight:
+            mask = tf.keras.layers.Lambda(lambda m: tf.cast(m, sequence.dtype)[..., tf.newaxis], name="pool_mask")(
+                inputs[PADDING_MASK])
+            pooled = tf.keras.layers.Lambda(
+                lambda t: tf.reduce_sum(t[0] * t[1], axis=1) / tf.maximum(tf.reduce_sum(t[1], axis=1), 1.0),
+                name="mean_pool")([sequence, mask])
+            pooled = tf.keras.layers.Dense(backbone.hidden_dim, activation="tanh", name="continuation_pooler")(pooled)
+            outputs[CONTINUATION_LOGIT] = tf.keras.layers.Dense(1, name="continuation_head")(pooled)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._setup(backbone, head, num_sampled, item_counts, attribute_table, attribute_size,
+                    attribute_weight, continuation_weight)
+
+    def _last_position_hidden(self, item_ids):
+        batch, width = tf.shape(item_ids)[0], tf.shape(item_ids)[1]
+        positions = tf.fill([batch, 1], tf.cast(width - 1, tf.int64))
+        features = {ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID, MASK_POSITIONS: positions}
+        return self(features, training=False)[ITEM_HIDDEN][:, 0]
 
 
-class NextItemRecommender(tf.keras.Model):
+class NextItemRecommender(_ItemPredictionModel):
     """Next-item prediction: the history ends in a mask slot; predict the item there.
 
     Inputs: ``item_ids`` ``[batch, seq_len]`` whose last position is the mask id, and
-    ``padding_mask``.  Output: logits ``[batch, vocabulary_size]``.  Start from a
-    pretrained backbone (its weights carried over) or a fresh one (from scratch).
+    ``padding_mask``.  Output: ``item_hidden`` ``[batch, 1, hidden_dim]``;
+    :meth:`score` gives logits ``[batch, vocabulary_size]``.  Start from a pretrained
+    backbone (its weights, and the pretrained head's, carried over) or a fresh one.
     """
 
-    def __init__(self, backbone: SequenceBackbone, **kwargs):
+    def __init__(self, backbone: SequenceBackbone, num_sampled: int = 0, item_counts=None, **kwargs):
         inputs = _sequence_inputs(backbone)
-        hidden = backbone(inputs)[SEQUENCE_OUTPUT]
-        last = tf.keras.layers.Lambda(lambda h: h[:, -1:, :], name="mask_slot")(hidden)
-        positions = tf.keras.layers.Lambda(lambda h: tf.zeros_like(h[:, :, 0], dtype="int64"), name="slot_position")(last)
-        logits = _item_head(backbone, "next_item_head")(last, mask_positions=positions)
-        logits = tf.keras.layers.Reshape((backbone.vocabulary_size,), name=LOGITS)(logits)
-        super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
+        sequence = backbone(inputs)[SEQUENCE_OUTPUT]
+        positions = tf.keras.layers.Lambda(
+            lambda ids: tf.fill([tf.shape(ids)[0], 1], tf.cast(tf.shape(ids)[1] - 1, tf.int64)),
+            name="slot_position")(inputs[ITEM_IDS])
+        head = _item_head(backbone)
+        hidden = head(sequence, mask_positions=positions)
+        super().__init__(inputs=inputs, outputs={ITEM_HIDDEN: hidden}, **kwargs)
+        self._setup(backbone, head, num_sampled, item_counts)
 
-    def score(self, item_ids, batch_size: int = 512):
-        """Logits ``[n, vocabulary_size]`` for histories already ending in the mask slot."""
-        return self.predict({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, batch_size=batch_size, verbose=0)
+    def _last_position_hidden(self, item_ids):
+        return self({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN][:, 0]

@@ -1,0 +1,128 @@
+"""pretrain / finetune / evaluate through the CLI, in fresh processes, on a small synthetic dataset."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+from tests.integration.test_cli import assert_clean_error
+
+pytestmark = pytest.mark.e2e
+
+SMALL = ["--set", "model.hidden_dim=16", "--set", "model.intermediate_dim=32", "--set", "model.num_layers=1",
+         "--set", "model.max_len=12", "--verbose", "2"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from tfrec.data.dataset import prepare
+    from tfrec.data.synthetic import generate_synthetic
+
+    out = tmp_path_factory.mktemp("train") / "data"
+    prepare(generate_synthetic(num_users=200, num_items=60, seed=3), str(out))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def pretrained(prepared, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("pre") / "run")
+    r = run_cli("pretrain", "--data", prepared, "--out", out, "--epochs", "3", "--learning-rate", "0.01", *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, r
+
+
+def test_pretrain_writes_a_complete_run(prepared, pretrained):
+    out, r = pretrained
+    run = json.load(open(os.path.join(out, "run.json")))
+    assert run["status"] == "done" and run["summary"]["epochs_run"] == 3
+    assert {"model", "checkpoints", "logs", "validation.json", "metrics.json"} <= set(os.listdir(out))
+    assert not os.path.exists(os.path.join(out, "backup"))
+    assert any(f.startswith("events.out.tfevents") for _, _, fs in os.walk(os.path.join(out, "logs")) for f in fs)
+    assert len([f for f in os.listdir(os.path.join(out, "checkpoints")) if f.endswith(".index")]) == 3
+    state = json.load(open(os.path.join(out, "validation.json")))
+    assert set(state["epochs"]) == {"1", "2", "3"} and "val_ndcg@10" in state["epochs"]["3"]
+    assert "validation NDCG@10" in r.stdout and "| HR@1 |" in r.stdout
+    # the same command again: finished, nothing retrained
+    again = run_cli("pretrain", "--data", prepared, "--out", out, "--epochs", "3", "--learning-rate", "0.01", *SMALL)
+    assert again.returncode == 0 and "finished pretraining run" in again.stdout
+
+
+def test_finetune_from_pretrained_and_from_scratch_then_evaluate(prepared, pretrained, tmp_path):
+    pre, _ = pretrained
+    ft = str(tmp_path / "ft")
+    r = run_cli("finetune", "--task", "next-item", "--data", prepared, "--pretrained", pre, "--out", ft,
+                "--epochs", "2", "--learning-rate", "0.005", *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.load(open(os.path.join(ft, "run.json")))["identity"]["pretrained"].endswith("model")
+    scratch = str(tmp_path / "scratch")
+    r = run_cli("finetune", "--data", prepared, "--from-scratch", "--out", scratch, "--epochs", "1", *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("evaluate", "--model", ft, "--data", prepared, "--split", "test", "--per-user")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.load(open(os.path.join(ft, "eval_test.json")))
+    assert report["split"] == "test" and report["metrics"]["users"] > 0
+    assert set(report["metrics"]) >= {"hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"}
+    assert open(os.path.join(ft, "eval_test.md")).read().count("|") > 10
+    lines = open(os.path.join(ft, "eval_test.per_user.csv")).read().splitlines()
+    assert lines[0] == "user_id,target_item_id,rank" and len(lines) == report["metrics"]["users"] + 1
+    pop = run_cli("evaluate", "--baseline", "popularity", "--data", prepared, "--out", str(tmp_path / "pop"))
+    assert pop.returncode == 0 and "popularity" in pop.stdout
+
+
+def test_training_bad_input(prepared, pretrained, tmp_path):
+    pre, _ = pretrained
+    assert_clean_error(run_cli("pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")), "not a folder")
+    assert_clean_error(run_cli("finetune", "--data", prepared, "--out", str(tmp_path / "o")), "--pretrained")
+    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--set", "pretrain.nope=1"),
+                       "unknown setting")
+    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy", "tpu-pod"),
+                       "unknown strategy")
+    # a pretrained backbone of another shape
+    assert_clean_error(run_cli("finetune", "--data", prepared, "--pretrained", pre, "--out", str(tmp_path / "o2"),
+                               "--set", "model.hidden_dim=8", "--set", "model.max_len=12"), "hidden_dim")
+    # a run folder holding another run
+    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", pre, "--epochs", "1", *SMALL), "other data or settings")
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "x.txt").write_text("x")
+    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "stuff")), "not a tfrec run folder")
+    assert_clean_error(run_cli("evaluate", "--model", str(tmp_path / "stuff"), "--data", prepared), "no saved tfrec model")
+    assert_clean_error(run_cli("evaluate", "--data", prepared), "exactly one of")
+
+
+def test_same_seed_same_run(prepared, tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        out = str(tmp_path / name)
+        r = run_cli("pretrain", "--data", prepared, "--out", out, "--epochs", "1", "--seed", "5", *SMALL)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(json.load(open(os.path.join(out, "validation.json")))["epochs"]["1"])
+    for key in ("loss", "val_ndcg@10", "val_mrr"):
+        assert outs[0][key] == outs[1][key], key
+
+
+def test_sigkill_mid_run_then_same_command_resumes(prepared, tmp_path):
+    out = str(tmp_path / "run")
+    args = [sys.executable, "-m", "tfrec", "pretrain", "--data", prepared, "--out", out, "--epochs", "4",
+            "--set", "pretrain.steps_per_epoch=40", "--set", "backup_every_steps=5", *SMALL]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state = os.path.join(out, "validation.json")
+    deadline = time.time() + 240
+    while time.time() < deadline and not os.path.exists(state):
+        time.sleep(0.2)
+    time.sleep(1.5)  # into the second epoch, past a mid-epoch backup
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(state), "the first epoch never finished"
+    done_before = set(json.load(open(state))["epochs"])
+    assert "4" not in done_before
+    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Epoch 1/4" not in r.stdout  # continued, not restarted
+    final = json.load(open(state))
+    assert set(final["epochs"]) == {"1", "2", "3", "4"}
+    assert json.load(open(os.path.join(out, "run.json")))["status"] == "done"

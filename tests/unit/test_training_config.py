@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from tfrec.errors import TfrecError
+from tfrec.training.config import RunConfig
+
+
+def test_defaults_round_trip_and_overrides(tmp_path):
+    c = RunConfig()
+    assert RunConfig.from_dict(c.to_dict()) == c
+    d = c.updated({"pretrain.epochs": 3, "model.hidden_dim": 32, "seed": 9, "finetune.augmentations": {"mask": 0.1}})
+    assert (d.pretrain.epochs, d.model.hidden_dim, d.seed, d.finetune.augmentations) == (3, 32, 9, {"mask": 0.1})
+    assert d.finetune.epochs == c.finetune.epochs  # the other stage keeps its own setting
+    p = tmp_path / "c.yaml"
+    p.write_text("seed: 4\nmodel:\n  num_layers: 1\npretrain:\n  mask_rate: 0.4\n")
+    f = RunConfig.from_file(str(p))
+    assert (f.seed, f.model.num_layers, f.pretrain.mask_rate, f.pretrain.epochs) == (4, 1, 0.4, RunConfig().pretrain.epochs)
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"finetune": {"learning_rate": 1}}))
+    assert RunConfig.from_file(str(j)).finetune.learning_rate == 1.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pretrain:\n  mask_rat: 0.4\n", "unknown setting 'mask_rat'"),
+    ("model:\n  hidden_dim: wide\n", "hidden_dim must be an integer"),
+    ("pretrain:\n  learning_rate: -1\n", "must not be negative"),
+    ("model: 3\n", "expected a mapping"),
+    ("- a\n- b\n", "must hold a mapping"),
+    ("seed: [1\n", "cannot be parsed"),
+    ("deterministic: 1\n", "must be true or false"),
+])
+def test_bad_config_files_say_what_is_wrong(tmp_path, text, message):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(TfrecError, match=message):
+        RunConfig.from_file(str(p))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(TfrecError, match="does not exist"):
+        RunConfig.from_file(str(tmp_path / "nope.yaml"))
+
+
+def test_committed_configs_parse():
+    import glob
+    import os
+
+    from tests.conftest import REPO
+
+    files = glob.glob(os.path.join(REPO, "configs", "*.yaml"))
+    assert files, "configs/ holds the committed run configs"
+    for path in files:
+        RunConfig.from_file(path)

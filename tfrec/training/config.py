@@ -1,0 +1,187 @@
+"""Run configuration: model shape, pretraining and fine-tuning settings, strategy, seed.
+
+A config file (YAML or JSON) has the sections ``model``, ``pretrain`` and ``finetune``
+plus the top-level keys of :class:`RunConfig`; anything it leaves out keeps its
+default.  Unknown keys are an error, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from tfrec.errors import TfrecError
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Shape of the :class:`~tfrec.models.sequence_backbone.SequenceBackbone`."""
+
+    max_len: int = 50
+    hidden_dim: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_dim: int = 256
+    dropout: float = 0.3
+    # Add the pooled embedding of the items' categorical/list features (genres,
+    # categories, attributes) to the item embedding, where the dataset has any.
+    item_features: bool = True
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Settings shared by pretraining and fine-tuning."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    # Steps per epoch; 0 = one pass over the training sequences.
+    steps_per_epoch: int = 0
+    # Early stopping: epochs without a better validation NDCG@10 before stopping (0 = never).
+    patience: int = 10
+    # Validate every this many epochs.
+    validate_every: int = 1
+    # Negatives of a sampled softmax with log-q correction; 0 = full softmax over the catalogue.
+    num_sampled: int = 0
+    # Augmentation ratios applied to the training sequences: crop, mask, reorder.
+    augmentations: dict = dataclasses.field(default_factory=dict)
+    # Batch rows of similar length (sorted within windows of this many batches, 0/1 = off);
+    # each batch is trimmed to its longest row, so short histories cost less.
+    sort_window: int = 16
+
+
+@dataclasses.dataclass
+class PretrainConfig(StageConfig):
+    mask_rate: float = 0.2
+    max_masks: int = 0  # 0 = ceil(mask_rate * max_len)
+    # Share of sequences in which only the last item is masked (the next-item situation).
+    mask_last_rate: float = 0.1
+    # Weight of the masked-item attribute prediction loss (0 = off).
+    attribute_weight: float = 0.0
+    # Weight of the segment-continuation loss (0 = off) and the share of negative rows.
+    continuation_weight: float = 0.0
+    continuation_rate: float = 0.5
+
+
+@dataclasses.dataclass
+class FinetuneConfig(StageConfig):
+    epochs: int = 50
+    learning_rate: float = 5e-4
+    # Share of rows whose target is drawn from an earlier point of the sequence.
+    prefix_rate: float = 0.5
+    # "random-prefix" (one row per user per epoch) or "all-prefixes" (one row per position).
+    examples: str = "random-prefix"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    seed: int = 0
+    # tf.distribute strategy: "mirrored" (every local GPU, or the CPU), "default", or "one-device".
+    strategy: str = "mirrored"
+    # Make TensorFlow ops deterministic (repeatable runs on one machine).
+    deterministic: bool = True
+    # Exclude the items of the user's history when ranking.
+    exclude_history: bool = True
+    eval_batch_size: int = 1024
+    # Back up the training state every this many steps (and at every epoch end).
+    backup_every_steps: int = 100
+    # Per-epoch checkpoints kept.
+    keep_checkpoints: int = 3
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> "RunConfig":
+        return _build(cls, data, where)
+
+    @classmethod
+    def from_file(cls, path: str) -> "RunConfig":
+        return cls.from_dict(read_mapping(path), where=path)
+
+    def updated(self, overrides: dict, where: str = "options") -> "RunConfig":
+        """A copy with dotted-key overrides applied (``{"pretrain.epochs": 3}``)."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            parts = key.split(".")
+            for p in parts[:-1]:
+                node = node[p]
+            node[parts[-1]] = value
+        return self.from_dict(data, where)
+
+
+def read_mapping(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise TfrecError(f"config file {path} does not exist")
+    with open(path) as f:
+        text = f.read()
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # yaml and json raise many kinds
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TfrecError(f"config file {path} cannot be parsed: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TfrecError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise TfrecError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise TfrecError(f"{where}: unknown setting {unknown[0]!r}; known: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        f = fields[name]
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}: {name}")
+            continue
+        kwargs[name] = _coerce(value, default, f"{where}: {name}")
+    return cls(**kwargs)
+
+
+def _coerce(value, default, where: str):
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise TfrecError(f"{where} must be true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TfrecError(f"{where} must be an integer, got {value!r}")
+        if value < 0:
+            raise TfrecError(f"{where} must not be negative, got {value}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TfrecError(f"{where} must be a number, got {value!r}")
+        if value < 0:
+            raise TfrecError(f"{where} must not be negative, got {value}")
+        return float(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise TfrecError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise TfrecError(f"{where} must be a string, got {value!r}")
+        return value
+    return value

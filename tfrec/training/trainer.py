@@ -1,0 +1,373 @@
+"""Pretraining and next-item fine-tuning runs: ``model.fit`` with validation, checkpoints, resume.
+
+A run folder holds::
+
+    run.json          what was run (stage, settings, data fingerprint) and whether it finished
+    model/            the best model so far by validation NDCG@10 (config.json + ckpt/)
+    backup/           the training state, backed up every few steps and at every epoch end;
+                      a killed run started again with the same command resumes from it
+    checkpoints/      one checkpoint per epoch (the last few kept)
+    logs/             TensorBoard logs
+    validation.json   per-epoch validation metrics, best epoch, early-stopping state
+    metrics.json      validation metrics of the best epoch (written at the end)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfrec.data import inputs, schema  # noqa: E402
+from tfrec.data.dataset import PreparedDataset  # noqa: E402
+from tfrec.errors import TfrecError  # noqa: E402
+from tfrec.evaluation import ranking  # noqa: E402
+from tfrec.models import persistence  # noqa: E402
+from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
+from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender, count_parameters  # noqa: E402
+from tfrec.training.config import RunConfig  # noqa: E402
+
+RUN_FILE = "run.json"
+MODEL_DIR = "model"
+BACKUP_DIR = "backup"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+VALIDATION_FILE = "validation.json"
+METRICS_FILE = "metrics.json"
+MONITOR = "ndcg@10"
+STRATEGIES = ("mirrored", "default", "one-device")
+
+
+def write_json(path: str, data) -> None:
+    """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def set_seed(config: RunConfig) -> None:
+    tf.keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The named ``tf.distribute`` strategy; ``mirrored`` spans every local GPU, or the CPU."""
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in gpus] or ["/cpu:0"])
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one-device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0")
+    raise TfrecError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+
+
+def data_fingerprint(dataset: PreparedDataset) -> str:
+    h = hashlib.sha256()
+    for name in (schema.DATASET_JSON, schema.STATS_JSON):
+        with open(os.path.join(dataset.path, name), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class SequenceData:
+    """The leave-one-out sequences of a prepared dataset, as training and validation need them."""
+
+    dataset: PreparedDataset
+    train: list
+    valid: inputs.EvalSequences
+    vocabulary_size: int
+    item_counts: np.ndarray
+
+    @classmethod
+    def load(cls, path: str) -> "SequenceData":
+        ds = PreparedDataset(path)
+        _, train = inputs.loo_sequences(ds, schema.TRAIN)
+        valid = inputs.loo_sequences(ds, schema.VALID)
+        if not train or not len(valid.targets):
+            raise TfrecError(f"the dataset at {path} has no leave-one-out training or validation sequences")
+        vocab = len(ds.item_vocab)
+        counts = np.bincount(np.concatenate(train), minlength=vocab).astype(np.float64)
+        return cls(ds, train, valid, vocab, counts)
+
+
+def build_backbone(config: RunConfig, data: SequenceData) -> SequenceBackbone:
+    m = config.model
+    table, size = None, 0
+    if m.item_features:
+        t, size, columns = data.dataset.item_feature_table()
+        if columns:
+            table = t
+    return SequenceBackbone(
+        data.vocabulary_size, max_len=m.max_len, hidden_dim=m.hidden_dim, num_layers=m.num_layers,
+        num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
+        feature_table=table, feature_vocabulary_size=size)
+
+
+def make_optimizer(stage) -> tf.keras.optimizers.Optimizer:
+    if stage.weight_decay:
+        return tf.keras.optimizers.AdamW(stage.learning_rate, weight_decay=stage.weight_decay)
+    return tf.keras.optimizers.Adam(stage.learning_rate)
+
+
+def model_scorer(model, max_len: int, batch_size: int = 1024) -> ranking.Scorer:
+    """A scorer for :func:`tfrec.evaluation.ranking.evaluate` from a task model."""
+    return lambda histories: model.score(inputs.with_mask_slot(histories, max_len), batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------
+# Callbacks
+
+
+class RankingValidation(tf.keras.callbacks.Callback):
+    """Full-ranking validation at epoch end, best-model saving and early stopping.
+
+    Adds ``val_<metric>`` to the epoch logs (so TensorBoard and the History see them),
+    calls `on_improve(epoch, metrics)` when validation NDCG@10 improves, and stops
+    training after `patience` validations without improvement.  Its state lives in
+    `state_path`, so a resumed run remembers the best epoch and the patience used.
+    """
+
+    def __init__(self, scorer, valid: inputs.EvalSequences, state_path: str, on_improve, every: int = 1,
+                 patience: int = 0, exclude_history: bool = True, batch_size: int = 1024):
+        super().__init__()
+        self.scorer, self.valid, self.state_path = scorer, valid, state_path
+        self.on_improve, self.every, self.patience = on_improve, max(1, every), patience
+        self.exclude_history, self.batch_size = exclude_history, batch_size
+        self.state = {"best": -math.inf, "best_epoch": None, "wait": 0, "epochs": {}, "stopped_early": False}
+
+    def on_train_begin(self, logs=None):
+        if os.path.isfile(self.state_path):
+            with open(self.state_path) as f:
+                self.state = json.load(f)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        if (epoch + 1) % self.every and not last:
+            return
+        start = time.perf_counter()
+        metrics, _ = ranking.evaluate(self.scorer, self.valid.histories, self.valid.targets,
+                                      exclude_history=self.exclude_history, batch_size=self.batch_size)
+        metrics["seconds"] = time.perf_counter() - start
+        for k, v in metrics.items():
+            if k != "users":
+                logs[f"val_{k}"] = v
+        entry = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))}
+        entry["time"] = time.time()
+        self.state["epochs"][str(epoch + 1)] = entry
+        if metrics[MONITOR] > self.state["best"]:
+            self.state.update(best=metrics[MONITOR], best_epoch=epoch + 1, wait=0)
+            self.on_improve(epoch + 1, metrics)
+        else:
+            self.state["wait"] += 1
+            if self.patience and self.state["wait"] >= self.patience:
+                self.model.stop_training = True
+                self.state["stopped_early"] = True
+        write_json(self.state_path, self.state)
+        print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
+              f"(best {self.state['best']:.4f} at epoch {self.state['best_epoch']})", flush=True)
+
+
+class EpochCheckpoint(tf.keras.callbacks.Callback):
+    """A checkpoint of the model and optimizer after every epoch; the last `keep` are kept."""
+
+    def __init__(self, directory: str, keep: int = 3):
+        super().__init__()
+        self.directory, self.keep = directory, max(1, keep)
+
+    def on_train_begin(self, logs=None):
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+        self.manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=self.keep,
+                                                  checkpoint_name="epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=epoch + 1)
+
+
+class Backup(tf.keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` every `every` steps and at each epoch end, so a run killed at any
+    point (SIGKILL included) resumes from the latest backup, mid-epoch or not."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._backup(epoch=epoch, batch=self.params["steps"] - 1)
+
+
+# ---------------------------------------------------------------------------
+# Runs
+
+
+def _prepare_run_dir(out: str, identity: dict, overwrite: bool) -> dict | None:
+    """Creates or checks the run folder; returns the finished run's record, if any."""
+    run_path = os.path.join(out, RUN_FILE)
+    if overwrite and os.path.exists(out):
+        if os.path.exists(run_path) or not os.listdir(out):
+            shutil.rmtree(out)
+        else:
+            raise TfrecError(f"{out} is not a tfrec run folder; not overwriting it")
+    if os.path.isfile(run_path):
+        with open(run_path) as f:
+            record = json.load(f)
+        if record.get("identity") != identity:
+            raise TfrecError(f"{out} holds a run with other data or settings; pass --overwrite to replace it, "
+                             "or choose another --out")
+        return record if record.get("status") == "done" else None
+    if os.path.isdir(out) and os.listdir(out):
+        raise TfrecError(f"{out} exists and is not a tfrec run folder; choose an empty or new --out")
+    os.makedirs(out, exist_ok=True)
+    write_json(run_path, {"identity": identity, "status": "running", "started": time.time()})
+    return None
+
+
+def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceData, out: str, task: str,
+         extra: dict, verbose) -> dict:
+    max_len = config.model.max_len
+
+    def save_best(epoch, metrics):
+        persistence.save(model, os.path.join(out, MODEL_DIR), task,
+                         extra=dict(extra, epoch=epoch, valid_metrics=metrics))
+
+    validation = RankingValidation(
+        model_scorer(model, max_len, config.eval_batch_size), data.valid, os.path.join(out, VALIDATION_FILE),
+        save_best, every=stage.validate_every, patience=stage.patience, exclude_history=config.exclude_history,
+        batch_size=config.eval_batch_size)
+    callbacks = [
+        validation,  # first: later callbacks see the validation metrics in the logs
+        tf.keras.callbacks.TensorBoard(os.path.join(out, LOG_DIR), update_freq="epoch", profile_batch=0),
+        EpochCheckpoint(os.path.join(out, CHECKPOINT_DIR), config.keep_checkpoints),
+        Backup(os.path.join(out, BACKUP_DIR), save_freq=max(1, config.backup_every_steps), delete_checkpoint=False),
+    ]
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    start = time.perf_counter()
+    model.fit(train_ds, epochs=stage.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+    state = validation.state
+    best = state["epochs"].get(str(state["best_epoch"]), {})
+    metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+    summary = {"best_epoch": state["best_epoch"], "epochs_run": len(state["epochs"]), "stopped_early": state["stopped_early"],
+               "valid": metrics, "fit_seconds_this_process": seconds}
+    write_json(os.path.join(out, METRICS_FILE), summary)
+    return summary
+
+
+def _finish(out: str, summary: dict) -> dict:
+    run_path = os.path.join(out, RUN_FILE)
+    with open(run_path) as f:
+        record = json.load(f)
+    record.update(status="done", finished=time.time(), summary=summary)
+    write_json(run_path, record)
+    shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)
+    return record
+
+
+def _steps(stage, n_sequences: int) -> int:
+    return stage.steps_per_epoch or max(1, math.ceil(n_sequences / stage.batch_size))
+
+
+def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite: bool = False, verbose=None) -> dict:
+    """Masked-item pretraining of a backbone on the training sequences of `data_dir`."""
+    config = config or RunConfig()
+    data = SequenceData.load(data_dir)
+    identity = {"stage": "pretrain", "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
+    done = _prepare_run_dir(out, identity, overwrite)
+    if done:
+        print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
+        return done
+    set_seed(config)
+    stage = config.pretrain
+    strategy = make_strategy(config.strategy)
+    attribute_table, attribute_size = None, 0
+    if stage.attribute_weight:
+        attribute_table, attribute_size, columns = data.dataset.item_feature_table()
+        if not columns:
+            raise TfrecError(f"the attribute objective needs item features, and the dataset at {data_dir} has none")
+    with strategy.scope():
+        backbone = build_backbone(config, data)
+        model = MaskedItemPretrainer(
+            backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts, attribute_table=attribute_table,
+            attribute_size=attribute_size, attribute_weight=stage.attribute_weight,
+            continuation_weight=stage.continuation_weight)
+        model.compile(optimizer=make_optimizer(stage))
+    max_len = config.model.max_len
+    sequences = inputs.sliding_windows(data.train, max_len)
+    train_ds = inputs.masked_item_dataset(
+        sequences, max_len, data.vocabulary_size, batch_size=stage.batch_size, mask_rate=stage.mask_rate,
+        mask_last_rate=stage.mask_last_rate, max_masks=stage.max_masks or None, augmentations=stage.augmentations,
+        repeat=True, seed=config.seed, continuation_rate=stage.continuation_rate if stage.continuation_weight else 0.0,
+        trim=True, sort_window=stage.sort_window)
+    extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
+             "parameters": count_parameters(model)}
+    summary = _fit(model, train_ds, _steps(stage, len(sequences)), stage, config, data, out, "pretrain", extra, verbose)
+    return _finish(out, summary)
+
+
+def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
+             task: str = "next-item", overwrite: bool = False, verbose=None) -> dict:
+    """Next-item fine-tuning, from the backbone (and head) of `pretrained` or from scratch."""
+    if task != "next-item":
+        raise TfrecError(f"unknown fine-tuning task {task!r}; this version fine-tunes: next-item")
+    config = config or RunConfig()
+    data = SequenceData.load(data_dir)
+    pretrained_model = resolve_model_dir(pretrained) if pretrained else None
+    identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": data_fingerprint(data.dataset),
+                "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
+    done = _prepare_run_dir(out, identity, overwrite)
+    if done:
+        print(f"{out} holds a finished fine-tuning run; pass --overwrite to run it again", flush=True)
+        return done
+    set_seed(config)
+    stage = config.finetune
+    strategy = make_strategy(config.strategy)
+    with strategy.scope():
+        backbone = build_backbone(config, data)
+        model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts)
+        if pretrained_model:
+            source, _ = persistence.load(pretrained_model)
+            persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
+            backbone.set_weights(source.backbone.get_weights())
+            model.head.set_weights(source.head.get_weights())
+        model.compile(optimizer=make_optimizer(stage))
+    max_len = config.model.max_len
+    if stage.examples == "all-prefixes":
+        x, y = inputs.next_item_examples(data.train, max_len)
+        train_ds = inputs.next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
+                                            trim=True, sort_window=stage.sort_window)
+        n = len(y)
+    elif stage.examples == "random-prefix":
+        sequences = inputs.sliding_windows(data.train, max_len)
+        train_ds = inputs.next_item_sequence_dataset(
+            sequences, max_len, batch_size=stage.batch_size, prefix_rate=stage.prefix_rate,
+            augmentations=stage.augmentations, repeat=True, seed=config.seed, trim=True, sort_window=stage.sort_window)
+        n = len(sequences)
+    else:
+        raise TfrecError(f"unknown finetune.examples {stage.examples!r}; use random-prefix or all-prefixes")
+    extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
+             "pretrained": identity["pretrained"], "parameters": count_parameters(model)}
+    summary = _fit(model, train_ds, _steps(stage, n), stage, config, data, out, task, extra, verbose)
+    return _finish(out, summary)
+
+
+def resolve_model_dir(path: str) -> str:
+    """A saved model folder: `path` itself, or the ``model/`` of a run folder."""
+    if os.path.isfile(os.path.join(path, persistence.CONFIG_FILE)):
+        return path
+    inner = os.path.join(path, MODEL_DIR)
+    if os.path.isfile(os.path.join(inner, persistence.CONFIG_FILE)):
+        return inner
+    if os.path.isdir(path):
+        raise TfrecError(f"{path} holds no saved tfrec model (no {persistence.CONFIG_FILE} there or in {MODEL_DIR}/)")
+    raise TfrecError(f"{path} does not exist")
