@@ -30,3 +30,29 @@ def write_result(benchmark: str, dataset: str, payload: dict) -> str:
         json.dump(dict(payload, benchmark=benchmark, dataset=dataset, machine=machine()), f, indent=2, sort_keys=True)
         f.write("\n")
     return path
+
+
+def run_measured(args: list[str], log_path: str, env: dict | None = None) -> dict:
+    """Runs a command to completion, polling its process tree's memory.
+
+    Returns wall seconds, peak RSS (MB, the largest sum over the tree seen at 0.2 s
+    intervals), the start time and the exit status; stdout and stderr go to `log_path`.
+    """
+    import subprocess
+    import time
+
+    import psutil
+
+    start = time.time()
+    peak = 0
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, **(env or {})))
+        ps = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)])
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+    return {"seconds": time.time() - start, "peak_rss_mb": peak / 2**20, "started": start, "returncode": proc.returncode}

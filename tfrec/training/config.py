@@ -55,25 +55,31 @@ class StageConfig:
 
 @dataclasses.dataclass
 class PretrainConfig(StageConfig):
-    mask_rate: float = 0.2
+    epochs: int = 30
+    learning_rate: float = 2e-3
+    validate_every: int = 5
+    mask_rate: float = 0.4
     max_masks: int = 0  # 0 = ceil(mask_rate * max_len)
     # Share of sequences in which only the last item is masked (the next-item situation).
     mask_last_rate: float = 0.1
-    # Weight of the masked-item attribute prediction loss (0 = off).
+    # Weight of the masked-item attribute prediction loss (0 = off; the ablation in
+    # docs/BENCHMARKS.md found it no help next to segment continuation).
     attribute_weight: float = 0.0
     # Weight of the segment-continuation loss (0 = off) and the share of negative rows.
-    continuation_weight: float = 0.0
+    continuation_weight: float = 0.5
     continuation_rate: float = 0.5
 
 
 @dataclasses.dataclass
 class FinetuneConfig(StageConfig):
-    epochs: int = 50
-    learning_rate: float = 5e-4
-    # Share of rows whose target is drawn from an earlier point of the sequence.
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    patience: int = 3
+    # "all-prefixes" (one example per position of every history) or "random-prefix"
+    # (one row per user per epoch, cheaper epochs).
+    examples: str = "all-prefixes"
+    # random-prefix: share of rows whose target is drawn from an earlier point of the sequence.
     prefix_rate: float = 0.5
-    # "random-prefix" (one row per user per epoch) or "all-prefixes" (one row per position).
-    examples: str = "random-prefix"
 
 
 @dataclasses.dataclass

@@ -1,0 +1,151 @@
+"""Next-item quality on the leave-one-out protocol: popularity, from scratch, pretrained + fine-tuned.
+
+Runs the real commands (`tfrec pretrain`, `tfrec finetune`, `tfrec evaluate`) in fresh
+processes with a committed config, measuring each one's wall time and peak memory,
+and prints the test figures beside the published and measured rows of
+``../shared/ANCHORS.md``.  Model selection reads the validation split only; the test
+split is read once per model, at the end.  The time to reach the peer's NDCG@10 is read
+from the per-epoch validation curve (validation is what a run may look at).
+
+    python benchmarks/sequential_quality.py beauty    [--config configs/beauty.yaml]
+    python benchmarks/sequential_quality.py ml-100k   [--config configs/ml-100k.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import REPO, data_dir, machine, run_measured, write_result  # noqa: E402
+
+DATASETS = {
+    # name: (prepare arguments, local folder, default config)
+    "beauty": (["amazon-s3rec", "--name", "Beauty"], "amazon-beauty", "configs/beauty.yaml"),
+    "ml-100k": (["movielens-100k"], "ml-100k", "configs/ml-100k.yaml"),
+}
+
+# Rows of ../shared/ANCHORS.md: (model, HR@5, NDCG@5, HR@10, NDCG@10, source).
+ANCHORS = {
+    "beauty": [
+        ("GRU4Rec", .0164, .0099, .0283, .0137, "P5 paper"),
+        ("BERT4Rec", .0203, .0124, .0347, .0170, "P5 paper"),
+        ("SASRec", .0387, .0249, .0605, .0318, "P5 paper"),
+        ("S3-Rec (pretrained)", .0387, .0244, .0647, .0327, "P5 paper"),
+        ("P5-B", .0508, .0379, .0664, .0429, "P5 paper"),
+        ("T5-small, CID+IID", .0512, .0356, .0732, .0427, "Hua et al."),
+        ("SASRec CE, RecBole (2 cores, 2112 s, 2.4 GB)", .0542, .0317, .0810, .0403, "measured peer"),
+    ],
+    "ml-100k": [
+        ("SASRec CE, RecBole (2 cores, 2051 s, 1.3 GB)", .0806, .0461, .1357, .0636, "measured peer"),
+    ],
+}
+PEER = {"beauty": (0.0403, 2112.0), "ml-100k": (0.0636, 2051.0)}
+
+
+def tfrec(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tfrec", *args]
+
+
+def checked(result: dict, what: str, log: str) -> dict:
+    if result["returncode"] != 0:
+        tail = open(log).read()[-3000:]
+        sys.exit(f"{what} failed (exit {result['returncode']}); the end of {log}:\n{tail}")
+    return result
+
+
+def curve(run_dir: str, offset: float, started: float) -> list[dict]:
+    """Per-epoch validation NDCG@10/HR@10 with seconds since the whole pipeline began."""
+    state = json.load(open(os.path.join(run_dir, "validation.json")))
+    out = []
+    for epoch, e in sorted(state["epochs"].items(), key=lambda kv: int(kv[0])):
+        out.append({"epoch": int(epoch), "seconds": offset + e["time"] - started,
+                    "ndcg@10": e["val_ndcg@10"], "hr@10": e["val_hr@10"]})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", choices=sorted(DATASETS))
+    ap.add_argument("--config", help="run config (default: the dataset's committed config)")
+    ap.add_argument("--workdir", help="where runs go (default: a temporary folder)")
+    args = ap.parse_args()
+    prep_args, folder, default_config = DATASETS[args.dataset]
+    config = os.path.join(REPO, args.config or default_config)
+    work = args.workdir or tempfile.mkdtemp(prefix=f"tfrec-bench-{args.dataset}-")
+    os.makedirs(work, exist_ok=True)
+    data = os.path.join(work, "data")
+    log = lambda name: os.path.join(work, f"{name}.log")  # noqa: E731
+
+    checked(run_measured(tfrec("data", "prepare", *prep_args, "--path", os.path.join(data_dir(), folder), "--out", data),
+                         log("prepare")), "prepare", log("prepare"))
+    runs = {}
+    runs["pretrain"] = checked(run_measured(tfrec("pretrain", "--data", data, "--out", f"{work}/pretrain", "--config", config,
+                                                  "--verbose", "2", "--overwrite"), log("pretrain")), "pretrain", log("pretrain"))
+    runs["finetune"] = checked(run_measured(tfrec("finetune", "--task", "next-item", "--data", data, "--pretrained",
+                                                  f"{work}/pretrain", "--out", f"{work}/finetune", "--config", config,
+                                                  "--verbose", "2", "--overwrite"), log("finetune")), "finetune", log("finetune"))
+    runs["scratch"] = checked(run_measured(tfrec("finetune", "--task", "next-item", "--data", data, "--from-scratch",
+                                                 "--out", f"{work}/scratch", "--config", config, "--verbose", "2",
+                                                 "--overwrite"), log("scratch")), "scratch", log("scratch"))
+    tests = {}
+    for name, target in (("popularity", None), ("finetune", f"{work}/finetune"), ("scratch", f"{work}/scratch"),
+                         ("pretrain", f"{work}/pretrain")):
+        which = ["--baseline", "popularity"] if target is None else ["--model", target]
+        out = os.path.join(work, f"test_{name}")
+        checked(run_measured(tfrec("evaluate", *which, "--data", data, "--split", "test", "--out", out), log(f"eval_{name}")),
+                f"evaluate {name}", log(f"eval_{name}"))
+        tests[name] = json.load(open(f"{out}.json"))["metrics"]
+
+    pre_s = runs["pretrain"]["seconds"]
+    curves = {
+        "pretrained": curve(f"{work}/finetune", pre_s, runs["finetune"]["started"]),
+        "scratch": curve(f"{work}/scratch", 0.0, runs["scratch"]["started"]),
+    }
+    peer_ndcg, peer_seconds = PEER[args.dataset]
+    reach = {k: next((p["seconds"] for p in c if p["ndcg@10"] >= peer_ndcg), None) for k, c in curves.items()}
+    params = json.load(open(os.path.join(work, "finetune", "model", "config.json")))["parameters"]
+    summaries = {k: json.load(open(os.path.join(work, k, "run.json")))["summary"] for k in ("pretrain", "finetune", "scratch")}
+
+    result = {
+        "config": os.path.relpath(config, REPO), "config_settings": json.load(open(os.path.join(work, "finetune", "run.json")))["identity"]["config"],
+        "test": tests, "runs": {k: {kk: v[kk] for kk in ("seconds", "peak_rss_mb")} for k, v in runs.items()},
+        "best_epochs": {k: s["best_epoch"] for k, s in summaries.items()},
+        "epochs_run": {k: s["epochs_run"] for k, s in summaries.items()},
+        "valid": {k: s["valid"] for k, s in summaries.items()},
+        "validation_curves": curves, "seconds_to_peer_ndcg10_on_valid": reach,
+        "peer": {"ndcg@10": peer_ndcg, "seconds": peer_seconds, "third_of_seconds": peer_seconds / 3},
+        "parameters": params, "anchors": ANCHORS[args.dataset], "machine": machine(), "workdir": work,
+    }
+    path = write_result("sequential_quality", args.dataset, result)
+
+    print(f"## {args.dataset}: leave-one-out, full ranking, history excluded, test split ({machine()})\n")
+    print("| model | HR@5 | NDCG@5 | HR@10 | NDCG@10 | HR@20 | NDCG@20 | MRR | source |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, h5, n5, h10, n10, src in ANCHORS[args.dataset]:
+        print(f"| {name} | {h5:.4f} | {n5:.4f} | {h10:.4f} | {n10:.4f} | | | | {src} |")
+    labels = {"popularity": "popularity", "pretrain": "tfrec pretrained only (cloze head, no fine-tuning)",
+              "scratch": "tfrec next-item, from scratch", "finetune": "tfrec pretrained + fine-tuned"}
+    for name in ("popularity", "pretrain", "scratch", "finetune"):
+        m = tests[name]
+        print(f"| {labels[name]} | {m['hr@5']:.4f} | {m['ndcg@5']:.4f} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | "
+              f"{m['hr@20']:.4f} | {m['ndcg@20']:.4f} | {m['mrr']:.4f} | this run |")
+    print("\n| stage | wall s | peak RSS MB | epochs (best) |")
+    print("|---|---:|---:|---|")
+    for k in ("pretrain", "finetune", "scratch"):
+        r = runs[k]
+        print(f"| {k} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {summaries[k]['epochs_run']} ({summaries[k]['best_epoch']}) |")
+    total = runs["pretrain"]["seconds"] + runs["finetune"]["seconds"]
+    print(f"\nparameters: {params:,}; pretrain + fine-tune: {total:.0f} s; peer: {peer_seconds:.0f} s "
+          f"(a third: {peer_seconds / 3:.0f} s)")
+    for k, s in reach.items():
+        print(f"validation NDCG@10 >= {peer_ndcg} ({k}): " + (f"after {s:.0f} s ({s / peer_seconds:.2f} of the peer's time)"
+                                                               if s is not None else "not reached"))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
