@@ -8,6 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tfrec", "tfrec.*"]),
+    package_data={"tfrec": ["configs/*.yaml"]},
     install_requires=[
         # The stack proven to work together; Keras 2 throughout (tensorflow-recommenders refuses Keras 3).
         "tensorflow==2.21.*",

@@ -109,6 +109,9 @@ def main() -> None:
     reach = {k: next((p["seconds"] for p in c if p["ndcg@10"] >= peer_ndcg), None) for k, c in curves.items()}
     params = json.load(open(os.path.join(work, "finetune", "model", "config.json")))["parameters"]
     summaries = {k: json.load(open(os.path.join(work, k, "run.json")))["summary"] for k in ("pretrain", "finetune", "scratch")}
+    for k, s in summaries.items():  # epochs trained (validation may run every few epochs)
+        state = json.load(open(os.path.join(work, k, "validation.json")))
+        s["epochs_run"] = state.get("last_epoch") or max(int(e) for e in state["epochs"])
 
     result = {
         "config": os.path.relpath(config, REPO), "config_settings": json.load(open(os.path.join(work, "finetune", "run.json")))["identity"]["config"],

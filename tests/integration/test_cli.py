@@ -82,9 +82,18 @@ def test_prepare_local_copy_through_data_dir_env(tmp_path):
     assert "943" in r.stdout and "1,682" in r.stdout and "100,000" in r.stdout
 
 
+@pytest.mark.slow
 def test_quickstart(tmp_path):
     root = os.path.dirname(dataset_dir("ml-100k"))
     r = run_cli("quickstart", "--workdir", str(tmp_path), env={"TFREC_DATA_DIR": root})
     assert r.returncode == 0, r.stderr
     assert os.path.isfile(tmp_path / "data" / "movielens-100k" / "stats.json")
     assert "| users" in r.stdout and "943" in r.stdout
+    for step in ("[2/4] pretraining", "[3/4] fine-tuning", "[4/4] evaluating"):
+        assert step in r.stdout
+    report = json.load(open(tmp_path / "test_pretrained.json"))
+    pop = json.load(open(tmp_path / "test_popularity.json"))
+    assert report["split"] == "test" and report["metrics"]["users"] == 943
+    # even the short run must beat popularity on the test split
+    assert report["metrics"]["ndcg@10"] > pop["metrics"]["ndcg@10"], (report["metrics"], pop["metrics"])
+    assert "| pretrained + fine-tuned |" in r.stdout

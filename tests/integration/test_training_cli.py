@@ -15,7 +15,7 @@ from tests.integration.test_cli import assert_clean_error
 pytestmark = pytest.mark.e2e
 
 SMALL = ["--set", "model.hidden_dim=16", "--set", "model.intermediate_dim=32", "--set", "model.num_layers=1",
-         "--set", "model.max_len=12", "--verbose", "2"]
+         "--set", "model.max_len=12", "--set", "pretrain.validate_every=1", "--verbose", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,17 @@ def test_finetune_from_pretrained_and_from_scratch_then_evaluate(prepared, pretr
     pre, _ = pretrained
     ft = str(tmp_path / "ft")
     r = run_cli("finetune", "--task", "next-item", "--data", prepared, "--pretrained", pre, "--out", ft,
-                "--epochs", "2", "--learning-rate", "0.005", *SMALL)
+                "--epochs", "2", "--learning-rate", "0.005", "--set", "finetune.lr_schedule=cosine", *SMALL)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.load(open(os.path.join(ft, "run.json")))["identity"]["pretrained"].endswith("model")
+    # from scratch, with a learning rate of 0 validation never improves: patience 1 stops after epoch 2
     scratch = str(tmp_path / "scratch")
-    r = run_cli("finetune", "--data", prepared, "--from-scratch", "--out", scratch, "--epochs", "1", *SMALL)
+    r = run_cli("finetune", "--data", prepared, "--from-scratch", "--out", scratch, "--epochs", "10",
+                "--learning-rate", "0", "--set", "finetune.patience=1", *SMALL)
     assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.load(open(os.path.join(scratch, "run.json")))["summary"]
+    assert summary["stopped_early"] and summary["epochs_run"] == 2 and summary["best_epoch"] == 1
+    assert json.load(open(os.path.join(scratch, "run.json")))["identity"]["pretrained"] is None
     r = run_cli("evaluate", "--model", ft, "--data", prepared, "--split", "test", "--per-user")
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.load(open(os.path.join(ft, "eval_test.json")))
@@ -82,6 +87,11 @@ def test_training_bad_input(prepared, pretrained, tmp_path):
                        "unknown setting")
     assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy", "tpu-pod"),
                        "unknown strategy")
+    assert_clean_error(run_cli("finetune", "--data", prepared, "--from-scratch", "--out", str(tmp_path / "o"),
+                               "--set", "finetune.examples=everything"), "unknown finetune.examples")
+    assert_clean_error(run_cli("finetune", "--data", prepared, "--from-scratch", "--out", str(tmp_path / "o"),
+                               "--set", "finetune.lr_schedule=wavy"), "unknown finetune.lr_schedule")
+    assert not os.path.exists(tmp_path / "o")  # refused before anything was written
     # a pretrained backbone of another shape
     assert_clean_error(run_cli("finetune", "--data", prepared, "--pretrained", pre, "--out", str(tmp_path / "o2"),
                                "--set", "model.hidden_dim=8", "--set", "model.max_len=12"), "hidden_dim")
@@ -98,7 +108,8 @@ def test_same_seed_same_run(prepared, tmp_path):
     outs = []
     for name in ("a", "b"):
         out = str(tmp_path / name)
-        r = run_cli("pretrain", "--data", prepared, "--out", out, "--epochs", "1", "--seed", "5", *SMALL)
+        r = run_cli("pretrain", "--data", prepared, "--out", out, "--epochs", "1", "--seed", "5",
+                    "--set", "pretrain.num_sampled=10", *SMALL)
         assert r.returncode == 0, r.stderr[-2000:]
         outs.append(json.load(open(os.path.join(out, "validation.json")))["epochs"]["1"])
     for key in ("loss", "val_ndcg@10", "val_mrr"):

@@ -29,6 +29,9 @@ def test_defaults_round_trip_and_overrides(tmp_path):
     ("- a\n- b\n", "must hold a mapping"),
     ("seed: [1\n", "cannot be parsed"),
     ("deterministic: 1\n", "must be true or false"),
+    ("strategy: tpu\n", "unknown strategy 'tpu'"),
+    ("finetune:\n  examples: some\n", "unknown finetune.examples"),
+    ("pretrain:\n  lr_schedule: wavy\n", "unknown pretrain.lr_schedule"),
 ])
 def test_bad_config_files_say_what_is_wrong(tmp_path, text, message):
     p = tmp_path / "bad.yaml"
@@ -48,7 +51,7 @@ def test_committed_configs_parse():
 
     from tests.conftest import REPO
 
-    files = glob.glob(os.path.join(REPO, "configs", "*.yaml"))
+    files = glob.glob(os.path.join(REPO, "configs", "*.yaml")) + glob.glob(os.path.join(REPO, "tfrec", "configs", "*.yaml"))
     assert files, "configs/ holds the committed run configs"
     for path in files:
         RunConfig.from_file(path)

@@ -14,6 +14,10 @@ from typing import Any
 
 from tfrec.errors import TfrecError
 
+STRATEGIES = ("mirrored", "default", "one-device")
+EXAMPLES = ("all-prefixes", "random-prefix")
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -37,10 +41,12 @@ class StageConfig:
     epochs: int = 100
     batch_size: int = 256
     learning_rate: float = 1e-3
+    # "constant", or "cosine": decay to a tenth of learning_rate over epochs x steps.
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     # Steps per epoch; 0 = one pass over the training sequences.
     steps_per_epoch: int = 0
-    # Early stopping: epochs without a better validation NDCG@10 before stopping (0 = never).
+    # Early stopping: validations without a better validation NDCG@10 before stopping (0 = never).
     patience: int = 10
     # Validate every this many epochs.
     validate_every: int = 1
@@ -105,7 +111,18 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> "RunConfig":
-        return _build(cls, data, where)
+        config = _build(cls, data, where)
+        config.validate(where)
+        return config
+
+    def validate(self, where: str = "config") -> None:
+        """Checks the settings that take one of a few names."""
+        choices = [("strategy", self.strategy, STRATEGIES), ("finetune.examples", self.finetune.examples, EXAMPLES),
+                   ("pretrain.lr_schedule", self.pretrain.lr_schedule, LR_SCHEDULES),
+                   ("finetune.lr_schedule", self.finetune.lr_schedule, LR_SCHEDULES)]
+        for key, value, known in choices:
+            if value not in known:
+                raise TfrecError(f"{where}: unknown {key} {value!r}; use {' or '.join(known)}")
 
     @classmethod
     def from_file(cls, path: str) -> "RunConfig":

@@ -35,7 +35,7 @@ from tfrec.evaluation import ranking  # noqa: E402
 from tfrec.models import persistence  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender, count_parameters  # noqa: E402
-from tfrec.training.config import RunConfig  # noqa: E402
+from tfrec.training.config import STRATEGIES, RunConfig  # noqa: E402
 
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
@@ -45,7 +45,6 @@ LOG_DIR = "logs"
 VALIDATION_FILE = "validation.json"
 METRICS_FILE = "metrics.json"
 MONITOR = "ndcg@10"
-STRATEGIES = ("mirrored", "default", "one-device")
 
 
 def write_json(path: str, data) -> None:
@@ -117,10 +116,18 @@ def build_backbone(config: RunConfig, data: SequenceData) -> SequenceBackbone:
         feature_table=table, feature_vocabulary_size=size)
 
 
-def make_optimizer(stage) -> tf.keras.optimizers.Optimizer:
+def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer:
+    """Adam (AdamW with weight decay), at a constant or cosine-decayed learning rate."""
+    if stage.lr_schedule == "constant":
+        rate = stage.learning_rate
+    elif stage.lr_schedule == "cosine":
+        rate = tf.keras.optimizers.schedules.CosineDecay(
+            stage.learning_rate, decay_steps=max(1, stage.epochs * steps_per_epoch), alpha=0.1)
+    else:
+        raise TfrecError(f"unknown lr_schedule {stage.lr_schedule!r}; use constant or cosine")
     if stage.weight_decay:
-        return tf.keras.optimizers.AdamW(stage.learning_rate, weight_decay=stage.weight_decay)
-    return tf.keras.optimizers.Adam(stage.learning_rate)
+        return tf.keras.optimizers.AdamW(rate, weight_decay=stage.weight_decay)
+    return tf.keras.optimizers.Adam(rate)
 
 
 def model_scorer(model, max_len: int, batch_size: int = 1024) -> ranking.Scorer:
@@ -147,7 +154,8 @@ class RankingValidation(tf.keras.callbacks.Callback):
         self.scorer, self.valid, self.state_path = scorer, valid, state_path
         self.on_improve, self.every, self.patience = on_improve, max(1, every), patience
         self.exclude_history, self.batch_size = exclude_history, batch_size
-        self.state = {"best": -math.inf, "best_epoch": None, "wait": 0, "epochs": {}, "stopped_early": False}
+        self.state = {"best": -math.inf, "best_epoch": None, "wait": 0, "epochs": {}, "stopped_early": False,
+                      "last_epoch": 0}
 
     def on_train_begin(self, logs=None):
         if os.path.isfile(self.state_path):
@@ -157,7 +165,9 @@ class RankingValidation(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         last = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        self.state["last_epoch"] = epoch + 1
         if (epoch + 1) % self.every and not last:
+            write_json(self.state_path, self.state)
             return
         start = time.perf_counter()
         metrics, _ = ranking.evaluate(self.scorer, self.valid.histories, self.valid.targets,
@@ -221,6 +231,10 @@ def _prepare_run_dir(out: str, identity: dict, overwrite: bool) -> dict | None:
     if os.path.isfile(run_path):
         with open(run_path) as f:
             record = json.load(f)
+        started = any(os.path.exists(os.path.join(out, p)) for p in (BACKUP_DIR, VALIDATION_FILE, MODEL_DIR))
+        if record.get("identity") != identity and not started and record.get("status") != "done":
+            write_json(run_path, {"identity": identity, "status": "running", "started": time.time()})
+            return None
         if record.get("identity") != identity:
             raise TfrecError(f"{out} holds a run with other data or settings; pass --overwrite to replace it, "
                              "or choose another --out")
@@ -258,7 +272,8 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     state = validation.state
     best = state["epochs"].get(str(state["best_epoch"]), {})
     metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
-    summary = {"best_epoch": state["best_epoch"], "epochs_run": len(state["epochs"]), "stopped_early": state["stopped_early"],
+    summary = {"best_epoch": state["best_epoch"], "epochs_run": state.get("last_epoch", 0),
+               "validations": len(state["epochs"]), "stopped_early": state["stopped_early"],
                "valid": metrics, "fit_seconds_this_process": seconds}
     write_json(os.path.join(out, METRICS_FILE), summary)
     return summary
@@ -282,11 +297,6 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
     """Masked-item pretraining of a backbone on the training sequences of `data_dir`."""
     config = config or RunConfig()
     data = SequenceData.load(data_dir)
-    identity = {"stage": "pretrain", "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
-    done = _prepare_run_dir(out, identity, overwrite)
-    if done:
-        print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
-        return done
     set_seed(config)
     stage = config.pretrain
     strategy = make_strategy(config.strategy)
@@ -295,13 +305,6 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         attribute_table, attribute_size, columns = data.dataset.item_feature_table()
         if not columns:
             raise TfrecError(f"the attribute objective needs item features, and the dataset at {data_dir} has none")
-    with strategy.scope():
-        backbone = build_backbone(config, data)
-        model = MaskedItemPretrainer(
-            backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts, attribute_table=attribute_table,
-            attribute_size=attribute_size, attribute_weight=stage.attribute_weight,
-            continuation_weight=stage.continuation_weight)
-        model.compile(optimizer=make_optimizer(stage))
     max_len = config.model.max_len
     sequences = inputs.sliding_windows(data.train, max_len)
     train_ds = inputs.masked_item_dataset(
@@ -309,9 +312,22 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         mask_last_rate=stage.mask_last_rate, max_masks=stage.max_masks or None, augmentations=stage.augmentations,
         repeat=True, seed=config.seed, continuation_rate=stage.continuation_rate if stage.continuation_weight else 0.0,
         trim=True, sort_window=stage.sort_window)
+    steps = _steps(stage, len(sequences))
+    identity = {"stage": "pretrain", "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
+    done = _prepare_run_dir(out, identity, overwrite)
+    if done:
+        print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
+        return done
+    with strategy.scope():
+        backbone = build_backbone(config, data)
+        model = MaskedItemPretrainer(
+            backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts, attribute_table=attribute_table,
+            attribute_size=attribute_size, attribute_weight=stage.attribute_weight,
+            continuation_weight=stage.continuation_weight)
+        model.compile(optimizer=make_optimizer(stage, steps))
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model)}
-    summary = _fit(model, train_ds, _steps(stage, len(sequences)), stage, config, data, out, "pretrain", extra, verbose)
+    summary = _fit(model, train_ds, steps, stage, config, data, out, "pretrain", extra, verbose)
     return _finish(out, summary)
 
 
@@ -323,24 +339,9 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     config = config or RunConfig()
     data = SequenceData.load(data_dir)
     pretrained_model = resolve_model_dir(pretrained) if pretrained else None
-    identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": data_fingerprint(data.dataset),
-                "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
-    done = _prepare_run_dir(out, identity, overwrite)
-    if done:
-        print(f"{out} holds a finished fine-tuning run; pass --overwrite to run it again", flush=True)
-        return done
     set_seed(config)
     stage = config.finetune
     strategy = make_strategy(config.strategy)
-    with strategy.scope():
-        backbone = build_backbone(config, data)
-        model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts)
-        if pretrained_model:
-            source, _ = persistence.load(pretrained_model)
-            persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
-            backbone.set_weights(source.backbone.get_weights())
-            model.head.set_weights(source.head.get_weights())
-        model.compile(optimizer=make_optimizer(stage))
     max_len = config.model.max_len
     if stage.examples == "all-prefixes":
         x, y = inputs.next_item_examples(data.train, max_len)
@@ -355,9 +356,25 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         n = len(sequences)
     else:
         raise TfrecError(f"unknown finetune.examples {stage.examples!r}; use random-prefix or all-prefixes")
+    steps = _steps(stage, n)
+    identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": data_fingerprint(data.dataset),
+                "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
+    with strategy.scope():
+        backbone = build_backbone(config, data)
+        model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts)
+        if pretrained_model:
+            source, _ = persistence.load(pretrained_model)
+            persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
+            backbone.set_weights(source.backbone.get_weights())
+            model.head.set_weights(source.head.get_weights())
+        done = _prepare_run_dir(out, identity, overwrite)
+        if done:
+            print(f"{out} holds a finished fine-tuning run; pass --overwrite to run it again", flush=True)
+            return done
+        model.compile(optimizer=make_optimizer(stage, steps))
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "parameters": count_parameters(model)}
-    summary = _fit(model, train_ds, _steps(stage, n), stage, config, data, out, task, extra, verbose)
+    summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose)
     return _finish(out, summary)
 
 
