@@ -161,8 +161,12 @@ class RankingValidation(tf.keras.callbacks.Callback):
         if os.path.isfile(self.state_path):
             with open(self.state_path) as f:
                 self.state = json.load(f)
+        if self.state["stopped_early"]:  # stopped, then killed before the run was marked done
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.state["stopped_early"]:
+            return
         logs = logs if logs is not None else {}
         last = epoch + 1 >= self.params.get("epochs", epoch + 1)
         self.state["last_epoch"] = epoch + 1
