@@ -279,11 +279,15 @@ def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat
     return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
+def leading_padding(ids: tf.Tensor) -> tf.Tensor:
+    """How many leading columns of a left-padded batch are padding in every row (one column always stays)."""
+    return tf.shape(ids)[1] - tf.maximum(tf.reduce_max(_lengths(ids)), 1)
+
+
 def _trim(features: dict, labels, weights):
     """Trims a batch's leading all-padding columns (positions shift to match)."""
     ids = features[ITEM_IDS]
-    width = tf.shape(ids)[1]
-    start = width - tf.maximum(tf.reduce_max(_lengths(ids)), 1)
+    start = leading_padding(ids)
     out = dict(features)
     out[ITEM_IDS] = ids[:, start:]
     out[PADDING_MASK] = features[PADDING_MASK][:, start:]

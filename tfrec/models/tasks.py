@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.data import schema  # noqa: E402
-from tfrec.data.inputs import CONTINUES, ITEMS, ITEM_IDS, MASK_POSITIONS, PADDING_MASK  # noqa: E402
+from tfrec.data.inputs import CONTINUES, ITEM_IDS, ITEMS, MASK_POSITIONS, PADDING_MASK, leading_padding  # noqa: E402
 from tfrec.models.sequence_backbone import SEQUENCE_OUTPUT, SequenceBackbone  # noqa: E402
 
 ITEM_HIDDEN = "item_hidden"
@@ -72,9 +72,7 @@ def count_parameters(model: tf.keras.Model) -> int:
 
 def trim_leading_padding(item_ids):
     """Drops the leading columns that are padding in every row of a left-padded batch."""
-    width = tf.shape(item_ids)[1]
-    longest = tf.reduce_max(tf.reduce_sum(tf.cast(item_ids != schema.PAD_ID, tf.int32), axis=1))
-    return item_ids[:, width - tf.maximum(longest, 1):]
+    return item_ids[:, leading_padding(item_ids):]
 
 
 class _ItemPredictionModel(tf.keras.Model):
