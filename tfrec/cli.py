@@ -166,7 +166,8 @@ def _run_config(args, stage: str):
 
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
     overrides = {f"{stage}.epochs": args.epochs, f"{stage}.batch_size": args.batch_size,
-                 f"{stage}.learning_rate": args.learning_rate, "seed": args.seed, "strategy": args.strategy}
+                 f"{stage}.learning_rate": args.learning_rate, "seed": args.seed, "strategy": args.strategy,
+                 "split": args.split}
     for item in args.set or []:
         if "=" not in item:
             raise TfrecError(f"--set takes KEY=VALUE such as pretrain.mask_rate=0.3, not {item!r}")
@@ -211,10 +212,20 @@ def cmd_finetune(args) -> int:
         raise TfrecError("finetune needs --pretrained DIR, or --from-scratch to train without pretrained weights")
     if args.from_scratch and args.pretrained:
         raise TfrecError("--pretrained and --from-scratch exclude each other")
-    config = _run_config(args, "finetune")
-    record = trainer.finetune(args.data, args.out, config, pretrained=args.pretrained, task=args.task,
-                              overwrite=args.overwrite, verbose=args.verbose)
-    _print_summary(record, args.out)
+    if args.task == "next-item":
+        config = _run_config(args, "finetune")
+        record = trainer.finetune(args.data, args.out, config, pretrained=args.pretrained, task=args.task,
+                                  overwrite=args.overwrite, verbose=args.verbose)
+        _print_summary(record, args.out)
+        return 0
+    from tfrec.training import task_trainer
+
+    if args.task not in task_trainer.TASKS:
+        raise TfrecError(f"unknown task {args.task!r}; known: next-item, {', '.join(task_trainer.TASKS)}")
+    config = _run_config(args, "tasks")
+    record = task_trainer.finetune_task(args.data, args.out, config, pretrained=args.pretrained, task=args.task,
+                                        overwrite=args.overwrite, verbose=args.verbose)
+    print(task_trainer.summary_table(record.get("summary", {})), end="")
     return 0
 
 
@@ -241,7 +252,9 @@ def cmd_evaluate(args) -> int:
 def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare)")
     p.add_argument("--out", required=True, help="run folder; started again with the same command, a run resumes")
-    p.add_argument("--config", help="YAML or JSON run config (sections model, pretrain, finetune); see configs/")
+    p.add_argument("--config", help="YAML or JSON run config (sections model, pretrain, finetune, tasks); see configs/")
+    p.add_argument("--split", help="loo (default), random (80/20 rows) or cold (10%% of items held out); "
+                   "a task's pretraining must use the task's split")
     p.add_argument("--epochs", type=int, help="most epochs (early stopping on validation NDCG@10 may end sooner)")
     p.add_argument("--batch-size", type=int, help="sequences per batch")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate")
@@ -290,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(pre)
     pre.set_defaults(func=cmd_pretrain)
     ft = sub.add_parser("finetune", help="fine-tune a pretrained backbone into a task")
-    ft.add_argument("--task", default="next-item", help="next-item (default)")
+    ft.add_argument("--task", default="next-item",
+                    help="next-item (default), retrieval, ranking, cold-start or multitask")
     ft.add_argument("--pretrained", help="pretraining run folder (or its model/ folder)")
     ft.add_argument("--from-scratch", action="store_true", help="start from fresh weights instead of --pretrained")
     _training_options(ft)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from functools import cached_property
 
 import numpy as np
@@ -257,31 +258,78 @@ class PreparedDataset:
         per column; column ids are offset so that they never collide.  `columns` defaults
         to every categorical or list item feature.
         """
-        usable = [c for c, f in self.item_features.items() if f["kind"] in ("list", "categorical") and "vocab" in f]
+        return self.feature_table("item", columns, max_features)
+
+    def feature_table(self, table: str, columns: list[str] | None = None,
+                      max_features: int = 16) -> tuple[np.ndarray, int, list[str]]:
+        """:meth:`item_feature_table` for ``table`` "item" or "user" (rows in vocabulary order)."""
+        features, frame, vocab, index_col = self._side(table)
+        usable = [c for c, f in features.items() if f["kind"] in ("list", "categorical") and "vocab" in f]
         if columns is None:
             columns = usable
         for c in columns:
             if c not in usable:
-                raise TfrecError(f"the dataset at {self.path} has no categorical or list item feature {c!r}; "
+                raise TfrecError(f"the dataset at {self.path} has no categorical or list {table} feature {c!r}; "
                                  f"it has {', '.join(usable) or 'none'}")
-        size = len(self.item_vocab)
+        size = len(vocab)
         blocks, offset = [], 0
-        items = self.items
         for c in columns:
-            vocab = self.feature_vocab("item", c)
+            fvocab = self.feature_vocab(table, c)
             rows = [[] if v is None else ([v] if isinstance(v, str) else [str(x) for x in v])
-                    for v in (items[c].tolist() if items is not None else [])]
+                    for v in (frame[c].tolist() if frame is not None else [])]
             width = max(1, min(max_features, max((len(r) for r in rows), default=1)))
             block = np.zeros((size, width), np.int32)
-            for index, values in zip(items[schema.ITEM_INDEX].tolist(), rows):
-                ids = vocab.lookup(values[:width]) if values else np.zeros(0, np.int32)
+            for index, values in zip(frame[index_col].tolist(), rows):
+                ids = fvocab.lookup(values[:width]) if values else np.zeros(0, np.int32)
                 ids = ids[ids >= schema.NUM_FEATURE_RESERVED]  # padding and unknown values add nothing
                 block[index, :len(ids)] = ids - schema.NUM_FEATURE_RESERVED + 1 + offset
             blocks.append(block)
-            offset += len(vocab) - schema.NUM_FEATURE_RESERVED
+            offset += len(fvocab) - schema.NUM_FEATURE_RESERVED
         if not blocks:
             return np.zeros((size, 0), np.int32), 1, []
         return np.concatenate(blocks, axis=1), offset + 1, list(columns)
+
+    def numeric_table(self, table: str) -> tuple[np.ndarray, list[str]]:
+        """Standardised numeric features ``[vocabulary size, k]`` float32 (missing = 0 = the mean)."""
+        features, frame, vocab, index_col = self._side(table)
+        columns = [c for c, f in features.items() if f["kind"] == "numeric"]
+        out = np.zeros((len(vocab), len(columns)), np.float32)
+        for j, c in enumerate(columns):
+            values = pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)
+            z = (values - features[c]["mean"]) / (features[c]["std"] or 1.0)
+            out[frame[index_col].to_numpy(), j] = np.nan_to_num(z, nan=0.0)
+        return out, columns
+
+    def text_table(self, table: str, column: str, min_count: int = 2,
+                   max_tokens: int = 8) -> tuple[np.ndarray, int]:
+        """Word ids of a text feature (lower-cased ``[a-z0-9]+`` words seen `min_count` times).
+
+        Returns ``(table [vocabulary size, max_tokens] int32, word id space size)``; 0 = none.
+        Tokenisation happens here, before any model sees the data, so no served graph
+        needs a text op.
+        """
+        features, frame, vocab, index_col = self._side(table)
+        if features.get(column, {}).get("kind") != "text":
+            raise TfrecError(f"the dataset at {self.path} has no text {table} feature {column!r}")
+        words = [re.findall(r"[a-z0-9]+", str(v).lower()) if v is not None else [] for v in frame[column].tolist()]
+        counts: dict[str, int] = {}
+        for ws in words:
+            for w in set(ws):
+                counts[w] = counts.get(w, 0) + 1
+        kept = sorted(w for w, n in counts.items() if n >= min_count)
+        ids = {w: i + 1 for i, w in enumerate(kept)}
+        out = np.zeros((len(vocab), max_tokens), np.int32)
+        for index, ws in zip(frame[index_col].tolist(), words):
+            row = [ids[w] for w in ws if w in ids][:max_tokens]
+            out[index, :len(row)] = row
+        return out, len(kept) + 1
+
+    def _side(self, table: str):
+        if table == "item":
+            return self.item_features, self.items, self.item_vocab, schema.ITEM_INDEX
+        if table == "user":
+            return self.user_features, self.users, self.user_vocab, schema.USER_INDEX
+        raise ValueError(f"table must be 'item' or 'user', got {table!r}")
 
     def split(self, name: str, scheme: str = schema.LEAVE_ONE_OUT) -> pd.DataFrame:
         if scheme not in schema.SPLIT_SCHEMES:

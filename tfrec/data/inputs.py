@@ -481,6 +481,22 @@ def retrieval_dataset(
     return _batched({ITEM_IDS: inputs, TARGET: targets, USER_INDEX: user_indices}, split, batch_size, shuffle, seed, repeat)
 
 
+def feature_batches(arrays: dict[str, np.ndarray], batch_size: int = 256, shuffle: bool = True, seed: int = 0,
+                    repeat: bool = False, trim: bool = False, sort_window: int = 0) -> tf.data.Dataset:
+    """Batches of a dict of row-aligned feature arrays (the TFRS tasks' input: features only).
+
+    With `trim`, ``item_ids`` loses the leading columns that are padding in every row
+    (and `sort_window` batches rows of similar history length, as in :func:`_batched`).
+    """
+    def to_batch(index, batch):
+        if trim:
+            batch = dict(batch)
+            batch[ITEM_IDS] = batch[ITEM_IDS][:, leading_padding(batch[ITEM_IDS]):]
+        return batch
+
+    return _batched(arrays, to_batch, batch_size, shuffle, seed, repeat, sort_window=sort_window)
+
+
 def time_features(timestamps: np.ndarray) -> dict[str, np.ndarray]:
     """Context features of unix-second timestamps: hour of day, day of week (int32)."""
     ts = pd.to_datetime(np.asarray(timestamps, np.int64), unit="s", utc=True)

@@ -15,11 +15,14 @@ import tensorflow as tf
 from tfrec.errors import TfrecError
 from tfrec.fileio import atomic_dir
 from tfrec.models.sequence_backbone import SequenceBackbone
+from tfrec.models.recommender import TASK_WEIGHTS, RecommenderModel
 from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "ckpt"
 TASKS = {"pretrain": MaskedItemPretrainer, "next-item": NextItemRecommender}
+# The TFRS tasks share one model class; their constructor arguments are saved as "task_args".
+TASKS.update({name: RecommenderModel for name in TASK_WEIGHTS})
 
 
 def save(model: tf.keras.Model, path: str, task: str, extra: dict | None = None) -> None:
@@ -47,7 +50,11 @@ def load(path: str) -> tuple[tf.keras.Model, dict]:
     if task not in TASKS:
         raise TfrecError(f"{config_path} names an unknown task {task!r}")
     try:
-        model = TASKS[task](SequenceBackbone.from_config(config["backbone"]))
+        backbone = SequenceBackbone.from_config(config["backbone"])
+        if TASKS[task] is RecommenderModel:
+            model = RecommenderModel.built(backbone, **config["task_args"])
+        else:
+            model = TASKS[task](backbone)
     except (TypeError, ValueError, KeyError) as e:
         raise TfrecError(f"{config_path} does not describe a model this tfrec can build: {e}") from None
     status = tf.train.Checkpoint(model=model).read(os.path.join(path, CHECKPOINT_DIR, "model"))

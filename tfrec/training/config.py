@@ -1,6 +1,6 @@
 """Run configuration: model shape, pretraining and fine-tuning settings, strategy, seed.
 
-A config file (YAML or JSON) has the sections ``model``, ``pretrain`` and ``finetune``
+A config file (YAML or JSON) has the sections ``model``, ``pretrain``, ``finetune`` and ``tasks``
 plus the top-level keys of :class:`RunConfig`; anything it leaves out keeps its
 default.  Unknown keys are an error, so a typo never passes silently.
 """
@@ -17,6 +17,8 @@ from tfrec.errors import TfrecError
 STRATEGIES = ("mirrored", "default", "one-device")
 EXAMPLES = ("all-prefixes", "random-prefix")
 LR_SCHEDULES = ("constant", "cosine")
+SPLITS = ("loo", "random", "cold")
+OBJECTIVES = ("rating", "binary")
 
 
 @dataclasses.dataclass
@@ -89,8 +91,48 @@ class FinetuneConfig(StageConfig):
 
 
 @dataclasses.dataclass
+class TaskConfig(StageConfig):
+    """Fine-tuning into the TFRS tasks (retrieval, ranking, cold-start, multitask)."""
+
+    epochs: int = 30
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    patience: int = 3
+    # In-batch softmax temperature (logits are divided by it).
+    temperature: float = 1.0
+    # Loss weights of the multitask model (retrieval and ranking tasks use 1 and 0 or 0 and 1).
+    retrieval_weight: float = 1.0
+    ranking_weight: float = 1.0
+    # Ranking objective: "rating" (regression, MSE) or "binary" (rating >= like_threshold, cross-entropy).
+    objective: str = "rating"
+    like_threshold: float = 4.0
+    # Query tower inputs beyond the history: the user's features, and a user-id embedding.
+    user_features: bool = True
+    user_id: bool = False
+    # Content of the cold-start candidate tower: a text feature tokenised into words ("" = none).
+    text_feature: str = "title"
+    # Deep-and-cross ranking network.
+    cross_layers: int = 1
+    mlp: list = dataclasses.field(default_factory=lambda: [256, 64])
+    ranking_dropout: float = 0.2
+    # L2 weight of the ranking model's matrix-factorisation factors.
+    factor_l2: float = 1e-4
+    # Keep the backbone fixed: the pretrained encoder as a feature extractor (faster epochs).
+    freeze_backbone: bool = False
+    # Share of the training rows held back for validation (random and cold schemes).
+    valid_fraction: float = 0.05
+    # Share of the items held out of training by the cold scheme.
+    cold_fraction: float = 0.1
+
+
+@dataclasses.dataclass
 class RunConfig:
     seed: int = 0
+    # Which split the run trains and validates on: "loo" (chronological leave-one-out),
+    # "random" (random 80/20 rows, the TFRS tutorials' protocol) or "cold" (10% of items
+    # held out entirely).  Pretraining for a task must use the task's split, or the
+    # backbone would have seen the test rows.
+    split: str = "loo"
     # tf.distribute strategy: "mirrored" (every local GPU, or the CPU), "default", or "one-device".
     strategy: str = "mirrored"
     # Make TensorFlow ops deterministic (repeatable runs on one machine).
@@ -105,6 +147,7 @@ class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    tasks: TaskConfig = dataclasses.field(default_factory=TaskConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -119,7 +162,9 @@ class RunConfig:
         """Checks the settings that take one of a few names."""
         choices = [("strategy", self.strategy, STRATEGIES), ("finetune.examples", self.finetune.examples, EXAMPLES),
                    ("pretrain.lr_schedule", self.pretrain.lr_schedule, LR_SCHEDULES),
-                   ("finetune.lr_schedule", self.finetune.lr_schedule, LR_SCHEDULES)]
+                   ("finetune.lr_schedule", self.finetune.lr_schedule, LR_SCHEDULES),
+                   ("tasks.lr_schedule", self.tasks.lr_schedule, LR_SCHEDULES),
+                   ("split", self.split, SPLITS), ("tasks.objective", self.tasks.objective, OBJECTIVES)]
         for key, value, known in choices:
             if value not in known:
                 raise TfrecError(f"{where}: unknown {key} {value!r}; use {' or '.join(known)}")
@@ -203,6 +248,11 @@ def _coerce(value, default, where: str):
         if not isinstance(value, dict):
             raise TfrecError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                  for v in value):
+            raise TfrecError(f"{where} must be a list of positive integers, got {value!r}")
+        return list(value)
     if isinstance(default, str):
         if not isinstance(value, str):
             raise TfrecError(f"{where} must be a string, got {value!r}")

@@ -28,7 +28,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfrec.data import inputs, schema  # noqa: E402
+from tfrec.data import inputs, schema, task_splits  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
 from tfrec.evaluation import ranking  # noqa: E402
@@ -92,12 +92,25 @@ class SequenceData:
     item_counts: np.ndarray
 
     @classmethod
-    def load(cls, path: str) -> "SequenceData":
+    def load(cls, path: str, scheme: str = schema.LEAVE_ONE_OUT, config: RunConfig | None = None) -> "SequenceData":
+        """The training sequences and validation targets of `scheme`.
+
+        ``loo``: the leave-one-out split.  ``random`` / ``cold``: each user's training rows
+        of that split in time order, validated on one held-back training row per user
+        (:mod:`tfrec.data.task_splits`), so the split's test rows stay unseen.
+        """
         ds = PreparedDataset(path)
-        _, train = inputs.loo_sequences(ds, schema.TRAIN)
-        valid = inputs.loo_sequences(ds, schema.VALID)
+        if scheme == schema.LEAVE_ONE_OUT:
+            _, train = inputs.loo_sequences(ds, schema.TRAIN)
+            valid = inputs.loo_sequences(ds, schema.VALID)
+        else:
+            config = config or RunConfig()
+            split = task_splits.load(ds, scheme, seed=config.seed, valid_fraction=config.tasks.valid_fraction,
+                                     cold_fraction=config.tasks.cold_fraction)
+            train = split.train_sequences
+            valid = task_splits.eval_sequences(split.valid, limit=1, seed=config.seed)
         if not train or not len(valid.targets):
-            raise TfrecError(f"the dataset at {path} has no leave-one-out training or validation sequences")
+            raise TfrecError(f"the dataset at {path} has no {scheme} training or validation sequences")
         vocab = len(ds.item_vocab)
         counts = np.bincount(np.concatenate(train), minlength=vocab).astype(np.float64)
         return cls(ds, train, valid, vocab, counts)
@@ -300,7 +313,7 @@ def _steps(stage, n_sequences: int) -> int:
 def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite: bool = False, verbose=None) -> dict:
     """Masked-item pretraining of a backbone on the training sequences of `data_dir`."""
     config = config or RunConfig()
-    data = SequenceData.load(data_dir)
+    data = SequenceData.load(data_dir, config.split, config)
     set_seed(config)
     stage = config.pretrain
     strategy = make_strategy(config.strategy)
@@ -341,6 +354,8 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     if task != "next-item":
         raise TfrecError(f"unknown fine-tuning task {task!r}; this version fine-tunes: next-item")
     config = config or RunConfig()
+    if config.split != schema.LEAVE_ONE_OUT:
+        raise TfrecError(f"next-item fine-tuning uses the leave-one-out split; this config has split {config.split!r}")
     data = SequenceData.load(data_dir)
     pretrained_model = resolve_model_dir(pretrained) if pretrained else None
     set_seed(config)

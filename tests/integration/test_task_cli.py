@@ -1,0 +1,114 @@
+"""tfrec finetune --task retrieval|ranking|multitask|cold-start, in fresh processes, on small synthetic data."""
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.integration.test_cli import assert_clean_error
+from tests.integration.test_training_cli import SMALL
+
+pytestmark = pytest.mark.e2e
+
+TASK = ["--set", "tasks.batch_size=64", "--set", "tasks.mlp=[16]", "--learning-rate", "0.01"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from tfrec.data.dataset import prepare
+    from tfrec.data.synthetic import generate_synthetic
+
+    out = tmp_path_factory.mktemp("tasks") / "data"
+    prepare(generate_synthetic(num_users=150, num_items=50, seed=5), str(out))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def pretrained_random(data, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("pre_random") / "run")
+    r = run_cli("pretrain", "--data", data, "--out", out, "--split", "random", "--epochs", "2",
+                "--learning-rate", "0.01", *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def finetune(data, out, task, *extra):
+    return run_cli("finetune", "--task", task, "--data", data, "--out", out, "--epochs", "2", *SMALL, *TASK, *extra)
+
+
+def test_retrieval_from_pretrained_beats_random_and_reports_test_figures(data, pretrained_random, tmp_path):
+    out = str(tmp_path / "retrieval")
+    r = finetune(data, out, "retrieval", "--split", "random", "--pretrained", pretrained_random)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.load(open(os.path.join(out, "metrics.json")))
+    test, base = summary["test"]["retrieval"], summary["baselines"]
+    assert summary["monitor"] == "val_factorized_top_k/top_50_categorical_accuracy"  # 50 items: k <= 50
+    assert test["rows"] == base["popularity"]["rows"] > 0
+    # 50 items: the planted clusters make the model rank the chosen item well above chance
+    assert test["top_10_accuracy"] > 2 * base["random"]["top_10_accuracy"]
+    assert "| retrieval model |" in r.stdout and "| retrieval popularity |" in r.stdout
+    state = json.load(open(os.path.join(out, "validation.json")))
+    assert set(state["epochs"]) == {"1", "2"}
+    assert "val_factorized_top_k/top_10_categorical_accuracy" in state["epochs"]["1"]
+    assert json.load(open(os.path.join(out, "model", "config.json")))["task"] == "retrieval"
+
+
+def test_ranking_and_multitask_report_rating_errors_below_the_mean_baseline(data, pretrained_random, tmp_path):
+    for task in ("ranking", "multitask"):
+        out = str(tmp_path / task)
+        r = finetune(data, out, task, "--split", "random", "--pretrained", pretrained_random)
+        assert r.returncode == 0, r.stderr[-2000:]
+        summary = json.load(open(os.path.join(out, "metrics.json")))
+        ranking = summary["test"]["ranking"]
+        # ratings are planted (about 4 inside the user's cluster, 2.5 outside): the model must beat the mean
+        assert ranking["rmse"] < summary["baselines"]["train_mean"]["rmse"]
+        assert set(ranking) >= {"rmse", "mae", "r2"}
+        if task == "multitask":
+            assert "retrieval" in summary["test"] and summary["monitor"] == "val_loss"
+    binary = str(tmp_path / "binary")
+    r = finetune(data, binary, "ranking", "--split", "random", "--from-scratch", "--set", "tasks.objective=binary")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.load(open(os.path.join(binary, "metrics.json")))
+    assert summary["monitor"] == "val_auc" and summary["test"]["ranking"]["auc"] > 0.6
+
+
+def test_cold_start_ranks_unseen_items_above_random(data, tmp_path):
+    out = str(tmp_path / "cold")
+    r = finetune(data, out, "cold-start", "--split", "cold", "--from-scratch", "--set", "tasks.cold_fraction=0.2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.load(open(os.path.join(out, "metrics.json")))
+    test, base = summary["test"]["retrieval"], summary["baselines"]
+    # 10 cold items: random puts the target in the top 5 half the time; item categories follow the clusters
+    assert base["random"]["rows"] == test["rows"] > 0
+    assert test["ndcg@10"] > base["random"]["ndcg@10"]
+
+
+def test_task_bad_inputs_are_one_sentence(data, pretrained_random, tmp_path):
+    from tfrec.data.dataset import prepare
+    from tfrec.data.synthetic import generate_synthetic
+
+    cases = [
+        (("--split", "random", "--from-scratch"), "cold-start", "cold-start task trains and tests on the cold split"),
+        (("--split", "cold", "--from-scratch"), "retrieval", "use it with --task cold-start"),
+        (("--split", "loo", "--pretrained", pretrained_random), "retrieval", "whose test rows it may have seen"),
+        (("--split", "random", "--from-scratch"), "ranking-ish", "unknown task 'ranking-ish'"),
+        (("--split", "random", "--from-scratch", "--set", "tasks.objective=stars"), "ranking",
+         "unknown tasks.objective 'stars'"),
+    ]
+    for extra, task, message in cases:
+        r = finetune(data, str(tmp_path / "bad"), task, *extra)
+        assert_clean_error(r, message)
+        assert not os.path.exists(str(tmp_path / "bad"))
+    # a pretrained model of other data (another item vocabulary)
+    other = str(tmp_path / "other")
+    prepare(generate_synthetic(num_users=80, num_items=30, seed=9), other)
+    r = finetune(other, str(tmp_path / "bad"), "retrieval", "--split", "random", "--pretrained", pretrained_random)
+    assert_clean_error(r, "vocabulary_size")
+    # implicit feedback only: a rating task has nothing to learn
+    implicit = str(tmp_path / "implicit")
+    raw = generate_synthetic(num_users=80, num_items=30, seed=9)
+    raw.interactions = raw.interactions.drop(columns=["rating"])
+    prepare(raw, implicit)
+    r = finetune(implicit, str(tmp_path / "bad"), "ranking", "--split", "random", "--from-scratch")
+    assert_clean_error(r, "needs ratings")
