@@ -249,6 +249,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from tfrec.export import exporter
+
+    path = exporter.export(args.model, args.serving_root, args.name, version=args.version, k=args.top_k,
+                           data_dir=args.data)
+    with open(os.path.join(path, "assets.extra", exporter.METADATA_FILE)) as f:
+        meta = json.load(f)
+    print(f"exported {meta['task']} model to {path} (signatures: {', '.join(meta['signatures'])}); "
+          "checked in a fresh TensorFlow-only process: core ops, warmup requests, outputs")
+    return 0
+
+
 def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare)")
     p.add_argument("--out", required=True, help="run folder; started again with the same command, a run resumes")
@@ -309,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--from-scratch", action="store_true", help="start from fresh weights instead of --pretrained")
     _training_options(ft)
     ft.set_defaults(func=cmd_finetune)
+    ex = sub.add_parser("export", help="export a trained model as a versioned SavedModel for TensorFlow Serving")
+    ex.add_argument("--model", required=True, help="run folder or saved model folder")
+    ex.add_argument("--serving-root", required=True, help="model base folder root: the export goes to ROOT/NAME/VERSION")
+    ex.add_argument("--name", required=True, help="model name (the folder under the serving root)")
+    ex.add_argument("--version", type=int, help="version number (default: one more than the largest present)")
+    ex.add_argument("--top-k", type=int, default=100, help="items a recommendation request returns (default 100)")
+    ex.add_argument("--data", help="prepared dataset folder (default: the one the model was trained on)")
+    ex.set_defaults(func=cmd_export)
     ev = sub.add_parser("evaluate", help="leave-one-out full-ranking evaluation of a model or a baseline")
     ev.add_argument("--model", help="run folder or saved model folder")
     ev.add_argument("--baseline", help="popularity: rank items by their training count")

@@ -112,3 +112,11 @@ def test_task_bad_inputs_are_one_sentence(data, pretrained_random, tmp_path):
     prepare(raw, implicit)
     r = finetune(implicit, str(tmp_path / "bad"), "ranking", "--split", "random", "--from-scratch")
     assert_clean_error(r, "needs ratings")
+
+
+def test_evaluate_points_a_task_model_to_its_metrics(data, tmp_path):
+    out = str(tmp_path / "rank")
+    r = finetune(data, out, "ranking", "--split", "random", "--from-scratch", "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("evaluate", "--model", out, "--data", data)
+    assert_clean_error(r, "ranking model", "metrics.json")

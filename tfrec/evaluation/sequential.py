@@ -52,6 +52,10 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
 
         model_dir = resolve_model_dir(model)
         loaded, config = persistence.load(model_dir)
+        if not hasattr(loaded, "score"):
+            raise TfrecError(f"the model at {model_dir} is a {config['task']} model; tfrec evaluate scores next-item "
+                             f"and pretrained models, and a {config['task']} run writes its test figures to "
+                             "metrics.json in its run folder")
         if loaded.backbone.vocabulary_size != vocab:
             raise TfrecError(f"the model at {model_dir} has {loaded.backbone.vocabulary_size} item ids but the dataset "
                              f"at {data_dir} has {vocab}; it was trained on other data")

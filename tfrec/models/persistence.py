@@ -36,8 +36,12 @@ def save(model: tf.keras.Model, path: str, task: str, extra: dict | None = None)
         tf.train.Checkpoint(model=model).write(os.path.join(staging, CHECKPOINT_DIR, "model"))
 
 
-def load(path: str) -> tuple[tf.keras.Model, dict]:
-    """Rebuilds the task model saved at `path` from its config and restores its weights."""
+def load(path: str, for_serving: bool = False) -> tuple[tf.keras.Model, dict]:
+    """Rebuilds the task model saved at `path` from its config and restores its weights.
+
+    `for_serving` leaves out the retrieval task of the TFRS models (its metrics hold a
+    tf.data candidate index, which a SavedModel cannot hold); towers and networks stay.
+    """
     config_path = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise TfrecError(f"{path} is not a saved tfrec model: it has no {CONFIG_FILE}")
@@ -52,7 +56,8 @@ def load(path: str) -> tuple[tf.keras.Model, dict]:
     try:
         backbone = SequenceBackbone.from_config(config["backbone"])
         if TASKS[task] is RecommenderModel:
-            model = RecommenderModel.built(backbone, **config["task_args"])
+            args = dict(config["task_args"], **({"retrieval_weight": 0.0} if for_serving else {}))
+            model = RecommenderModel.built(backbone, **args)
         else:
             model = TASKS[task](backbone)
     except (TypeError, ValueError, KeyError) as e:

@@ -1,0 +1,175 @@
+"""tfrec export: versioned SavedModels that load in a TensorFlow-only process with the documented signatures."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.integration.test_cli import assert_clean_error
+from tests.integration.test_training_cli import SMALL
+
+pytestmark = pytest.mark.e2e
+
+TASK = ["--set", "tasks.batch_size=64", "--set", "tasks.mlp=[16]", "--learning-rate", "0.01", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tfrec.data.dataset import prepare
+    from tfrec.data.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("export")
+    data = str(root / "data")
+    prepare(generate_synthetic(num_users=120, num_items=40, seed=11), data)
+    runs = {}
+    r = run_cli("pretrain", "--data", data, "--out", str(root / "pre"), "--epochs", "1", *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("finetune", "--task", "next-item", "--data", data, "--pretrained", str(root / "pre"),
+                "--out", str(root / "next"), "--epochs", "1", *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs["next-item"] = str(root / "next")
+    for task in ("retrieval", "ranking"):
+        r = run_cli("finetune", "--task", task, "--data", data, "--from-scratch", "--split", "random",
+                    "--out", str(root / task), *SMALL, *TASK)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[task] = str(root / task)
+    return data, runs, root
+
+
+# Runs in a fresh interpreter that imports TensorFlow only: what the signatures look like and answer.
+PROBE = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    m = tf.saved_model.load(sys.argv[1])
+    out = {}
+    for name, fn in m.signatures.items():
+        ins = fn.structured_input_signature[1]
+        outs = fn.structured_outputs
+        out[name] = {"inputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in ins.items()},
+                     "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in outs.items()}}
+    calls = json.loads(sys.argv[2])
+    answers = {}
+    for name, args in calls.items():
+        tensors = {k: tf.constant(v, tf.int64 if k == "timestamp" else tf.string) for k, v in args.items()}
+        answers[name] = {k: v.numpy().tolist() for k, v in m.signatures[name](**tensors).items()}
+    mods = sorted(k for k in ("tfrec", "keras_nlp", "tensorflow_recommenders") if k in sys.modules)
+    print(json.dumps({"signatures": out, "answers": answers, "modules": mods}, default=lambda b: b.decode()))
+""")
+
+
+def probe(export_dir, calls):
+    r = subprocess.run([sys.executable, "-c", PROBE, export_dir, json.dumps(calls)], capture_output=True, text=True,
+                       timeout=300, env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_next_item_export_has_the_documented_signatures_and_answers(trained, tmp_path):
+    data, runs, _ = trained
+    root = str(tmp_path / "serving")
+    r = run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq", "--top-k", "5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert os.listdir(os.path.join(root, "seq")) == ["1"]
+    version = os.path.join(root, "seq", "1")
+    assert {"saved_model.pb", "variables", "assets", "assets.extra"} <= set(os.listdir(version))
+    meta = json.load(open(os.path.join(version, "assets.extra", "tfrec_model.json")))
+    assert meta["task"] == "next-item" and meta["version"] == 1 and meta["top_k"] == 5
+    history = [["i3", "", "i7", "i9"], ["", "", "", "nope"]]
+    got = probe(version, {"serving_default": {"history": history},
+                          "item_embeddings": {"item_ids": ["i3", "unknown-id"]}})
+    assert got["modules"] == []
+    sigs = got["signatures"]
+    assert sigs["serving_default"] == {"inputs": {"history": ["string", [None, None]]},
+                                       "outputs": {"item_ids": ["string", [None, 5]], "scores": ["float32", [None, 5]]}}
+    assert sigs["serving_tf_example"]["inputs"] == {"examples": ["string", [None]]}
+    assert sigs["item_embeddings"]["outputs"]["embeddings"][0] == "float32"
+    answer = got["answers"]["serving_default"]
+    assert len(answer["item_ids"]) == 2 and all(len(row) == 5 for row in answer["item_ids"])
+    # best first, the history's items never recommended, an all-unknown history still answered
+    assert all(a >= b for row in answer["scores"] for a, b in zip(row, row[1:]))
+    assert not {"i3", "i7", "i9"} & set(answer["item_ids"][0])
+    assert all(i.startswith("i") for i in answer["item_ids"][1])
+    # the answer equals the Keras model's own top 5
+    import numpy as np
+
+    from tfrec.data import inputs
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.models import persistence
+
+    ds = PreparedDataset(data)
+    model, _ = persistence.load(os.path.join(runs["next-item"], "model"))
+    scores = model.score(inputs.with_mask_slot([ds.item_vocab.lookup(["i3", "i7", "i9"])], 12))[0]
+    scores[:3] = -np.inf
+    scores[ds.item_vocab.lookup(["i3", "i7", "i9"])] = -np.inf
+    top = [ds.item_vocab.token(int(i)) for i in np.argsort(-scores, kind="stable")[:5]]
+    assert answer["item_ids"][0] == top
+    # a second export goes to version 2; asking for an existing version is refused
+    r = run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq")
+    assert r.returncode == 0 and sorted(os.listdir(os.path.join(root, "seq"))) == ["1", "2"]
+    r = run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq", "--version", "2")
+    assert_clean_error(r, "exists; versions only go up")
+
+
+def test_retrieval_and_ranking_exports(trained, tmp_path):
+    _, runs, _ = trained
+    root = str(tmp_path / "serving")
+    for task in ("retrieval", "ranking"):
+        r = run_cli("export", "--model", runs[task], "--serving-root", root, "--name", task)
+        assert r.returncode == 0, r.stderr[-2000:]
+    got = probe(os.path.join(root, "retrieval", "1"), {"serving_default": {"history": [["i1", "i2"]],
+                                                                            "user_id": ["u1"]}})
+    sig = got["signatures"]["serving_default"]
+    assert sig["inputs"] == {"history": ["string", [None, None]], "user_id": ["string", [None]]}
+    assert len(got["answers"]["serving_default"]["item_ids"][0]) == 40  # K = 100 capped at the catalogue
+    calls = {"serving_default": {"user_id": ["u1", "who?"], "item_id": ["i1", "i1"], "history": [["i2"], [""]],
+                                 "timestamp": [1_600_000_000, 0]}}
+    got = probe(os.path.join(root, "ranking", "1"), calls)
+    assert got["signatures"]["serving_default"]["outputs"] == {"score": ["float32", [None]]}
+    assert set(got["signatures"]) == {"serving_default", "regress"}
+    assert got["signatures"]["regress"]["inputs"] == {"inputs": ["string", [None]]}
+    scores = got["answers"]["serving_default"]["score"]
+    assert len(scores) == 2 and all(1.0 - 3 < s < 5.0 + 3 for s in scores)  # a rating, unknown user included
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(open(os.path.join(root, "ranking", "1", "saved_model.pb"), "rb").read())
+    assert proto.meta_graphs[0].signature_def["regress"].method_name == "tensorflow/serving/regress"
+
+
+def test_warmup_file_parses_and_the_check_catches_a_wrong_answer(trained, tmp_path):
+    _, runs, _ = trained
+    root = str(tmp_path / "serving")
+    r = run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq")
+    assert r.returncode == 0, r.stderr[-2000:]
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    version = os.path.join(root, "seq", "1")
+    logs = [prediction_log_pb2.PredictionLog.FromString(x.numpy())
+            for x in tf.data.TFRecordDataset(os.path.join(version, "assets.extra", "tf_serving_warmup_requests"))]
+    assert {log.predict_log.request.model_spec.signature_name for log in logs} == \
+        {"serving_default", "serving_tf_example", "item_embeddings"}
+    from tfrec.errors import TfrecError
+    from tfrec.export import exporter
+
+    assert exporter.check(version)["warmup_requests"] == 3
+    wrong = tmp_path / "expected.json"
+    wrong.write_text(json.dumps({"serving_default": {"item_ids": [["x"] * 100] * 8, "scores": [[0.0] * 100] * 8}}))
+    with pytest.raises(TfrecError, match="differs from the in-memory model"):
+        exporter.check(version, str(wrong))
+
+
+def test_export_bad_inputs_are_one_sentence(trained, tmp_path):
+    _, runs, _ = trained
+    root = str(tmp_path / "serving")
+    assert_clean_error(run_cli("export", "--model", str(tmp_path / "nothing"), "--serving-root", root, "--name", "m"),
+                       "does not exist")
+    assert_clean_error(run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "a/b"),
+                       "must be letters, digits")
+    assert_clean_error(run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "m",
+                               "--data", str(tmp_path)), "pass --data with the prepared dataset folder")
+    assert not os.path.exists(os.path.join(root, "m"))

@@ -1,0 +1,1 @@
+"""Export: versioned SavedModels for TensorFlow Serving, checked before they count."""

@@ -1,0 +1,289 @@
+"""TFX-style export: a versioned SavedModel under a serving root, checked before it counts.
+
+``export(model_dir, serving_root, name)`` writes ``ROOT/NAME/<version>/``:
+
+    saved_model.pb, variables/        the serving graph (signatures in :mod:`tfrec.export.signatures`)
+    assets/                           the item (and user) vocabularies the lookups read
+    assets.extra/tf_serving_warmup_requests   PredictionLogs of representative requests
+    assets.extra/tfrec_model.json     task, data fingerprint, config, validation metrics, time, version
+
+The export is written beside the version folders, then checked in a fresh process
+that imports only TensorFlow (and the serving protos): it loads, every op is a core
+op, the warmup requests run and their outputs equal the in-memory model's.  Only then
+is it renamed into place, so a server polling ROOT/NAME never sees half a model, and a
+failed check leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from tfrec.errors import TfrecError
+
+METADATA_FILE = "tfrec_model.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+EXPECTED_FILE = "expected_outputs.json"
+SEQUENCE_TASKS = ("pretrain", "next-item", "retrieval", "cold-start")
+RANKING_TASKS = ("ranking", "multitask")
+WARMUP_ROWS = 8
+
+
+def versions(root: str) -> list[int]:
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(d) for d in os.listdir(root) if d.isdigit() and os.path.isdir(os.path.join(root, d)))
+
+
+def _dataset_dir(config: dict, data_dir: str | None, model_dir: str) -> str:
+    path = data_dir or config.get("dataset")
+    if not path or not os.path.isfile(os.path.join(path, "dataset.json")):
+        raise TfrecError(f"the dataset the model at {model_dir} was trained on ({path}) is not there; "
+                         "pass --data with the prepared dataset folder (its vocabularies go into the export)")
+    return path
+
+
+def _examples(task: str, dataset, config: dict, rows: int):
+    """Representative requests: held-out rows of the model's own split."""
+    from tfrec.data import inputs, schema, task_splits
+
+    split_name = config.get("run_config", {}).get("split", schema.LEAVE_ONE_OUT)
+    items, users = dataset.item_vocab, dataset.user_vocab
+    if task in ("pretrain", "next-item"):
+        seqs = inputs.loo_sequences(dataset, schema.VALID)
+        pick = np.linspace(0, len(seqs.targets) - 1, rows).astype(int)
+        histories = [seqs.histories[i] for i in pick]
+        return {"history": [[items.token(int(x)) for x in h] for h in histories],
+                "user_id": [users.token(int(seqs.user_indices[i])) for i in pick],
+                "item_id": [items.token(int(seqs.targets[i])) for i in pick], "timestamp": [0] * rows}
+    split = task_splits.load(dataset, split_name, seed=config["run_config"]["seed"],
+                             valid_fraction=config["run_config"]["tasks"]["valid_fraction"],
+                             cold_fraction=config["run_config"]["tasks"]["cold_fraction"])
+    part = split.valid
+    pick = np.linspace(0, len(part) - 1, rows).astype(int)
+    return {"history": [[items.token(int(x)) for x in part.histories[i]] for i in pick],
+            "user_id": [users.token(int(part.users[i])) for i in pick],
+            "item_id": [items.token(int(part.items[i])) for i in pick],
+            "timestamp": [int(part.timestamps[i]) for i in pick]}
+
+
+def _padded(histories: list[list[str]]) -> np.ndarray:
+    """Ragged string histories -> [n, longest] with empty strings in front (padding)."""
+    width = max(1, max(len(h) for h in histories))
+    return np.array([[""] * (width - len(h)) + list(h) for h in histories], dtype=object)
+
+
+def _expected_sequence(model, task: str, dataset, requests: dict, max_len: int, k: int) -> dict:
+    """Top-K of the in-memory Keras model, computed without the serving graph."""
+    from tfrec.data import inputs, schema
+
+    hist = [dataset.item_vocab.lookup(h) if h else np.zeros(0, np.int32) for h in requests["history"]]
+    hist = [h[h >= schema.NUM_ITEM_RESERVED].astype(np.int32) for h in hist]
+    ids = inputs.with_mask_slot(hist, max_len)
+    if task in ("pretrain", "next-item"):
+        scores = model.score(ids)
+    else:
+        features = {inputs.ITEM_IDS: ids,
+                    inputs.USER_INDEX: dataset.user_vocab.lookup(requests["user_id"]).astype(np.int32)}
+        scores = model.query_vectors(features) @ model.candidate_matrix().T
+    scores = np.array(scores, np.float32)
+    scores[:, : schema.NUM_ITEM_RESERVED] = -np.inf
+    for row, h in enumerate(hist):
+        scores[row, h] = -np.inf
+    k = min(k, scores.shape[1] - schema.NUM_ITEM_RESERVED)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return {"item_ids": [[dataset.item_vocab.token(int(i)) for i in row] for row in order],
+            "scores": np.take_along_axis(scores, order, axis=1).tolist()}
+
+
+def _expected_ranking(model, dataset, requests: dict, max_len: int) -> dict:
+    from tfrec.data import inputs, schema
+
+    hist = [dataset.item_vocab.lookup(h) if h else np.zeros(0, np.int32) for h in requests["history"]]
+    hist = [h[h >= schema.NUM_ITEM_RESERVED].astype(np.int32) for h in hist]
+    ts = np.asarray(requests["timestamp"], np.int64)
+    time = inputs.time_features(ts)
+    features = {inputs.ITEM_IDS: inputs.with_mask_slot(hist, max_len),
+                inputs.USER_INDEX: dataset.user_vocab.lookup(requests["user_id"]).astype(np.int32),
+                inputs.ITEM_INDEX: dataset.item_vocab.lookup(requests["item_id"]).astype(np.int32),
+                "hour": time["hour"], "weekday": time["weekday"]}
+    out = model.ratings(features)
+    if model.objective == "binary":
+        out = 1.0 / (1.0 + np.exp(-out))
+    return {"score": np.asarray(out, np.float32).tolist()}
+
+
+def _warmup_logs(name: str, requests: dict, signatures: list[tuple[str, list[str]]]) -> list[bytes]:
+    """Serialized PredictionLogs: one predict request per signature over the sample rows."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2, regression_pb2
+
+    logs = []
+    history = _padded(requests["history"])
+    for signature, inputs in signatures:
+        if signature == "regress":
+            request = regression_pb2.RegressionRequest(
+                model_spec=model_pb2.ModelSpec(name=name, signature_name=signature))
+            for row in range(len(requests["item_id"])):
+                example = request.input.example_list.examples.add()
+                f = example.features.feature
+                f["user_id"].bytes_list.value.append(requests["user_id"][row].encode())
+                f["item_id"].bytes_list.value.append(requests["item_id"][row].encode())
+                f["history"].bytes_list.value.extend(x.encode() for x in requests["history"][row])
+                f["timestamp"].int64_list.value.append(int(requests["timestamp"][row]))
+            logs.append(prediction_log_pb2.PredictionLog(
+                regress_log=prediction_log_pb2.RegressLog(request=request)).SerializeToString())
+            continue
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=name, signature_name=signature))
+        values = {"history": history, "user_id": np.array(requests["user_id"], dtype=object),
+                  "item_id": np.array(requests["item_id"], dtype=object),
+                  "timestamp": np.array(requests["timestamp"], np.int64),
+                  "item_ids": np.array(requests["item_id"], dtype=object)}
+        if signature == "serving_tf_example":
+            examples = []
+            for row in range(len(requests["history"])):
+                feature = {"history": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[x.encode() for x in requests["history"][row]])),
+                           "user_id": tf.train.Feature(bytes_list=tf.train.BytesList(
+                               value=[requests["user_id"][row].encode()]))}
+                examples.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+            values["examples"] = np.array(examples, dtype=object)
+        for key in inputs:
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(values[key]))
+        logs.append(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+    return logs
+
+
+def _mark_regress(export_dir: str) -> None:
+    """Gives the ``regress`` signature TF Serving's regress method name (tf.saved_model.save writes predict)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(export_dir, "saved_model.pb")
+    proto = saved_model_pb2.SavedModel()
+    with open(path, "rb") as f:
+        proto.ParseFromString(f.read())
+    for graph in proto.meta_graphs:
+        if "regress" in graph.signature_def:
+            graph.signature_def["regress"].method_name = "tensorflow/serving/regress"
+    with open(path, "wb") as f:
+        f.write(proto.SerializeToString())
+
+
+def export(model_dir: str, serving_root: str, name: str, version: int | None = None, k: int = 100,
+           data_dir: str | None = None, validate: bool = True) -> str:
+    """Exports the model saved at `model_dir` to ``serving_root/name/<version>``; returns that path."""
+    import tensorflow as tf
+
+    from tfrec import __version__
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.export import signatures as sig
+    from tfrec.models import persistence
+    from tfrec.training.trainer import resolve_model_dir
+
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise TfrecError(f"model name {name!r} must be letters, digits, - or _")
+    if k < 1:
+        raise TfrecError(f"--top-k must be positive, got {k}")
+    model_dir = resolve_model_dir(model_dir)
+    model, config = persistence.load(model_dir, for_serving=True)
+    task = config["task"]
+    dataset = PreparedDataset(_dataset_dir(config, data_dir, model_dir))
+    if len(dataset.item_vocab) != model.backbone.vocabulary_size:
+        raise TfrecError(f"the dataset at {dataset.path} has {len(dataset.item_vocab)} item ids and the model "
+                         f"{model.backbone.vocabulary_size}; pass the --data the model was trained on")
+    base = os.path.join(serving_root, name)
+    present = versions(base)
+    if version is None:
+        version = (present[-1] + 1) if present else 1
+    if version < 1:
+        raise TfrecError(f"--version must be a positive integer, got {version}")
+    if version in present:
+        raise TfrecError(f"{base}/{version} exists; versions only go up (the next free one is {present[-1] + 1})")
+    os.makedirs(base, exist_ok=True)
+    max_len = model.backbone.max_len
+    vocab_dir = os.path.join(dataset.path, "vocab")
+    item_vocab, user_vocab = os.path.join(vocab_dir, "items.txt"), os.path.join(vocab_dir, "users.txt")
+    requests = _examples(task, dataset, config, WARMUP_ROWS)
+    if task in SEQUENCE_TASKS:
+        module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k)
+        signatures = module.signatures()
+        inputs = ["history", "user_id"] if module.uses_user else ["history"]
+        warm = [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"]),
+                (sig.ITEM_EMBEDDINGS, ["item_ids"])]
+        expected = {sig.SERVING_DEFAULT: _expected_sequence(model, task, dataset, requests, max_len, k),
+                    sig.SERVING_TF_EXAMPLE: _expected_sequence(model, task, dataset, requests, max_len, k)}
+    elif task in RANKING_TASKS:
+        ranking = sig.RankingServing(model, item_vocab, user_vocab, max_len, k)
+        default_name = sig.SERVING_DEFAULT if task == "ranking" else sig.RANK
+        signatures = ranking.signatures(default_name)
+        rank_inputs = ["user_id", "item_id", "history", "timestamp"]
+        warm = [(default_name, rank_inputs), (sig.REGRESS, [])]
+        expected = {default_name: _expected_ranking(model, dataset, requests, max_len)}
+        module = ranking
+        if task == "multitask":
+            retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k)
+            module.retrieval_module = retrieval
+            for key, fn in retrieval.signatures().items():
+                signatures[key] = fn
+            inputs = ["history", "user_id"] if retrieval.uses_user else ["history"]
+            warm += [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"]),
+                     (sig.ITEM_EMBEDDINGS, ["item_ids"])]
+            expected[sig.SERVING_DEFAULT] = _expected_sequence(model, "retrieval", dataset, requests, max_len, k)
+    else:
+        raise TfrecError(f"the model at {model_dir} has task {task!r}, which tfrec cannot export")
+
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base)
+    try:
+        export_dir = os.path.join(staging, "model")
+        tf.saved_model.save(module, export_dir, signatures=signatures)
+        _mark_regress(export_dir)
+        extra = os.path.join(export_dir, "assets.extra")
+        os.makedirs(extra)
+        with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
+            for record in _warmup_logs(name, requests, warm):
+                writer.write(record)
+        metadata = {"task": task, "name": name, "version": version, "data_fingerprint": config.get("data_fingerprint"),
+                    "dataset": os.path.abspath(dataset.path), "config": config.get("run_config"),
+                    "task_args_keys": sorted(config.get("task_args", {})),
+                    "validation_metrics": config.get("valid_metrics"), "epoch": config.get("epoch"),
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "tfrec_version": __version__, "top_k": module.k, "max_len": max_len,
+                    "signatures": sorted(signatures), "source_model": os.path.abspath(model_dir)}
+        with open(os.path.join(extra, METADATA_FILE), "w") as f:
+            json.dump(metadata, f, indent=2, sort_keys=True)
+        if validate:
+            with open(os.path.join(staging, EXPECTED_FILE), "w") as f:
+                json.dump(expected, f)
+            try:
+                check(export_dir, os.path.join(staging, EXPECTED_FILE))
+            except TfrecError as e:
+                raise TfrecError(f"{e}; nothing was exported") from None
+        final = os.path.join(base, str(version))
+        os.replace(export_dir, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def check(export_dir: str, expected_path: str | None = None, timeout: float = 600) -> dict:
+    """Runs :mod:`tfrec.export.check_export` in a fresh interpreter; raises with its reason on failure."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "check_export.py")
+    args = [sys.executable, script, export_dir] + ([expected_path] if expected_path else [])
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=tempfile.gettempdir())
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        reason = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.startswith("check failed:")]
+        raise TfrecError(f"the export at {export_dir} failed its check: "
+                         f"{reason[-1][len('check failed: '):] if reason else (proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(lines[-1])

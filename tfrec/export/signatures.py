@@ -1,0 +1,212 @@
+"""Serving graphs of trained tfrec models: string ids in, string ids and scores out.
+
+Signature contracts (every client may rely on the names, dtypes and shapes):
+
+- next-item, pretrained and retrieval models (:class:`SequenceServing`):
+  ``serving_default``: ``history`` ``DT_STRING [-1, -1]`` (item ids of the source data,
+  oldest first; empty strings are padding wherever they stand, unknown ids are
+  dropped), plus ``user_id`` ``DT_STRING [-1]`` for models with user features (default
+  ``""``: an unknown user, features zero) -> ``item_ids`` ``DT_STRING [-1, K]`` and
+  ``scores`` ``DT_FLOAT [-1, K]``, best first, the history's items excluded.
+  ``serving_tf_example``: ``examples`` ``DT_STRING [-1]`` (serialized ``tf.Example`` with a
+  bytes feature ``history``, and ``user_id`` when used) -> the same outputs.
+  ``item_embeddings``: ``item_ids`` ``DT_STRING [-1]`` -> ``embeddings`` ``DT_FLOAT [-1, D]``
+  (unknown ids get the out-of-vocabulary row), for an external vector index: a query
+  scores ``candidate . query`` where the retrieval query is the same model's.
+- ranking and multitask models (:class:`RankingServing`): ``serving_default`` (ranking
+  only) or ``rank`` (multitask): ``user_id`` ``DT_STRING [-1]``, ``item_id``
+  ``DT_STRING [-1]``, ``history`` ``DT_STRING [-1, -1]``, ``timestamp`` ``DT_INT64 [-1]``
+  (unix seconds; hour and weekday come from it) -> ``score`` ``DT_FLOAT [-1]`` (the
+  predicted rating, or the like probability of a binary model); and ``regress``
+  (``inputs``: serialized ``tf.Example``s with those features -> ``outputs``), which
+  :mod:`tfrec.export.exporter` marks with TF Serving's regress method name.
+
+Everything in these graphs is a core TensorFlow op: vocabulary lookups are
+``tf.lookup`` tables over the asset files, and no text, keras-nlp or ScaNN op is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+
+from tfrec.data import schema  # noqa: E402
+from tfrec.data.inputs import ITEM_IDS, ITEM_INDEX, USER_INDEX  # noqa: E402
+
+HISTORY = "history"
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+TIMESTAMP = "timestamp"
+EXAMPLES = "examples"
+ITEM_IDS_OUT = "item_ids"
+SCORES = "scores"
+SCORE = "score"
+EMBEDDINGS = "embeddings"
+REGRESS_INPUTS = "inputs"
+REGRESS_OUTPUTS = "outputs"
+SERVING_DEFAULT = "serving_default"
+SERVING_TF_EXAMPLE = "serving_tf_example"
+ITEM_EMBEDDINGS = "item_embeddings"
+RANK = "rank"
+REGRESS = "regress"
+REGRESS_METHOD = "tensorflow/serving/regress"
+SECONDS_PER_DAY = 86_400
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+
+
+def _id_table(vocab_file: str, default: int) -> tf.lookup.StaticHashTable:
+    """string id -> vocabulary index (the line number), from an asset file."""
+    init = tf.lookup.TextFileInitializer(vocab_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                                         tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER)
+    return tf.lookup.StaticHashTable(init, default_value=default)
+
+
+def _token_table(vocab_file: str) -> tf.lookup.StaticHashTable:
+    init = tf.lookup.TextFileInitializer(vocab_file, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+                                         tf.string, tf.lookup.TextFileIndex.WHOLE_LINE)
+    return tf.lookup.StaticHashTable(init, default_value="")
+
+
+class _Base(tf.Module):
+    def __init__(self, model, item_vocab: str, user_vocab: str | None, max_len: int, k: int):
+        super().__init__()
+        # The model itself stays untracked (written to __dict__): the SavedModel holds its
+        # variables and the traced functions, not Keras objects, so loading it needs
+        # nothing but TensorFlow.
+        self.__dict__["model"] = model
+        self.model_variables = list(model.variables)
+        self.item_vocab = tf.saved_model.Asset(item_vocab)
+        self.item_index = _id_table(self.item_vocab, schema.ITEM_OOV_ID)
+        self.item_token = _token_table(self.item_vocab)
+        self.user_vocab = tf.saved_model.Asset(user_vocab) if user_vocab else None
+        self.user_index = _id_table(self.user_vocab, schema.FEATURE_OOV_ID) if user_vocab else None
+        self.max_len = int(max_len)
+        self.vocabulary_size = int(model.backbone.vocabulary_size)
+        self.k = int(min(k, self.vocabulary_size - schema.NUM_ITEM_RESERVED))
+
+    def _history(self, history):
+        """``[B, T]`` strings -> (``[B, max_len]`` ids ending in the mask slot, ``[B, T]`` ids, ``[B, T]`` known)."""
+        history = tf.convert_to_tensor(history, tf.string)
+        ids = tf.cast(self.item_index.lookup(history), tf.int32)
+        known = tf.logical_and(tf.not_equal(history, ""), ids >= schema.NUM_ITEM_RESERVED)
+        ids = tf.where(known, ids, tf.zeros_like(ids))
+        width = self.max_len - 1
+        after = tf.cumsum(tf.cast(known, tf.int32), axis=1, reverse=True)  # known items at or after each slot
+        keep = tf.where(tf.logical_and(known, after <= width))
+        column = tf.cast(width - tf.gather_nd(after, keep), tf.int64)
+        batch = tf.shape(history, out_type=tf.int64)[0]
+        packed = tf.scatter_nd(tf.stack([keep[:, 0], column], axis=1), tf.gather_nd(ids, keep),
+                               tf.stack([batch, tf.constant(width, tf.int64)]))
+        slot = tf.fill(tf.stack([batch, tf.constant(1, tf.int64)]), tf.constant(schema.MASK_ID, tf.int32))
+        return tf.concat([packed, slot], axis=1), ids, known
+
+    def _users(self, user_id):
+        return tf.cast(self.user_index.lookup(tf.convert_to_tensor(user_id, tf.string)), tf.int32)
+
+    def _top_k(self, scores, ids, known):
+        """Best K of ``[B, V]`` scores, reserved ids and the history's items excluded."""
+        where = tf.where(known)
+        pairs = tf.stack([where[:, 0], tf.cast(tf.gather_nd(ids, where), tf.int64)], axis=1)
+        scores = tf.tensor_scatter_nd_update(scores, pairs, tf.fill(tf.shape(pairs)[:1], float("-inf")))
+        reserved = tf.fill(tf.stack([tf.shape(scores)[0], schema.NUM_ITEM_RESERVED]), float("-inf"))
+        scores = tf.concat([reserved, scores[:, schema.NUM_ITEM_RESERVED:]], axis=1)
+        best, index = tf.math.top_k(scores, k=self.k)
+        return {ITEM_IDS_OUT: self.item_token.lookup(tf.cast(index, tf.int64)), SCORES: best}
+
+
+class SequenceServing(_Base):
+    """History (and user) -> top-K items, for next-item, pretrained and retrieval models."""
+
+    def __init__(self, model, item_vocab: str, user_vocab: str | None, max_len: int, k: int = 100):
+        self.retrieval = hasattr(model, "query_tower")
+        uses_user = self.retrieval and model.query_tower.uses_user
+        super().__init__(model, item_vocab, user_vocab if uses_user else None, max_len, k)
+        self.uses_user = uses_user
+        if self.retrieval:
+            self.candidates = tf.Variable(model.candidate_matrix(), trainable=False, name="candidate_embeddings")
+        else:
+            self.candidates = tf.Variable(model.backbone.token_embedding.embeddings, trainable=False,
+                                          name="item_embeddings")
+            self.bias = tf.Variable(model.head.output_bias, trainable=False, name="item_bias")
+
+    def scores(self, packed, users=None):
+        """``[B, V]`` scores of every item id for packed histories."""
+        if self.retrieval:
+            features = {ITEM_IDS: packed}
+            if self.uses_user:
+                features[USER_INDEX] = users
+            query = self.model.query_tower(features, training=False)
+            return tf.matmul(query, self.candidates, transpose_b=True)
+        return self.model.head.project(self.model._last_position_hidden(packed))
+
+    def recommend(self, history, user_id=None):
+        packed, ids, known = self._history(history)
+        users = self._users(user_id) if self.uses_user else None
+        return self._top_k(self.scores(packed, users), ids, known)
+
+    def embeddings(self, item_ids):
+        index = tf.cast(self.item_index.lookup(tf.convert_to_tensor(item_ids, tf.string)), tf.int32)
+        if self.retrieval:
+            return {EMBEDDINGS: tf.gather(self.candidates, index)}
+        # [e_i, b_i]: a query [h, 1] from the same model scores h . e_i + b_i
+        return {EMBEDDINGS: tf.concat([tf.gather(self.candidates, index),
+                                       tf.gather(self.bias, index)[:, tf.newaxis]], axis=1)}
+
+    def signatures(self) -> dict:
+        history_spec = tf.TensorSpec([None, None], tf.string, name=HISTORY)
+        if self.uses_user:
+            default = tf.function(lambda history, user_id: self.recommend(history, user_id)).get_concrete_function(
+                history_spec, tf.TensorSpec([None], tf.string, name=USER_ID))
+        else:
+            default = tf.function(lambda history: self.recommend(history)).get_concrete_function(history_spec)
+
+        def from_examples(examples):
+            spec = {HISTORY: tf.io.VarLenFeature(tf.string)}
+            if self.uses_user:
+                spec[USER_ID] = tf.io.FixedLenFeature([], tf.string, default_value="")
+            parsed = tf.io.parse_example(examples, spec)
+            history = tf.sparse.to_dense(parsed[HISTORY], default_value="")
+            return self.recommend(history, parsed.get(USER_ID))
+
+        examples = tf.function(from_examples).get_concrete_function(tf.TensorSpec([None], tf.string, name=EXAMPLES))
+        embeddings = tf.function(lambda item_ids: self.embeddings(item_ids)).get_concrete_function(
+            tf.TensorSpec([None], tf.string, name=ITEM_IDS_OUT))
+        return {SERVING_DEFAULT: default, SERVING_TF_EXAMPLE: examples, ITEM_EMBEDDINGS: embeddings}
+
+
+class RankingServing(_Base):
+    """(user, item, history, time) -> score, for ranking and multitask models."""
+
+    def __init__(self, model, item_vocab: str, user_vocab: str, max_len: int, k: int = 100):
+        super().__init__(model, item_vocab, user_vocab, max_len, k)
+        self.binary = model.objective == "binary"
+
+    def score(self, user_id, item_id, history, timestamp):
+        packed, _, _ = self._history(history)
+        timestamp = tf.convert_to_tensor(timestamp, tf.int64)
+        features = {ITEM_IDS: packed, USER_INDEX: self._users(user_id),
+                    ITEM_INDEX: tf.cast(self.item_index.lookup(tf.convert_to_tensor(item_id, tf.string)), tf.int32),
+                    "hour": tf.cast(tf.math.floormod(timestamp // 3600, 24), tf.int32),
+                    "weekday": tf.cast(tf.math.floormod(timestamp // SECONDS_PER_DAY + EPOCH_WEEKDAY, 7), tf.int32)}
+        out = self.model.predict_rating(features, training=False)
+        return tf.sigmoid(out) if self.binary else out
+
+    def _parse(self, examples):
+        parsed = tf.io.parse_example(examples, {
+            USER_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+            ITEM_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+            HISTORY: tf.io.VarLenFeature(tf.string),
+            TIMESTAMP: tf.io.FixedLenFeature([], tf.int64, default_value=0)})
+        return parsed[USER_ID], parsed[ITEM_ID], tf.sparse.to_dense(parsed[HISTORY], default_value=""), parsed[TIMESTAMP]
+
+    def signatures(self, default_name: str = SERVING_DEFAULT) -> dict:
+        specs = (tf.TensorSpec([None], tf.string, name=USER_ID), tf.TensorSpec([None], tf.string, name=ITEM_ID),
+                 tf.TensorSpec([None, None], tf.string, name=HISTORY), tf.TensorSpec([None], tf.int64, name=TIMESTAMP))
+        rank = tf.function(lambda user_id, item_id, history, timestamp: {
+            SCORE: self.score(user_id, item_id, history, timestamp)}).get_concrete_function(*specs)
+        regress = tf.function(lambda inputs: {REGRESS_OUTPUTS: self.score(*self._parse(inputs))}).get_concrete_function(
+            tf.TensorSpec([None], tf.string, name=REGRESS_INPUTS))
+        return {default_name: rank, REGRESS: regress}
