@@ -261,6 +261,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_push(args) -> int:
+    from tfrec.export import push
+
+    d = push.push(args.candidate, args.serving_root, args.name, metric=args.metric, min_delta=args.min_delta,
+                  keep=args.keep, data_dir=args.data)
+    served = "nothing served yet" if d["served_version"] is None else \
+        f"served version {d['served_version']}: {d['served_value']:.4f}"
+    print(f"validation {d['metric']}: candidate {d['candidate_value']:.4f}, {served}")
+    if d["pushed"]:
+        print(f"pushed as version {d['version']}: {d['path']}")
+        return 0
+    print(f"not pushed: {d['reason']}")
+    return 1
+
+
 def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare)")
     p.add_argument("--out", required=True, help="run folder; started again with the same command, a run resumes")
@@ -329,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--top-k", type=int, default=100, help="items a recommendation request returns (default 100)")
     ex.add_argument("--data", help="prepared dataset folder (default: the one the model was trained on)")
     ex.set_defaults(func=cmd_export)
+    pu = sub.add_parser("push", help="push an export as the next served version if it is not worse than the current")
+    pu.add_argument("--candidate", required=True, help="an export folder (a version folder written by tfrec export)")
+    pu.add_argument("--serving-root", required=True, help="the model base folder root the server reads")
+    pu.add_argument("--name", required=True, help="model name under the serving root")
+    pu.add_argument("--metric", default="ndcg@10", help="validation figure that decides (default ndcg@10; rmse for ranking)")
+    pu.add_argument("--min-delta", type=float, default=0.0, help="how much worse the candidate may be (default 0)")
+    pu.add_argument("--keep", type=int, default=3, help="versions kept after the push (default 3)")
+    pu.add_argument("--data", help="prepared dataset folder (default: the one in the export's metadata)")
+    pu.set_defaults(func=cmd_push)
     ev = sub.add_parser("evaluate", help="leave-one-out full-ranking evaluation of a model or a baseline")
     ev.add_argument("--model", help="run folder or saved model folder")
     ev.add_argument("--baseline", help="popularity: rank items by their training count")

@@ -173,3 +173,29 @@ def test_export_bad_inputs_are_one_sentence(trained, tmp_path):
     assert_clean_error(run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "m",
                                "--data", str(tmp_path)), "pass --data with the prepared dataset folder")
     assert not os.path.exists(os.path.join(root, "m"))
+
+
+def test_push_blesses_only_a_model_that_is_not_worse(trained, tmp_path):
+    _, runs, _ = trained
+    staging, served = str(tmp_path / "staging"), str(tmp_path / "served")
+    r = run_cli("export", "--model", runs["next-item"], "--serving-root", staging, "--name", "seq")
+    assert r.returncode == 0, r.stderr[-2000:]
+    candidate = os.path.join(staging, "seq", "1")
+    r = run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq", "--metric", "hr@10")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "nothing served yet" in r.stdout and os.listdir(os.path.join(served, "seq")) == ["1"]
+    # the same model again: not worse, so it is pushed as version 2
+    r = run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq", "--metric", "hr@10")
+    assert r.returncode == 0 and sorted(os.listdir(os.path.join(served, "seq"))) == ["1", "2"]
+    meta = json.load(open(os.path.join(served, "seq", "2", "assets.extra", "tfrec_model.json")))
+    assert meta["version"] == 2 and meta["blessing"]["candidate_value"] == meta["blessing"]["served_value"]
+    # a candidate must beat the served figure by more than it can: refused, nothing written
+    r = run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq", "--metric", "hr@10",
+                "--min-delta", "-1")
+    assert r.returncode == 1 and "not pushed" in r.stdout
+    assert sorted(os.listdir(os.path.join(served, "seq"))) == ["1", "2"]
+    assert_clean_error(run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq",
+                               "--metric", "rmse"), "metric 'rmse' is not reported")
+    r = run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq", "--metric", "hr@10",
+                "--keep", "2")
+    assert r.returncode == 0 and sorted(os.listdir(os.path.join(served, "seq"))) == ["2", "3"]

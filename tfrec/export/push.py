@@ -1,0 +1,153 @@
+"""Blessing and push: a candidate export replaces the served version only when it is not worse.
+
+``push(candidate, serving_root, name, metric)`` scores the candidate export and the
+version now served under ``ROOT/NAME`` on the validation rows of the candidate's
+dataset and split, through their serving signatures (what a client would get), and
+copies the candidate in as the next version only if its figure is at least as good
+(within `min_delta`).  The copy is written beside the version folders and renamed into
+place, so a server polling ``ROOT/NAME`` never sees half a model; the newest `keep`
+versions stay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from tfrec.errors import TfrecError
+from tfrec.export.exporter import METADATA_FILE, RANKING_TASKS, versions
+
+LOWER_IS_BETTER = ("rmse", "mae", "log_loss")
+BATCH = 256
+
+
+def _metadata(export_dir: str) -> dict:
+    path = os.path.join(export_dir, "assets.extra", METADATA_FILE)
+    if not os.path.isfile(path):
+        raise TfrecError(f"{export_dir} is not a tfrec export: it has no assets.extra/{METADATA_FILE}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _validation_rows(meta: dict, data_dir: str | None):
+    from tfrec.data import inputs, schema, task_splits
+    from tfrec.data.dataset import PreparedDataset
+
+    dataset = PreparedDataset(data_dir or meta["dataset"])
+    config = meta["config"]
+    scheme = config.get("split", schema.LEAVE_ONE_OUT)
+    if scheme == schema.LEAVE_ONE_OUT and meta["task"] not in RANKING_TASKS:
+        seqs = inputs.loo_sequences(dataset, schema.VALID)
+        users, histories, items = seqs.user_indices, seqs.histories, seqs.targets
+        ratings, timestamps = None, np.zeros(len(items), np.int64)
+    else:
+        split = task_splits.load(dataset, scheme, seed=config["seed"], valid_fraction=config["tasks"]["valid_fraction"],
+                                 cold_fraction=config["tasks"]["cold_fraction"])
+        part = split.valid
+        users, histories, items, ratings, timestamps = part.users, part.histories, part.items, part.ratings, \
+            part.timestamps
+    tok_i, tok_u = dataset.item_vocab.token, dataset.user_vocab.token
+    return ([[tok_i(int(x)) for x in h] for h in histories], [tok_u(int(u)) for u in users],
+            [tok_i(int(i)) for i in items], ratings, np.asarray(timestamps, np.int64))
+
+
+def _padded(rows: list[list[str]]) -> np.ndarray:
+    width = max(1, max(len(r) for r in rows))
+    return np.array([[""] * (width - len(r)) + r for r in rows], dtype=object)
+
+
+def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
+    """Validation figures of an export, computed through its serving signatures.
+
+    Recommendation exports: HR@10, NDCG@10 and MRR@K of the held-out item in the
+    returned top K.  Ranking exports: RMSE and MAE of the score (AUC for like models).
+    """
+    import tensorflow as tf
+
+    from tfrec.evaluation import ranking
+    from tfrec.training.task_trainer import rating_metrics
+
+    meta = _metadata(export_dir)
+    histories, users, items, ratings, timestamps = _validation_rows(meta, data_dir)
+    loaded = tf.saved_model.load(export_dir)
+    if meta["task"] in RANKING_TASKS:
+        fn = loaded.signatures["serving_default" if meta["task"] == "ranking" else "rank"]
+        scores = []
+        for s in range(0, len(items), BATCH):
+            out = fn(user_id=tf.constant(users[s:s + BATCH]), item_id=tf.constant(items[s:s + BATCH]),
+                     history=tf.constant(_padded(histories[s:s + BATCH])),
+                     timestamp=tf.constant(timestamps[s:s + BATCH]))
+            scores.append(out["score"].numpy())
+        score = np.concatenate(scores)
+        binary = meta["config"]["tasks"]["objective"] == "binary"
+        if binary:
+            score = np.log(np.clip(score, 1e-7, 1 - 1e-7) / np.clip(1 - score, 1e-7, 1))
+        return rating_metrics(score, ratings, "binary" if binary else "rating", meta["config"]["tasks"]["like_threshold"])
+    fn = loaded.signatures["serving_default"]
+    uses_user = "user_id" in fn.structured_input_signature[1]
+    ranks = []
+    for s in range(0, len(items), BATCH):
+        args = {"history": tf.constant(_padded(histories[s:s + BATCH]))}
+        if uses_user:
+            args["user_id"] = tf.constant(users[s:s + BATCH])
+        returned = fn(**args)["item_ids"].numpy().astype(str)
+        k = returned.shape[1]
+        for row, target in zip(returned, items[s:s + BATCH]):
+            hit = np.flatnonzero(row == target)
+            ranks.append(int(hit[0]) if len(hit) else k)  # beyond the top K counts as a miss
+    metrics = ranking.metrics_from_ranks(np.asarray(ranks))
+    metrics["rows"] = len(ranks)
+    return metrics
+
+
+def push(candidate: str, serving_root: str, name: str, metric: str = "ndcg@10", min_delta: float = 0.0,
+         keep: int = 3, data_dir: str | None = None) -> dict:
+    """Blesses and pushes `candidate`; returns the decision with both figures."""
+    if keep < 1:
+        raise TfrecError(f"--keep must be at least 1, got {keep}")
+    if not os.path.isdir(candidate):
+        raise TfrecError(f"candidate export {candidate} does not exist")
+    meta = _metadata(candidate)
+    figures = evaluate_export(candidate, data_dir)
+    if metric not in figures:
+        raise TfrecError(f"metric {metric!r} is not reported for a {meta['task']} export; "
+                         f"known: {', '.join(k for k in figures if k != 'rows')}")
+    base = os.path.join(serving_root, name)
+    present = versions(base)
+    decision = {"candidate": os.path.abspath(candidate), "metric": metric, "candidate_value": figures[metric],
+                "served_version": present[-1] if present else None, "served_value": None}
+    if present:
+        served = os.path.join(base, str(present[-1]))
+        if _metadata(served)["task"] != meta["task"]:
+            raise TfrecError(f"{served} serves a {_metadata(served)['task']} model and the candidate is a "
+                             f"{meta['task']} model; push it under another --name")
+        decision["served_value"] = evaluate_export(served, data_dir)[metric]
+        lower = metric in LOWER_IS_BETTER
+        delta = decision["served_value"] - figures[metric] if lower else figures[metric] - decision["served_value"]
+        if delta < -min_delta:
+            decision.update(pushed=False, reason=f"{metric} {figures[metric]:.4f} is worse than the served "
+                                                 f"version's {decision['served_value']:.4f}")
+            return decision
+    version = (present[-1] + 1) if present else 1
+    os.makedirs(base, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base)
+    try:
+        copy = os.path.join(staging, "model")
+        shutil.copytree(candidate, copy)
+        meta_path = os.path.join(copy, "assets.extra", METADATA_FILE)
+        with open(meta_path) as f:
+            pushed_meta = json.load(f)
+        pushed_meta.update(version=version, name=name, blessing={k: v for k, v in decision.items()})
+        with open(meta_path, "w") as f:
+            json.dump(pushed_meta, f, indent=2, sort_keys=True)
+        os.replace(copy, os.path.join(base, str(version)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for old in versions(base)[:-keep]:
+        shutil.rmtree(os.path.join(base, str(old)), ignore_errors=True)
+    decision.update(pushed=True, version=version, path=os.path.join(base, str(version)))
+    return decision
