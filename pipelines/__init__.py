@@ -1,0 +1,1 @@
+"""TFX-style pipelines of tfrec: ingest, transform, pretrain, fine-tune, evaluate, export, push."""
