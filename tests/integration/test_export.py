@@ -199,3 +199,39 @@ def test_push_blesses_only_a_model_that_is_not_worse(trained, tmp_path):
     r = run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq", "--metric", "hr@10",
                 "--keep", "2")
     assert r.returncode == 0 and sorted(os.listdir(os.path.join(served, "seq"))) == ["2", "3"]
+
+
+POLLER = textwrap.dedent("""
+    import os, sys, time
+    base, stop = sys.argv[1], sys.argv[2]
+    seen, broken = set(), []
+    while not os.path.exists(stop):
+        for d in (os.listdir(base) if os.path.isdir(base) else []):
+            if not d.isdigit():
+                continue
+            v = os.path.join(base, d)
+            need = ["saved_model.pb", "variables/variables.index", "assets.extra/tfrec_model.json",
+                    "assets.extra/tf_serving_warmup_requests"]
+            if not all(os.path.exists(os.path.join(v, n)) for n in need):
+                broken.append(d)
+            seen.add(d)
+        time.sleep(0.005)
+    print(sorted(seen), sorted(set(broken)))
+""")
+
+
+def test_push_is_atomic_for_a_server_polling_the_folder(trained, tmp_path):
+    _, runs, _ = trained
+    staging, served = str(tmp_path / "staging"), str(tmp_path / "served")
+    r = run_cli("export", "--model", runs["next-item"], "--serving-root", staging, "--name", "seq")
+    assert r.returncode == 0, r.stderr[-2000:]
+    stop = str(tmp_path / "stop")
+    poller = subprocess.Popen([sys.executable, "-c", POLLER, os.path.join(served, "seq"), stop],
+                              stdout=subprocess.PIPE, text=True)
+    r = run_cli("push", "--candidate", os.path.join(staging, "seq", "1"), "--serving-root", served, "--name", "seq",
+                "--metric", "hr@10")
+    assert r.returncode == 0, r.stderr[-2000:]
+    open(stop, "w").close()
+    out, _ = poller.communicate(timeout=120)
+    seen, broken = out.strip().split("] [")
+    assert "'1'" in seen and broken.strip("[]") == ""  # saw version 1, and never a half-written one
