@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
                 "--out", str(root / "next"), "--epochs", "1", *SMALL)
     assert r.returncode == 0, r.stderr[-2000:]
     runs["next-item"] = str(root / "next")
-    for task in ("retrieval", "ranking"):
+    for task in ("retrieval", "ranking", "multitask"):
         r = run_cli("finetune", "--task", task, "--data", data, "--from-scratch", "--split", "random",
                     "--out", str(root / task), *SMALL, *TASK)
         assert r.returncode == 0, r.stderr[-2000:]
@@ -133,6 +133,12 @@ def test_retrieval_and_ranking_exports(trained, tmp_path):
     assert got["signatures"]["regress"]["inputs"] == {"inputs": ["string", [None]]}
     scores = got["answers"]["serving_default"]["score"]
     assert len(scores) == 2 and all(1.0 - 3 < s < 5.0 + 3 for s in scores)  # a rating, unknown user included
+    r = run_cli("export", "--model", runs["multitask"], "--serving-root", root, "--name", "both")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = probe(os.path.join(root, "both", "1"), {"rank": calls["serving_default"],
+                                                  "serving_default": {"history": [["i1"]], "user_id": ["u1"]}})
+    assert set(got["signatures"]) == {"serving_default", "serving_tf_example", "item_embeddings", "rank", "regress"}
+    assert len(got["answers"]["rank"]["score"]) == 2 and "i1" not in got["answers"]["serving_default"]["item_ids"][0]
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
