@@ -276,6 +276,56 @@ def cmd_push(args) -> int:
     return 1
 
 
+def cmd_serve(args) -> int:
+    from tfrec.serving.models import ModelManager, ServingError, read_config, single_model_config
+    from tfrec.serving.server import Server
+
+    if bool(args.model_config_file) == bool(args.model_base_path):
+        raise TfrecError("serve needs --model_base_path (with --model_name) or --model_config_file")
+    try:
+        config = read_config(args.model_config_file) if args.model_config_file else \
+            single_model_config(args.model_name, os.path.abspath(args.model_base_path))
+        manager = ModelManager(config, poll_seconds=args.file_system_poll_wait_seconds,
+                               warmup=args.enable_model_warmup, log=lambda m: print(f"tfrec serve: {m}", flush=True))
+    except ServingError as e:
+        raise TfrecError(str(e)) from None
+    try:
+        server = Server(manager, port=args.port, rest_api_port=args.rest_api_port, host=args.host)
+    except (OSError, RuntimeError) as e:
+        raise TfrecError(f"cannot start the server: {e}") from None
+    server.stop_on_signals()
+    server.start()
+    rest = f", REST on {args.host}:{server.rest_port}" if server.rest is not None else ""
+    print(f"tfrec serve: gRPC on {args.host}:{server.port}{rest}; models: {', '.join(manager.models)}", flush=True)
+    server.wait()
+    print("tfrec serve: stopped", flush=True)
+    return 0
+
+
+def cmd_query(args) -> int:
+    from tfrec.serving.client import Client, ServingClientError
+
+    history = [h for h in (args.history or "").split(",") if h]
+    client = Client(args.server, timeout=args.timeout)
+    try:
+        rows = client.recommend(args.model, [history], k=args.k,
+                                user_ids=[args.user] if args.user is not None else None)[0]
+    except ServingClientError as e:
+        raise TfrecError(f"the server at {args.server} answered {e.code}: {e.message}") from None
+    finally:
+        client.close()
+    titles = {}
+    if args.data:
+        from tfrec.data.dataset import PreparedDataset
+
+        items = PreparedDataset(args.data).items
+        if items is not None and "title" in items.columns:
+            titles = dict(zip(items["item_id"].astype(str), items["title"].astype(str)))
+    table = [(str(rank), item, f"{score:.4f}", titles.get(item, "")) for rank, (item, score) in enumerate(rows, 1)]
+    print(format_table(table, ("rank", "item", "score", "title") if titles else ("rank", "item", "score", "")))
+    return 0
+
+
 def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare)")
     p.add_argument("--out", required=True, help="run folder; started again with the same command, a run resumes")
@@ -353,6 +403,27 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--keep", type=int, default=3, help="versions kept after the push (default 3)")
     pu.add_argument("--data", help="prepared dataset folder (default: the one in the export's metadata)")
     pu.set_defaults(func=cmd_push)
+    sv = sub.add_parser("serve", help="serve exports over TensorFlow Serving's gRPC and REST APIs")
+    sv.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    sv.add_argument("--rest_api_port", type=int, default=8501, help="REST port (default 8501; -1: none)")
+    sv.add_argument("--model_name", default="default", help="name of the model served from --model_base_path")
+    sv.add_argument("--model_base_path", help="folder of integer version folders")
+    sv.add_argument("--model_config_file", help="ModelServerConfig text proto (several models, version policies, labels)")
+    sv.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                    help="seconds between looks for new and removed versions (0: load once)")
+    sv.add_argument("--enable_model_warmup", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                    help="replay assets.extra/tf_serving_warmup_requests at load (default true)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sv.set_defaults(func=cmd_serve)
+    qu = sub.add_parser("query", help="ask a TensorFlow Serving (or tfrec serve) server for recommendations")
+    qu.add_argument("--server", default="localhost:8500", help="gRPC address (default localhost:8500)")
+    qu.add_argument("--model", required=True, help="model name")
+    qu.add_argument("--history", required=True, help="item ids, oldest first, comma-separated")
+    qu.add_argument("--user", help="user id, for models with user features")
+    qu.add_argument("-k", type=int, default=10, help="items to show (default 10)")
+    qu.add_argument("--data", help="prepared dataset folder, to show item titles")
+    qu.add_argument("--timeout", type=float, default=5.0, help="deadline of the call in seconds (default 5)")
+    qu.set_defaults(func=cmd_query)
     ev = sub.add_parser("evaluate", help="leave-one-out full-ranking evaluation of a model or a baseline")
     ev.add_argument("--model", help="run folder or saved model folder")
     ev.add_argument("--baseline", help="popularity: rank items by their training count")

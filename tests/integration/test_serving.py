@@ -1,0 +1,171 @@
+"""tfrec serve and the clients: TF Serving's gRPC and REST APIs over exported models."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    data, runs, _ = trained
+    root = tmp_path_factory.mktemp("serving")
+    for name, task in (("seq", "next-item"), ("rank", "ranking")):
+        r = run_cli("export", "--model", runs[task], "--serving-root", str(root), "--name", name, "--top-k", "10")
+        assert r.returncode == 0, r.stderr[-2000:]
+    config = root / "models.config"
+    config.write_text(f"""model_config_list {{
+  config {{ name: "seq" base_path: "{root}/seq" model_platform: "tensorflow"
+           model_version_policy {{ latest {{ num_versions: 2 }} }} version_labels {{ key: "stable" value: 1 }} }}
+  config {{ name: "rank" base_path: "{root}/rank" model_platform: "tensorflow" }}
+}}""")
+    grpc_port, rest_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tfrec", "serve", "--port", str(grpc_port), "--rest_api_port",
+                             str(rest_port), "--model_config_file", str(config), "--file_system_poll_wait_seconds",
+                             "0.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    from tfrec.serving import Client
+
+    client = Client(f"127.0.0.1:{grpc_port}", timeout=10)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if client.status("seq")[0]["state"] == "AVAILABLE" and client.status("rank"):
+                break
+        except Exception:
+            time.sleep(0.5)
+    yield {"proc": proc, "client": client, "rest": f"http://127.0.0.1:{rest_port}", "root": root, "data": data,
+           "grpc": f"127.0.0.1:{grpc_port}"}
+    client.close()
+    if proc.poll() is None:
+        proc.kill()
+
+
+def test_grpc_and_rest_answer_like_the_export(server):
+    from tfrec.serving import RestClient
+
+    client = server["client"]
+    recs = client.recommend("seq", [["i1", "i2"], [""]], k=5)
+    assert len(recs) == 2 and len(recs[0]) == 5
+    assert not {"i1", "i2"} & {i for i, _ in recs[0]}
+    assert [s for _, s in recs[0]] == sorted((s for _, s in recs[0]), reverse=True)
+    rest = RestClient(server["rest"], timeout=10)
+    via_rest = rest.recommend("seq", [["i1", "i2"], [""]], k=5)
+    assert [[i for i, _ in row] for row in via_rest] == [[i for i, _ in row] for row in recs]
+    assert [s for row in via_rest for _, s in row] == pytest.approx([s for row in recs for _, s in row])
+    meta = client.metadata("seq")
+    assert meta["serving_default"]["inputs"] == {"history": ("string", [-1, -1])}
+    assert meta["serving_default"]["outputs"]["item_ids"] == ("string", [-1, 10])
+    assert set(rest.metadata("seq")) == set(meta)
+    scores = client.score("rank", ["u1", "u2"], ["i1", "i3"], [["i2"], []], [1_600_000_000, 1_600_000_000])
+    assert len(scores) == 2 and scores == pytest.approx(rest.score("rank", ["u1", "u2"], ["i1", "i3"], [["i2"], []],
+                                                                   [1_600_000_000, 1_600_000_000]))
+    from tensorflow_serving.apis import regression_pb2
+
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name, request.model_spec.signature_name = "rank", "regress"
+    ex = request.input.example_list.examples.add()
+    ex.features.feature["user_id"].bytes_list.value.append(b"u1")
+    ex.features.feature["item_id"].bytes_list.value.append(b"i1")
+    ex.features.feature["history"].bytes_list.value.append(b"i2")
+    ex.features.feature["timestamp"].int64_list.value.append(1_600_000_000)
+    result = client.predictions.Regress(request, timeout=10)
+    assert result.result.regressions[0].value == pytest.approx(scores[0], rel=1e-5)
+
+
+def test_errors_get_tf_servings_status_codes_and_the_server_lives_on(server):
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+
+    from tfrec.serving import ServingClientError
+
+    client = server["client"]
+    cases = [(("nope", {"history": np.array([["i1"]], dtype=object)}), "NOT_FOUND"),
+             (("seq", {"bogus": np.array(["x"], dtype=object)}), "INVALID_ARGUMENT"),
+             (("seq", {"history": np.array([[1, 2]], np.int64)}), "INVALID_ARGUMENT"),
+             (("seq", {"history": np.array(["flat"], dtype=object)}), "INVALID_ARGUMENT"),
+             (("rank", {"user_id": np.array(["u1"], dtype=object)}), "INVALID_ARGUMENT")]
+    for (model, inputs), code in cases:
+        with pytest.raises(ServingClientError) as e:
+            client.predict(model, inputs)
+        assert e.value.code == code, e.value
+    with pytest.raises(ServingClientError) as e:
+        client.predict("seq", {"history": np.array([["i1"]], dtype=object)}, version=99)
+    assert e.value.code == "NOT_FOUND"
+    with pytest.raises(ServingClientError) as e:
+        from tensorflow_serving.apis import inference_pb2
+
+        client._call(client.predictions.MultiInference, inference_pb2.MultiInferenceRequest())
+    assert e.value.code == "UNIMPLEMENTED"
+    for path, body, status in [("/v1/models/seq:predict", b"not json", 400), ("/v1/models/seq/labels/nope", None, 404),
+                               ("/v1/models/seq:predict", b'{"instances": []}', 400), ("/nowhere", None, 404),
+                               ("/v1/models/bad name", None, 400), ("/v1/models/seq/versions/x", None, 400)]:
+        request = urllib.request.Request(server["rest"] + path.replace(" ", "%20"), data=body,
+                                         method="POST" if body else "GET")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(request, timeout=10)
+        assert e.value.code == status and "error" in json.loads(e.value.read())
+    assert server["proc"].poll() is None
+    assert client.recommend("seq", [["i1"]], k=1)  # still answering
+
+
+def test_new_versions_load_broken_ones_are_reported_and_labels_resolve(server):
+    client, root = server["client"], server["root"]
+    shutil.copytree(root / "seq" / "1", root / "seq" / "2")
+    deadline = time.time() + 60
+    while time.time() < deadline and {(s["version"], s["state"]) for s in client.status("seq")} != \
+            {(1, "AVAILABLE"), (2, "AVAILABLE")}:
+        time.sleep(0.3)
+    assert {(s["version"], s["state"]) for s in client.status("seq")} == {(1, "AVAILABLE"), (2, "AVAILABLE")}
+    import urllib.request
+
+    # the label names version 1 while both are loaded
+    status = json.loads(urllib.request.urlopen(server["rest"] + "/v1/models/seq/labels/stable", timeout=10).read())
+    assert status["model_version_status"][0]["version"] == "1"
+    os.makedirs(root / "seq" / "3")
+    (root / "seq" / "3" / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    while time.time() < deadline and (3, "END") not in {(s["version"], s["state"]) for s in client.status("seq")}:
+        time.sleep(0.3)
+    broken = [s for s in client.status("seq") if s["version"] == 3][0]
+    assert broken["state"] == "END" and "failed to load version 3" in broken["error"]
+    assert client.recommend("seq", [["i1"]], k=2)  # version 2 keeps serving
+
+
+def test_query_prints_recommendations_and_sigterm_drains_then_exits(server):
+    r = run_cli("query", "--server", server["grpc"], "--model", "seq", "--history", "i1,i2", "-k", "3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:3] == ["rank", "item", "score"] and len(lines) == 2 + 3  # header, rule, 3 rows
+    r = run_cli("query", "--server", server["grpc"], "--model", "missing", "--history", "i1")
+    assert r.returncode == 2 and "NOT_FOUND" in r.stderr
+    proc = server["proc"]
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped" in out
+
+
+def test_the_serving_modules_import_no_modelling_library():
+    code = ("import sys, tfrec.serving.server, tfrec.serving.client, tfrec.serving.models; "
+            "print(sorted(m for m in ('keras_nlp', 'tensorflow_recommenders', 'tfrec.models', 'tfrec.training') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
