@@ -11,6 +11,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 
 
+def tfrec(*args: str) -> list[str]:
+    """The command line of `python -m tfrec ARGS` in this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "tfrec", *args]
+
+
+def checked(result: dict, what: str, log: str) -> dict:
+    """`result` of :func:`run_measured`, or exit with the end of its log when it failed."""
+    import sys
+
+    if result["returncode"] != 0:
+        tail = open(log).read()[-3000:]
+        sys.exit(f"{what} failed (exit {result['returncode']}); the end of {log}:\n{tail}")
+    return result
+
+
 def data_dir() -> str:
     return os.environ.get("TFREC_DATA_DIR") or os.path.join(os.path.dirname(REPO), "shared", "data")
 

@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, data_dir, machine, run_measured, write_result  # noqa: E402
+from _common import REPO, checked, data_dir, machine, run_measured, tfrec, write_result  # noqa: E402
 
 DATASETS = {
     # name: (prepare arguments, local folder, default config)
@@ -44,17 +44,6 @@ ANCHORS = {
     ],
 }
 PEER = {"beauty": (0.0403, 2112.0), "ml-100k": (0.0636, 2051.0)}
-
-
-def tfrec(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tfrec", *args]
-
-
-def checked(result: dict, what: str, log: str) -> dict:
-    if result["returncode"] != 0:
-        tail = open(log).read()[-3000:]
-        sys.exit(f"{what} failed (exit {result['returncode']}); the end of {log}:\n{tail}")
-    return result
 
 
 def curve(run_dir: str, offset: float, started: float) -> list[dict]:

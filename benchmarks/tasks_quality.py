@@ -30,7 +30,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, RESULTS, data_dir, machine, run_measured, write_result  # noqa: E402
+from _common import REPO, RESULTS, checked, data_dir, machine, run_measured, tfrec, write_result  # noqa: E402
 
 DATASETS = {
     # name: (prepare arguments, local folder, config of the task runs, config of the leave-one-out runs)
@@ -52,17 +52,6 @@ TUTORIALS = {
     "retrieval": [("TFRS basic retrieval tutorial", "top-100 ~0.233"), ("TFRS deep retrieval tutorial", "top-100 ~0.29")],
     "ranking": [("TFRS basic ranking tutorial", "RMSE ~1.10"), ("TFRS DCN tutorial", "RMSE 0.933")],
 }
-
-
-def tfrec(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tfrec", *args]
-
-
-def checked(result: dict, what: str, log: str) -> dict:
-    if result["returncode"] != 0:
-        tail = open(log).read()[-3000:]
-        sys.exit(f"{what} failed (exit {result['returncode']}); the end of {log}:\n{tail}")
-    return result
 
 
 def main() -> None:

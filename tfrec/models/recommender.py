@@ -260,18 +260,20 @@ class RecommenderModel(tfrs.Model):
         return np.concatenate([self.candidate_tower(tf.constant(ids[i:i + 4096])).numpy()
                                for i in range(0, len(ids), 4096)])
 
+    def _in_batches(self, fn, features: dict, batch_size: int, empty_shape: tuple) -> np.ndarray:
+        n = len(next(iter(features.values())))
+        out = [fn({k: tf.constant(v[i:i + batch_size]) for k, v in features.items()}).numpy()
+               for i in range(0, n, batch_size)]
+        return np.concatenate(out) if out else np.zeros(empty_shape, np.float32)
+
     def query_vectors(self, features: dict, batch_size: int = 1024) -> np.ndarray:
+        """``[n, hidden_dim + 1]`` query vectors of numpy features (``item_ids``, ``user_index``)."""
         if not hasattr(self, "_query_fn"):
             self._query_fn = tf.function(lambda f: self.query_tower(f, training=False), reduce_retracing=True)
-        n = len(features[ITEM_IDS])
-        out = [self._query_fn({k: tf.constant(v[i:i + batch_size]) for k, v in features.items()}).numpy()
-               for i in range(0, n, batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.backbone.hidden_dim + 1), np.float32)
+        return self._in_batches(self._query_fn, features, batch_size, (0, self.backbone.hidden_dim + 1))
 
     def ratings(self, features: dict, batch_size: int = 4096) -> np.ndarray:
+        """``[n]`` predicted ratings (like logits for ``binary``) of numpy features."""
         if not hasattr(self, "_rating_fn"):
             self._rating_fn = tf.function(lambda f: self.predict_rating(f, training=False), reduce_retracing=True)
-        n = len(features[ITEM_INDEX])
-        out = [self._rating_fn({k: tf.constant(v[i:i + batch_size]) for k, v in features.items()}).numpy()
-               for i in range(0, n, batch_size)]
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return self._in_batches(self._rating_fn, features, batch_size, (0,))

@@ -149,28 +149,29 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[k].CopyFrom(tf.make_tensor_proto(v))
         return response
 
-    @_guard
-    def Regress(self, request, context):
+    def _run_examples(self, request, method: str, response):
+        """Runs the tf.Example input of a Regress/Classify request; fills the response's model spec."""
         version = self._spec(request.model_spec)
         name = request.model_spec.signature_name or "serving_default"
         examples = [e.SerializeToString() for e in request.input.example_list.examples]
-        values = _examples(name, version, REGRESS_METHOD, examples)
-        response = regression_pb2.RegressionResponse()
+        values = np.asarray(_examples(name, version, method, examples))
         response.model_spec.name, response.model_spec.version.value = request.model_spec.name, version.number
         response.model_spec.signature_name = name
-        for v in np.asarray(values).reshape(-1):
+        return values, len(examples)
+
+    @_guard
+    def Regress(self, request, context):
+        response = regression_pb2.RegressionResponse()
+        values, _ = self._run_examples(request, REGRESS_METHOD, response)
+        for v in values.reshape(-1):
             response.result.regressions.add().value = float(v)
         return response
 
     @_guard
     def Classify(self, request, context):
-        version = self._spec(request.model_spec)
-        name = request.model_spec.signature_name or "serving_default"
-        examples = [e.SerializeToString() for e in request.input.example_list.examples]
-        scores = np.asarray(_examples(name, version, CLASSIFY_METHOD, examples))
         response = classification_pb2.ClassificationResponse()
-        response.model_spec.name, response.model_spec.version.value = request.model_spec.name, version.number
-        for row in scores.reshape(len(examples), -1):
+        scores, n = self._run_examples(request, CLASSIFY_METHOD, response)
+        for row in scores.reshape(n, -1):
             c = response.result.classifications.add()
             for i, s in enumerate(row):
                 c.classes.add(label=str(i), score=float(s))

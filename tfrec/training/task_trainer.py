@@ -286,7 +286,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
         raise TfrecError(f"the cold-start task trains and tests on the cold split; set split: cold "
                          f"(this config has {scheme!r})")
     if task != "cold-start" and scheme == task_splits.COLD:
-        raise TfrecError(f"the cold split holds its test items out of training; use it with --task cold-start")
+        raise TfrecError("the cold split holds its test items out of training; use it with --task cold-start")
     dataset = PreparedDataset(data_dir)
     split = task_splits.load(dataset, scheme, seed=config.seed, valid_fraction=config.tasks.valid_fraction,
                              cold_fraction=config.tasks.cold_fraction)
