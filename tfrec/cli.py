@@ -289,8 +289,23 @@ def cmd_serve(args) -> int:
                                warmup=args.enable_model_warmup, log=lambda m: print(f"tfrec serve: {m}", flush=True))
     except ServingError as e:
         raise TfrecError(str(e)) from None
+    from tfrec.serving.batching import read_batching_parameters, read_monitoring_config
+
     try:
-        server = Server(manager, port=args.port, rest_api_port=args.rest_api_port, host=args.host)
+        batching = None
+        if args.enable_batching:
+            batching = read_batching_parameters(args.batching_parameters_file) if args.batching_parameters_file \
+                else None
+            if batching is None:
+                from tfrec.serving.batching import BATCHING_FIELDS
+
+                batching = dict(BATCHING_FIELDS)
+        metrics_path = read_monitoring_config(args.monitoring_config_file) if args.monitoring_config_file else None
+    except ServingError as e:
+        raise TfrecError(str(e)) from None
+    try:
+        server = Server(manager, port=args.port, rest_api_port=args.rest_api_port, host=args.host,
+                        batching=batching, metrics_path=metrics_path)
     except (OSError, RuntimeError) as e:
         raise TfrecError(f"cannot start the server: {e}") from None
     server.stop_on_signals()
@@ -413,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds between looks for new and removed versions (0: load once)")
     sv.add_argument("--enable_model_warmup", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                     help="replay assets.extra/tf_serving_warmup_requests at load (default true)")
+    sv.add_argument("--enable_batching", action="store_true", help="server-side dynamic batching")
+    sv.add_argument("--batching_parameters_file", help="BatchingParameters text proto (max_batch_size, "
+                    "batch_timeout_micros, num_batch_threads, max_enqueued_batches)")
+    sv.add_argument("--monitoring_config_file", help="MonitoringConfig text proto: Prometheus metrics on the REST port")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sv.set_defaults(func=cmd_serve)
     qu = sub.add_parser("query", help="ask a TensorFlow Serving (or tfrec serve) server for recommendations")

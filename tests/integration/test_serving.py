@@ -38,7 +38,10 @@ def server(trained, tmp_path_factory):
     grpc_port, rest_port = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tfrec", "serve", "--port", str(grpc_port), "--rest_api_port",
                              str(rest_port), "--model_config_file", str(config), "--file_system_poll_wait_seconds",
-                             "0.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+                             "0.3", "--enable_batching", "--batching_parameters_file",
+                             os.path.join(REPO, "serving", "batching_parameters.txt"), "--monitoring_config_file",
+                             os.path.join(REPO, "serving", "monitoring.config")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     from tfrec.serving import Client
 
     client = Client(f"127.0.0.1:{grpc_port}", timeout=10)
@@ -86,6 +89,27 @@ def test_grpc_and_rest_answer_like_the_export(server):
     ex.features.feature["timestamp"].int64_list.value.append(1_600_000_000)
     result = client.predictions.Regress(request, timeout=10)
     assert result.result.regressions[0].value == pytest.approx(scores[0], rel=1e-5)
+
+
+def test_concurrent_requests_batched_together_get_their_own_answers(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = server["client"]
+    histories = [["i1"], ["i2", "i3", "i4"], [], ["i5", "i6"], ["i7", "i8", "i9", "i10", "i11"], ["i12"]] * 4
+    alone = [client.recommend("seq", [h], k=5)[0] for h in histories[:6]]
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda h: client.recommend("seq", [h], k=5)[0], histories))
+    for i, got in enumerate(together):
+        want = alone[i % 6]
+        assert [x for x, _ in got] == [x for x, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-4, abs=1e-5)
+    import urllib.request
+
+    text = urllib.request.urlopen(server["rest"] + "/monitoring/prometheus/metrics", timeout=10).read().decode()
+    line = [ln for ln in text.splitlines() if ln.startswith(":tensorflow:serving:request_count{")
+            and 'model_name="seq"' in ln and "grpc/Predict" in ln][0]
+    assert int(line.rsplit(" ", 1)[1]) >= 30
+    assert ':tensorflow:serving:request_latency_bucket{model_name="seq"' in text
 
 
 def test_errors_get_tf_servings_status_codes_and_the_server_lives_on(server):

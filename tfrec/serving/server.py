@@ -17,6 +17,7 @@ import json
 import re
 import signal
 import threading
+import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -71,8 +72,41 @@ def _check_inputs(signature_def, name: str, inputs: dict) -> None:
                                                        f"{[d if d >= 0 else -1 for d in dims]}, got {got.shape.as_list()}")
 
 
-def run_signature(version: Version, name: str, inputs: dict, output_filter=()) -> dict:
+class Runner:
+    """Runs signatures, through a dynamic batcher per (version, signature) when batching is on,
+    and keeps the request metrics."""
+
+    def __init__(self, batching: dict | None = None):
+        from tfrec.serving.batching import Metrics
+
+        self.batching = batching
+        self.batchers: dict = {}
+        self.lock = threading.Lock()
+        self.metrics = Metrics()
+
+    def call(self, version: Version, name: str, inputs: dict) -> dict:
+        fn = version.loaded.signatures[name]
+        if not self.batching:
+            return {k: v.numpy() for k, v in fn(**inputs).items()}
+        from tfrec.serving.batching import Batcher
+
+        key = (version.path, version.number, name)
+        with self.lock:
+            batcher = self.batchers.get(key)
+            if batcher is None:
+                b = self.batching
+                batcher = self.batchers[key] = Batcher(
+                    lambda merged: {k: v.numpy() for k, v in fn(**merged).items()}, b["max_batch_size"],
+                    b["batch_timeout_micros"], b["num_batch_threads"], b["max_enqueued_batches"])
+        return batcher({k: v.numpy() for k, v in inputs.items()})
+
+
+RUNNER = Runner()
+
+
+def run_signature(version: Version, name: str, inputs: dict, output_filter=(), runner: Runner | None = None) -> dict:
     """Calls signature `name` of `version` with tensors; returns numpy outputs."""
+    runner = runner or RUNNER
     name = name or "serving_default"
     if name not in version.signature_defs or name not in version.loaded.signatures:
         raise ServingError("INVALID_ARGUMENT", f"version {version.number} has no signature {name!r}; "
@@ -82,12 +116,12 @@ def run_signature(version: Version, name: str, inputs: dict, output_filter=()) -
     if unknown:
         raise ServingError("INVALID_ARGUMENT", f"signature {name} has no output {unknown[0]!r}")
     try:
-        outputs = version.loaded.signatures[name](**inputs)
+        outputs = runner.call(version, name, inputs)
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
         message = getattr(e, "message", str(e)).strip().splitlines()[0]
         raise ServingError("INVALID_ARGUMENT", f"signature {name} rejected the inputs: {message}") from None
     keys = list(output_filter) or list(outputs)
-    return {k: outputs[k].numpy() for k in keys}
+    return {k: outputs[k] for k in keys}
 
 
 def _examples(name: str, version: Version, method: str, examples: list[bytes]) -> np.ndarray:
@@ -115,21 +149,32 @@ def _tensor(proto) -> tf.Tensor:
 
 
 def _guard(method):
-    """Turns any failure of a handler into its gRPC status; the server lives on."""
+    """Turns any failure of a handler into its gRPC status (the server lives on) and counts the request."""
     def wrapped(self, request, context):
+        start = time.perf_counter()
+        spec = getattr(request, "model_spec", None)
+        code = None
         try:
             return method(self, request, context)
         except ServingError as e:
+            code = e.code
             context.abort(getattr(grpc.StatusCode, e.code), str(e))
         except Exception as e:  # never let a request kill the server
+            code = "INTERNAL"
             context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+        finally:
+            if spec is not None:
+                self.runner.metrics.observe(
+                    spec.name, str(spec.version.value) if spec.HasField("version") else "",
+                    spec.signature_name or "serving_default", f"grpc/{method.__name__}", time.perf_counter() - start,
+                    code)
     wrapped.__name__ = method.__name__
     return wrapped
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, manager: ModelManager, runner: Runner):
+        self.manager, self.runner = manager, runner
 
     def _spec(self, spec):
         version = spec.version.value if spec.HasField("version") else None
@@ -140,7 +185,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         version = self._spec(request.model_spec)
         name = request.model_spec.signature_name or "serving_default"
         inputs = {k: _tensor(v) for k, v in request.inputs.items()}
-        outputs = run_signature(version, name, inputs, list(request.output_filter))
+        outputs = run_signature(version, name, inputs, list(request.output_filter), self.runner)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = version.number
@@ -214,8 +259,8 @@ def model_status(manager: ModelManager, name: str, version: int | None = None, l
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, manager: ModelManager, runner: Runner):
+        self.manager, self.runner = manager, runner
 
     @_guard
     def GetModelStatus(self, request, context):
@@ -266,7 +311,7 @@ def _feature(value) -> tf.train.Feature:
         value=[_json_value(v) if isinstance(_json_value(v), bytes) else str(v).encode() for v in values]))
 
 
-def rest_predict(version: Version, body: dict) -> dict:
+def rest_predict(version: Version, body: dict, runner: Runner | None = None) -> dict:
     name = body.get("signature_name") or "serving_default"
     if name not in version.signature_defs:
         raise ServingError("INVALID_ARGUMENT", f"version {version.number} has no signature {name!r}")
@@ -280,7 +325,7 @@ def rest_predict(version: Version, body: dict) -> dict:
                 raise ServingError("INVALID_ARGUMENT", "'inputs' must name each input of a signature with several")
             columns = {next(iter(infos)): columns}
         tensors = {k: _rest_tensor(v, infos[k]) if k in infos else tf.constant(0) for k, v in columns.items()}
-        outputs = run_signature(version, name, tensors)
+        outputs = run_signature(version, name, tensors, runner=runner)
         if len(outputs) == 1:
             return {"outputs": _to_json(next(iter(outputs.values())))}
         return {"outputs": {k: _to_json(v) for k, v in outputs.items()}}
@@ -297,7 +342,7 @@ def rest_predict(version: Version, body: dict) -> dict:
     else:
         raise ServingError("INVALID_ARGUMENT", "instances of a signature with several inputs must be objects")
     tensors = {k: _rest_tensor(v, infos[k]) if k in infos else tf.constant(0) for k, v in columns.items()}
-    outputs = run_signature(version, name, tensors)
+    outputs = run_signature(version, name, tensors, runner=runner)
     n = len(rows)
     if len(outputs) == 1:
         return {"predictions": _to_json(next(iter(outputs.values())))}
@@ -323,7 +368,7 @@ PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)
                   r"(?P<rest>/metadata|:predict|:regress|:classify)?$")
 
 
-def make_rest_handler(manager: ModelManager):
+def make_rest_handler(manager: ModelManager, runner: Runner, metrics_path: str | None = None):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -339,8 +384,18 @@ def make_rest_handler(manager: ModelManager):
             self.wfile.write(data)
 
         def _route(self, method: str) -> None:
+            start, code, name, version_text, signature = time.perf_counter(), None, "", "", ""
             try:
-                match = PATH.match(self.path.split("?", 1)[0])
+                path = self.path.split("?", 1)[0]
+                if metrics_path and method == "GET" and path == metrics_path:
+                    data = runner.metrics.render().encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                match = PATH.match(path)
                 if not match:
                     raise ServingError("NOT_FOUND", f"no such path {self.path!r}; try /v1/models/NAME")
                 name, label, rest = match["name"], match["label"], match["rest"] or ""
@@ -377,15 +432,22 @@ def make_rest_handler(manager: ModelManager):
                     raise ServingError("INVALID_ARGUMENT", f"the body is not JSON: {e}") from None
                 if not isinstance(body, dict):
                     raise ServingError("INVALID_ARGUMENT", "the body must be a JSON object")
+                name, version_text = match["name"], str(served.number)
+                signature = body.get("signature_name") or "serving_default"
                 if rest == ":predict":
-                    self._send(200, rest_predict(served, body))
+                    self._send(200, rest_predict(served, body, runner))
                 else:
                     self._send(200, rest_examples(served, body, REGRESS_METHOD if rest == ":regress"
                                                   else CLASSIFY_METHOD))
             except ServingError as e:
+                code = e.code
                 self._send(HTTP_STATUS.get(e.code, 400), {"error": str(e)})
             except Exception as e:  # never let a request kill the server
+                code = "INTERNAL"
                 self._send(500, {"error": f"{type(e).__name__}: {e}"})
+            finally:
+                if name:
+                    runner.metrics.observe(name, version_text, signature, "rest", time.perf_counter() - start, code)
 
         def do_GET(self):
             self._route("GET")
@@ -404,19 +466,21 @@ class Server:
     """gRPC and REST over one :class:`ModelManager`."""
 
     def __init__(self, manager: ModelManager, port: int = 8500, rest_api_port: int = 8501, host: str = "127.0.0.1",
-                 workers: int = 16):
+                 workers: int = 16, batching: dict | None = None, metrics_path: str | None = None):
         self.manager = manager
+        self.runner = Runner(batching)
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), self.grpc)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), self.grpc)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, self.runner),
+                                                                            self.grpc)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, self.runner), self.grpc)
         self.port = self.grpc.add_insecure_port(f"{host}:{port}")
         if not self.port:
             raise OSError(f"cannot listen on {host}:{port}")
         self.rest = None
         if rest_api_port is not None and rest_api_port >= 0:
-            self.rest = ThreadingHTTPServer((host, rest_api_port), make_rest_handler(manager))
+            self.rest = ThreadingHTTPServer((host, rest_api_port), make_rest_handler(manager, self.runner, metrics_path))
             self.rest.daemon_threads = True
             self.rest_port = self.rest.server_address[1]
         self._done = threading.Event()
