@@ -112,6 +112,13 @@ def test_task_bad_inputs_are_one_sentence(data, pretrained_random, tmp_path):
     prepare(raw, implicit)
     r = finetune(implicit, str(tmp_path / "bad"), "ranking", "--split", "random", "--from-scratch")
     assert_clean_error(r, "needs ratings")
+    # no item features: nothing for a content tower to read
+    bare = str(tmp_path / "bare")
+    raw = generate_synthetic(num_users=80, num_items=30, seed=9)
+    raw.items = None
+    prepare(raw, bare)
+    r = finetune(bare, str(tmp_path / "bad"), "cold-start", "--split", "cold", "--from-scratch")
+    assert_clean_error(r, "needs item content features")
 
 
 def test_evaluate_points_a_task_model_to_its_metrics(data, tmp_path):
