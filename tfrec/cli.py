@@ -127,10 +127,11 @@ def cmd_data_stats(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    """The main job end to end on MovieLens-100K: prepare, pretrain, fine-tune, evaluate on test."""
+    """The main job end to end on MovieLens-100K: prepare, pretrain, fine-tune next-item and ranking,
+    evaluate, export, serve, query over gRPC."""
     from tfrec.data import dataset, loaders
     from tfrec.evaluation import sequential
-    from tfrec.training import trainer
+    from tfrec.training import task_trainer, trainer
     from tfrec.training.config import RunConfig
 
     path = args.data_dir
@@ -139,23 +140,75 @@ def cmd_quickstart(args) -> int:
     elif os.path.isdir(os.path.join(path, "ml-100k")):
         path = os.path.join(path, "ml-100k")
     data = os.path.join(args.workdir, "data", "movielens-100k")
-    print(f"[1/4] preparing MovieLens-100K from {path or 'the cache (downloading on first use)'} -> {data}", flush=True)
+    print(f"[1/7] preparing MovieLens-100K from {path or 'the cache (downloading on first use)'} -> {data}", flush=True)
     prepared = dataset.prepare(loaders.load("movielens-100k", path), data)
     print(format_table(stats_rows(prepared.stats), ("statistic", "value")), flush=True)
     config = RunConfig.from_file(args.config)
     pre, ft = os.path.join(args.workdir, "pretrain"), os.path.join(args.workdir, "finetune")
-    print(f"[2/4] pretraining the sequence backbone -> {pre}", flush=True)
+    rank = os.path.join(args.workdir, "ranking")
+    print(f"[2/7] pretraining the sequence backbone -> {pre}", flush=True)
     trainer.pretrain(data, pre, config, verbose=2)
-    print(f"[3/4] fine-tuning next-item recommendation from it -> {ft}", flush=True)
+    print(f"[3/7] fine-tuning next-item recommendation from it -> {ft}", flush=True)
     trainer.finetune(data, ft, config, pretrained=pre, verbose=2)
-    print("[4/4] evaluating on the test split (leave-one-out, full ranking, history excluded)", flush=True)
+    print(f"[4/7] fine-tuning rating prediction (ranking) from it -> {rank}", flush=True)
+    ranking_record = task_trainer.finetune_task(data, rank, config, pretrained=pre, task="ranking", verbose=2)
+    print("[5/7] evaluating on the test split (leave-one-out, full ranking, history excluded)", flush=True)
     rows = []
     for name, which in (("popularity", {"baseline": "popularity"}), ("pretrained + fine-tuned", {"model": ft})):
         report, ranks, seqs = sequential.evaluate_saved(which.get("model"), data, "test", baseline=which.get("baseline"))
         sequential.write_report(report, ranks, seqs, os.path.join(args.workdir, f"test_{name.split()[0]}"), per_user=False)
         rows.append((name, report["metrics"]))
     print(sequential.markdown_table(rows), end="")
+    print(task_trainer.summary_table(ranking_record["summary"]), end="", flush=True)
+    _quickstart_serve(args.workdir, data, ft)
     return 0
+
+
+def _quickstart_serve(workdir: str, data: str, model: str) -> None:
+    """Exports `model`, serves it with the embedded server and asks it for one user's top 10 over gRPC."""
+    import socket
+
+    import numpy as np
+
+    from tfrec.data import inputs, schema
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.export import exporter
+    from tfrec.serving import Client
+    from tfrec.serving.models import ModelManager, single_model_config
+    from tfrec.serving.server import Server
+
+    root = os.path.join(workdir, "serving")
+    print(f"[6/7] exporting the next-item model -> {root}/movielens-100k (checked in a TensorFlow-only process)",
+          flush=True)
+    version = exporter.export(model, root, "movielens-100k", k=10)
+    print(f"      {version}", flush=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manager = ModelManager(single_model_config("movielens-100k", os.path.abspath(os.path.join(root, "movielens-100k"))),
+                           poll_seconds=0, warmup=True, log=lambda m: print(f"      server: {m}", flush=True))
+    server = Server(manager, port=port, rest_api_port=-1)
+    server.start()
+    print(f"[7/7] serving on 127.0.0.1:{port} (TensorFlow Serving's gRPC API); asking it for a sample user", flush=True)
+    try:
+        ds = PreparedDataset(data)
+        seqs = inputs.loo_sequences(ds, schema.TEST)
+        user = int(np.argmax([len(h) for h in seqs.histories[:50]]))
+        history = [ds.item_vocab.token(int(i)) for i in seqs.histories[user]]
+        titles = dict(zip(ds.items["item_id"].astype(str), ds.items["title"].astype(str))) if ds.items is not None \
+            else {}
+        client = Client(f"127.0.0.1:{port}", timeout=30)
+        recs = client.recommend("movielens-100k", [history], k=10)[0]
+        client.close()
+        uid = ds.user_vocab.token(int(seqs.user_indices[user]))
+        print(f"user {uid}: the last 5 of {len(history)} movies watched")
+        print(format_table([(i, titles.get(i, "")) for i in history[-5:]], ("item", "title")))
+        print(f"top 10 recommendations for user {uid}, from the server")
+        print(format_table([(str(r), i, f"{sc:.3f}", titles.get(i, "")) for r, (i, sc) in enumerate(recs, 1)],
+                           ("rank", "item", "score", "title")), flush=True)
+    finally:
+        server.stop(grace=2)
+        print("server stopped", flush=True)
 
 
 def _run_config(args, stage: str):

@@ -89,7 +89,8 @@ def test_quickstart(tmp_path):
     assert r.returncode == 0, r.stderr
     assert os.path.isfile(tmp_path / "data" / "movielens-100k" / "stats.json")
     assert "| users" in r.stdout and "943" in r.stdout
-    for step in ("[2/4] pretraining", "[3/4] fine-tuning", "[4/4] evaluating"):
+    for step in ("[2/7] pretraining", "[3/7] fine-tuning", "[4/7] fine-tuning rating", "[5/7] evaluating",
+                 "[6/7] exporting", "[7/7] serving"):
         assert step in r.stdout
     report = json.load(open(tmp_path / "test_pretrained.json"))
     pop = json.load(open(tmp_path / "test_popularity.json"))
@@ -97,3 +98,11 @@ def test_quickstart(tmp_path):
     # even the short run must beat popularity on the test split
     assert report["metrics"]["ndcg@10"] > pop["metrics"]["ndcg@10"], (report["metrics"], pop["metrics"])
     assert "| pretrained + fine-tuned |" in r.stdout
+    # the ranking model beats the training mean; the served model answers ten titled recommendations
+    ranking = json.load(open(tmp_path / "ranking" / "metrics.json"))
+    assert ranking["test"]["ranking"]["rmse"] < ranking["baselines"]["train_mean"]["rmse"]
+    assert os.listdir(tmp_path / "serving" / "movielens-100k") == ["1"]
+    served = r.stdout.split("from the server", 1)[1]
+    rows = [ln for ln in served.splitlines() if ln.startswith("| ") and not ln.startswith("| rank")]
+    assert len(rows) == 10 and all(ln.count("|") == 5 and ln.split("|")[4].strip() for ln in rows)
+    assert "server stopped" in r.stdout
