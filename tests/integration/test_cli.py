@@ -85,7 +85,7 @@ def test_prepare_local_copy_through_data_dir_env(tmp_path):
 @pytest.mark.slow
 def test_quickstart(tmp_path):
     root = os.path.dirname(dataset_dir("ml-100k"))
-    r = run_cli("quickstart", "--workdir", str(tmp_path), env={"TFREC_DATA_DIR": root})
+    r = run_cli("quickstart", "--workdir", str(tmp_path), env={"TFREC_DATA_DIR": root}, timeout=1200)
     assert r.returncode == 0, r.stderr
     assert os.path.isfile(tmp_path / "data" / "movielens-100k" / "stats.json")
     assert "| users" in r.stdout and "943" in r.stdout
