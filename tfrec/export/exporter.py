@@ -50,31 +50,35 @@ def _dataset_dir(config: dict, data_dir: str | None, model_dir: str) -> str:
     return path
 
 
-def _examples(task: str, dataset, config: dict, rows: int):
-    """Representative requests: held-out rows of the model's own split."""
+def validation_rows(dataset, task: str, run_config: dict, rows: int | None = None) -> dict:
+    """Held-out validation rows of the model's own split, as string ids (what a client sends).
+
+    Returns ``history`` (lists of item ids), ``user_id``, ``item_id`` (the held-out item),
+    ``timestamp`` (unix seconds; 0 for leave-one-out next-item rows) and ``rating`` (or
+    None); `rows` picks that many, evenly spread.
+    """
     from tfrec.data import inputs, schema, task_splits
 
-    split_name = config.get("run_config", {}).get("split", schema.LEAVE_ONE_OUT)
-    items, users = dataset.item_vocab, dataset.user_vocab
-    if task in ("pretrain", "next-item"):
+    scheme = run_config.get("split", schema.LEAVE_ONE_OUT)
+    if scheme == schema.LEAVE_ONE_OUT and task not in RANKING_TASKS:
         seqs = inputs.loo_sequences(dataset, schema.VALID)
-        pick = np.linspace(0, len(seqs.targets) - 1, rows).astype(int)
-        histories = [seqs.histories[i] for i in pick]
-        return {"history": [[items.token(int(x)) for x in h] for h in histories],
-                "user_id": [users.token(int(seqs.user_indices[i])) for i in pick],
-                "item_id": [items.token(int(seqs.targets[i])) for i in pick], "timestamp": [0] * rows}
-    split = task_splits.load(dataset, split_name, seed=config["run_config"]["seed"],
-                             valid_fraction=config["run_config"]["tasks"]["valid_fraction"],
-                             cold_fraction=config["run_config"]["tasks"]["cold_fraction"])
-    part = split.valid
-    pick = np.linspace(0, len(part) - 1, rows).astype(int)
-    return {"history": [[items.token(int(x)) for x in part.histories[i]] for i in pick],
-            "user_id": [users.token(int(part.users[i])) for i in pick],
-            "item_id": [items.token(int(part.items[i])) for i in pick],
-            "timestamp": [int(part.timestamps[i]) for i in pick]}
+        users, histories, items = seqs.user_indices, seqs.histories, seqs.targets
+        ratings, timestamps = None, np.zeros(len(items), np.int64)
+    else:
+        part = task_splits.load(dataset, scheme, seed=run_config["seed"],
+                                valid_fraction=run_config["tasks"]["valid_fraction"],
+                                cold_fraction=run_config["tasks"]["cold_fraction"]).valid
+        users, histories, items, ratings, timestamps = (part.users, part.histories, part.items, part.ratings,
+                                                        part.timestamps)
+    pick = np.arange(len(items)) if rows is None else np.linspace(0, len(items) - 1, rows).astype(int)
+    item, user = dataset.item_vocab.token, dataset.user_vocab.token
+    return {"history": [[item(int(x)) for x in histories[i]] for i in pick],
+            "user_id": [user(int(users[i])) for i in pick], "item_id": [item(int(items[i])) for i in pick],
+            "timestamp": [int(timestamps[i]) for i in pick],
+            "rating": None if ratings is None else np.asarray(ratings)[pick]}
 
 
-def _padded(histories: list[list[str]]) -> np.ndarray:
+def padded(histories: list[list[str]]) -> np.ndarray:
     """Ragged string histories -> [n, longest] with empty strings in front (padding)."""
     width = max(1, max(len(h) for h in histories))
     return np.array([[""] * (width - len(h)) + list(h) for h in histories], dtype=object)
@@ -126,7 +130,7 @@ def _warmup_logs(name: str, requests: dict, signatures: list[tuple[str, list[str
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2, regression_pb2
 
     logs = []
-    history = _padded(requests["history"])
+    history = padded(requests["history"])
     for signature, inputs in signatures:
         if signature == "regress":
             request = regression_pb2.RegressionRequest(
@@ -211,7 +215,7 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
     max_len = model.backbone.max_len
     vocab_dir = os.path.join(dataset.path, "vocab")
     item_vocab, user_vocab = os.path.join(vocab_dir, "items.txt"), os.path.join(vocab_dir, "users.txt")
-    requests = _examples(task, dataset, config, WARMUP_ROWS)
+    requests = validation_rows(dataset, task, config["run_config"], WARMUP_ROWS)
     if task in SEQUENCE_TASKS:
         module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k)
         signatures = module.signatures()

@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 
 from tfrec.errors import TfrecError
-from tfrec.export.exporter import METADATA_FILE, RANKING_TASKS, versions
+from tfrec.export.exporter import METADATA_FILE, RANKING_TASKS, padded, validation_rows, versions
 
 LOWER_IS_BETTER = ("rmse", "mae", "log_loss")
 BATCH = 256
@@ -33,33 +33,6 @@ def _metadata(export_dir: str) -> dict:
         return json.load(f)
 
 
-def _validation_rows(meta: dict, data_dir: str | None):
-    from tfrec.data import inputs, schema, task_splits
-    from tfrec.data.dataset import PreparedDataset
-
-    dataset = PreparedDataset(data_dir or meta["dataset"])
-    config = meta["config"]
-    scheme = config.get("split", schema.LEAVE_ONE_OUT)
-    if scheme == schema.LEAVE_ONE_OUT and meta["task"] not in RANKING_TASKS:
-        seqs = inputs.loo_sequences(dataset, schema.VALID)
-        users, histories, items = seqs.user_indices, seqs.histories, seqs.targets
-        ratings, timestamps = None, np.zeros(len(items), np.int64)
-    else:
-        split = task_splits.load(dataset, scheme, seed=config["seed"], valid_fraction=config["tasks"]["valid_fraction"],
-                                 cold_fraction=config["tasks"]["cold_fraction"])
-        part = split.valid
-        users, histories, items, ratings, timestamps = part.users, part.histories, part.items, part.ratings, \
-            part.timestamps
-    tok_i, tok_u = dataset.item_vocab.token, dataset.user_vocab.token
-    return ([[tok_i(int(x)) for x in h] for h in histories], [tok_u(int(u)) for u in users],
-            [tok_i(int(i)) for i in items], ratings, np.asarray(timestamps, np.int64))
-
-
-def _padded(rows: list[list[str]]) -> np.ndarray:
-    width = max(1, max(len(r) for r in rows))
-    return np.array([[""] * (width - len(r)) + r for r in rows], dtype=object)
-
-
 def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
     """Validation figures of an export, computed through its serving signatures.
 
@@ -71,15 +44,19 @@ def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
     from tfrec.evaluation import ranking
     from tfrec.training.task_trainer import rating_metrics
 
+    from tfrec.data.dataset import PreparedDataset
+
     meta = _metadata(export_dir)
-    histories, users, items, ratings, timestamps = _validation_rows(meta, data_dir)
+    rows = validation_rows(PreparedDataset(data_dir or meta["dataset"]), meta["task"], meta["config"])
+    histories, users, items = rows["history"], rows["user_id"], rows["item_id"]
+    ratings, timestamps = rows["rating"], np.asarray(rows["timestamp"], np.int64)
     loaded = tf.saved_model.load(export_dir)
     if meta["task"] in RANKING_TASKS:
         fn = loaded.signatures["serving_default" if meta["task"] == "ranking" else "rank"]
         scores = []
         for s in range(0, len(items), BATCH):
             out = fn(user_id=tf.constant(users[s:s + BATCH]), item_id=tf.constant(items[s:s + BATCH]),
-                     history=tf.constant(_padded(histories[s:s + BATCH])),
+                     history=tf.constant(padded(histories[s:s + BATCH])),
                      timestamp=tf.constant(timestamps[s:s + BATCH]))
             scores.append(out["score"].numpy())
         score = np.concatenate(scores)
@@ -91,7 +68,7 @@ def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
     uses_user = "user_id" in fn.structured_input_signature[1]
     ranks = []
     for s in range(0, len(items), BATCH):
-        args = {"history": tf.constant(_padded(histories[s:s + BATCH]))}
+        args = {"history": tf.constant(padded(histories[s:s + BATCH]))}
         if uses_user:
             args["user_id"] = tf.constant(users[s:s + BATCH])
         returned = fn(**args)["item_ids"].numpy().astype(str)
