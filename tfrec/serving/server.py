@@ -462,6 +462,11 @@ def make_rest_handler(manager: ModelManager, runner: Runner, metrics_path: str |
 # The server
 
 
+class _RestServer(ThreadingHTTPServer):
+    # The default listen backlog (5) refuses connections under a burst of concurrent clients.
+    request_queue_size = 256
+
+
 class Server:
     """gRPC and REST over one :class:`ModelManager`."""
 
@@ -480,7 +485,7 @@ class Server:
             raise OSError(f"cannot listen on {host}:{port}")
         self.rest = None
         if rest_api_port is not None and rest_api_port >= 0:
-            self.rest = ThreadingHTTPServer((host, rest_api_port), make_rest_handler(manager, self.runner, metrics_path))
+            self.rest = _RestServer((host, rest_api_port), make_rest_handler(manager, self.runner, metrics_path))
             self.rest.daemon_threads = True
             self.rest_port = self.rest.server_address[1]
         self._done = threading.Event()
