@@ -313,9 +313,8 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     steps = trainer._steps(stage, len(split.train))
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": trainer.data_fingerprint(dataset),
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
-    data = trainer.SequenceData(dataset, split.train_sequences, None, split.vocabulary_size, None)
     with strategy.scope():
-        backbone = trainer.build_backbone(config, data)
+        backbone = trainer.build_backbone(config, dataset)
         model = RecommenderModel.built(backbone, **arguments)
         if source is not None:
             persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)

@@ -116,15 +116,16 @@ class SequenceData:
         return cls(ds, train, valid, vocab, counts)
 
 
-def build_backbone(config: RunConfig, data: SequenceData) -> SequenceBackbone:
+def build_backbone(config: RunConfig, dataset: PreparedDataset) -> SequenceBackbone:
+    """The backbone of `config` over `dataset`'s item vocabulary (and item features, when used)."""
     m = config.model
     table, size = None, 0
     if m.item_features:
-        t, size, columns = data.dataset.item_feature_table()
+        t, size, columns = dataset.item_feature_table()
         if columns:
             table = t
     return SequenceBackbone(
-        data.vocabulary_size, max_len=m.max_len, hidden_dim=m.hidden_dim, num_layers=m.num_layers,
+        len(dataset.item_vocab), max_len=m.max_len, hidden_dim=m.hidden_dim, num_layers=m.num_layers,
         num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
         feature_table=table, feature_vocabulary_size=size)
 
@@ -336,7 +337,7 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
         return done
     with strategy.scope():
-        backbone = build_backbone(config, data)
+        backbone = build_backbone(config, data.dataset)
         model = MaskedItemPretrainer(
             backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts, attribute_table=attribute_table,
             attribute_size=attribute_size, attribute_weight=stage.attribute_weight,
@@ -379,7 +380,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": data_fingerprint(data.dataset),
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     with strategy.scope():
-        backbone = build_backbone(config, data)
+        backbone = build_backbone(config, data.dataset)
         model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts)
         if pretrained_model:
             source, _ = persistence.load(pretrained_model)
