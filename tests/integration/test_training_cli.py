@@ -79,6 +79,47 @@ def test_finetune_from_pretrained_and_from_scratch_then_evaluate(prepared, pretr
     assert pop.returncode == 0 and "popularity" in pop.stdout
 
 
+def test_refit_trains_on_the_validation_items_and_keeps_the_last_epoch(prepared, pretrained, tmp_path):
+    from tfrec.data import inputs, schema
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.training.config import RunConfig
+    from tfrec.training.trainer import SequenceData
+
+    # The data: each training sequence gains its user's validation item, at the end.
+    plain = SequenceData.load(prepared)
+    refit = SequenceData.load(prepared, config=RunConfig(refit=True))
+    valid = inputs.loo_sequences(PreparedDataset(prepared), schema.VALID)
+    by_user = dict(zip(valid.user_indices.tolist(), valid.targets.tolist()))
+    users, _ = inputs.loo_sequences(PreparedDataset(prepared), schema.TRAIN)
+    assert len(refit.train) == len(plain.train) > 0
+    for user, before, after in zip(users.tolist(), plain.train, refit.train):
+        assert after.tolist() == before.tolist() + [by_user[user]]
+    assert refit.valid.targets.tolist() == plain.valid.targets.tolist()
+
+    # A learning rate of 0 never improves validation; a refit keeps the last epoch anyway, never stops early.
+    out = str(tmp_path / "refit")
+    r = run_cli("finetune", "--data", prepared, "--from-scratch", "--out", out, "--epochs", "3",
+                "--learning-rate", "0", "--set", "finetune.patience=1", "--set", "refit=true", *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.load(open(os.path.join(out, "run.json")))["summary"]
+    assert summary["refit"] and summary["best_epoch"] == 3 and summary["epochs_run"] == 3
+    assert not summary["stopped_early"] and "not held out" in r.stdout
+    assert json.load(open(os.path.join(out, "model", "config.json")))["epoch"] == 3
+    # Its validation figures are not held out: evaluate refuses them, and the test split works.
+    assert_clean_error(run_cli("evaluate", "--model", out, "--data", prepared, "--split", "valid"), "not held out")
+    assert run_cli("evaluate", "--model", out, "--data", prepared, "--split", "test").returncode == 0
+    # A refit pretrained model would leak the validation items into a plain fine-tuning run's selection.
+    pre_refit = str(tmp_path / "pre-refit")
+    assert run_cli("pretrain", "--data", prepared, "--out", pre_refit, "--epochs", "1", "--set", "refit=true",
+                   *SMALL).returncode == 0
+    assert_clean_error(run_cli("finetune", "--data", prepared, "--pretrained", pre_refit, "--out",
+                               str(tmp_path / "o"), "--epochs", "1", *SMALL), "refit")
+    assert_clean_error(run_cli("finetune", "--task", "retrieval", "--data", prepared, "--pretrained", pre_refit,
+                               "--out", str(tmp_path / "o"), "--epochs", "1", *SMALL), "refit")
+    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--set", "refit=true",
+                               "--set", "split=random"), "refit")
+
+
 def test_training_bad_input(prepared, pretrained, tmp_path):
     pre, _ = pretrained
     assert_clean_error(run_cli("pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")), "not a folder")

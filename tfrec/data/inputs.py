@@ -93,6 +93,14 @@ def loo_sequences(dataset, split: str) -> EvalSequences | tuple[np.ndarray, list
     return EvalSequences(np.asarray(uids, np.int32), histories, np.asarray(targets, np.int32))
 
 
+def with_validation_items(dataset, users: np.ndarray, sequences: list[np.ndarray]) -> list[np.ndarray]:
+    """Each user's training sequence with the validation item appended (a refit's training data)."""
+    valid = dataset.split(schema.VALID)
+    valid_item = dict(zip(valid[schema.USER_INDEX].tolist(), valid[schema.ITEM_INDEX].astype(np.int32).tolist()))
+    return [np.append(s, np.int32(valid_item[u])).astype(np.int32) if u in valid_item else s
+            for u, s in zip(users.tolist(), sequences)]
+
+
 def pad_left(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
     """[n, max_len] int32: each sequence's last `max_len` items, right-aligned, zeros in front."""
     out = np.zeros((len(sequences), max_len), dtype=np.int32)

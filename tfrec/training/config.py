@@ -133,6 +133,11 @@ class RunConfig:
     # held out entirely).  Pretraining for a task must use the task's split, or the
     # backbone would have seen the test rows.
     split: str = "loo"
+    # Leave-one-out only: after the settings (epochs included) were chosen on the validation
+    # item, train again on the training *and* validation items, as the final model for the
+    # test split.  The run then keeps its last epoch (no model selection, no early stopping),
+    # and its validation figures are no longer held out.
+    refit: bool = False
     # tf.distribute strategy: "mirrored" (every local GPU, or the CPU), "default", or "one-device".
     strategy: str = "mirrored"
     # Make TensorFlow ops deterministic (repeatable runs on one machine).
@@ -168,6 +173,9 @@ class RunConfig:
         for key, value, known in choices:
             if value not in known:
                 raise TfrecError(f"{where}: unknown {key} {value!r}; use {' or '.join(known)}")
+        if self.refit and self.split != "loo":
+            raise TfrecError(f"{where}: refit trains on the validation items of the leave-one-out split; "
+                             f"it does not apply to split {self.split!r}")
 
     @classmethod
     def from_file(cls, path: str) -> "RunConfig":

@@ -282,6 +282,9 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
         raise TfrecError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     config = config or RunConfig()
     scheme = config.split
+    if config.refit:
+        raise TfrecError("refit (training on the validation items) is for pretraining and next-item fine-tuning; "
+                         f"the {task} task selects its epoch on held-back rows, so run it with refit: false")
     if task == "cold-start" and scheme != task_splits.COLD:
         raise TfrecError(f"the cold-start task trains and tests on the cold split; set split: cold "
                          f"(this config has {scheme!r})")
@@ -295,6 +298,9 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     if pretrained_model:
         source, source_config = persistence.load(pretrained_model)
         source_split = source_config.get("run_config", {}).get("split", schema.LEAVE_ONE_OUT)
+        if source_config.get("run_config", {}).get("refit"):
+            raise TfrecError(f"the pretrained model at {pretrained_model} was refit on the validation items, which "
+                             f"this {task} run would validate on; pretrain it with refit: false")
         if source_split != scheme:
             raise TfrecError(f"the pretrained model at {pretrained_model} was trained on the {source_split} split "
                              f"and this run tests on the {scheme} split, whose test rows it may have seen; "

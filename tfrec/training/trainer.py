@@ -95,14 +95,17 @@ class SequenceData:
     def load(cls, path: str, scheme: str = schema.LEAVE_ONE_OUT, config: RunConfig | None = None) -> "SequenceData":
         """The training sequences and validation targets of `scheme`.
 
-        ``loo``: the leave-one-out split.  ``random`` / ``cold``: each user's training rows
+        ``loo``: the leave-one-out split (with ``config.refit``, the validation items are
+        appended to the training sequences).  ``random`` / ``cold``: each user's training rows
         of that split in time order, validated on one held-back training row per user
         (:mod:`tfrec.data.task_splits`), so the split's test rows stay unseen.
         """
         ds = PreparedDataset(path)
         if scheme == schema.LEAVE_ONE_OUT:
-            _, train = inputs.loo_sequences(ds, schema.TRAIN)
+            users, train = inputs.loo_sequences(ds, schema.TRAIN)
             valid = inputs.loo_sequences(ds, schema.VALID)
+            if config is not None and config.refit:
+                train = inputs.with_validation_items(ds, users, train)
         else:
             config = config or RunConfig()
             split = task_splits.load(ds, scheme, seed=config.seed, valid_fraction=config.tasks.valid_fraction,
@@ -160,11 +163,14 @@ class RankingValidation(tf.keras.callbacks.Callback):
     calls `on_improve(epoch, metrics)` when validation NDCG@10 improves, and stops
     training after `patience` validations without improvement.  Its state lives in
     `state_path`, so a resumed run remembers the best epoch and the patience used.
+    With ``select=False`` (a refit, trained on the validation items) nothing is selected:
+    every validated epoch counts as the best, so the last one is kept, and nothing stops early.
     """
 
     def __init__(self, scorer, valid: inputs.EvalSequences, state_path: str, on_improve, every: int = 1,
-                 patience: int = 0, exclude_history: bool = True, batch_size: int = 1024):
+                 patience: int = 0, exclude_history: bool = True, batch_size: int = 1024, select: bool = True):
         super().__init__()
+        self.select = select
         self.scorer, self.valid, self.state_path = scorer, valid, state_path
         self.on_improve, self.every, self.patience = on_improve, max(1, every), patience
         self.exclude_history, self.batch_size = exclude_history, batch_size
@@ -197,7 +203,7 @@ class RankingValidation(tf.keras.callbacks.Callback):
         entry = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))}
         entry["time"] = time.time()
         self.state["epochs"][str(epoch + 1)] = entry
-        if metrics[MONITOR] > self.state["best"]:
+        if metrics[MONITOR] > self.state["best"] or not self.select:
             self.state.update(best=metrics[MONITOR], best_epoch=epoch + 1, wait=0)
             self.on_improve(epoch + 1, metrics)
         else:
@@ -206,8 +212,12 @@ class RankingValidation(tf.keras.callbacks.Callback):
                 self.model.stop_training = True
                 self.state["stopped_early"] = True
         write_json(self.state_path, self.state)
-        print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
-              f"(best {self.state['best']:.4f} at epoch {self.state['best_epoch']})", flush=True)
+        if self.select:
+            print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
+                  f"(best {self.state['best']:.4f} at epoch {self.state['best_epoch']})", flush=True)
+        else:
+            print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
+                  "(refit: trained on these items, not held out; the last epoch is kept)", flush=True)
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
@@ -275,7 +285,7 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     validation = RankingValidation(
         model_scorer(model, max_len, config.eval_batch_size), data.valid, os.path.join(out, VALIDATION_FILE),
         save_best, every=stage.validate_every, patience=stage.patience, exclude_history=config.exclude_history,
-        batch_size=config.eval_batch_size)
+        batch_size=config.eval_batch_size, select=not config.refit)
     callbacks = [
         validation,  # first: later callbacks see the validation metrics in the logs
         tf.keras.callbacks.TensorBoard(os.path.join(out, LOG_DIR), update_freq="epoch", profile_batch=0),
@@ -292,7 +302,7 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
     summary = {"best_epoch": state["best_epoch"], "epochs_run": state.get("last_epoch", 0),
                "validations": len(state["epochs"]), "stopped_early": state["stopped_early"],
-               "valid": metrics, "fit_seconds_this_process": seconds}
+               "valid": metrics, "fit_seconds_this_process": seconds, "refit": config.refit}
     write_json(os.path.join(out, METRICS_FILE), summary)
     return summary
 
@@ -357,7 +367,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     config = config or RunConfig()
     if config.split != schema.LEAVE_ONE_OUT:
         raise TfrecError(f"next-item fine-tuning uses the leave-one-out split; this config has split {config.split!r}")
-    data = SequenceData.load(data_dir)
+    data = SequenceData.load(data_dir, config=config)
     pretrained_model = resolve_model_dir(pretrained) if pretrained else None
     set_seed(config)
     stage = config.finetune
@@ -383,7 +393,11 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         backbone = build_backbone(config, data.dataset)
         model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts)
         if pretrained_model:
-            source, _ = persistence.load(pretrained_model)
+            source, source_config = persistence.load(pretrained_model)
+            if source_config.get("run_config", {}).get("refit") and not config.refit:
+                raise TfrecError(f"the pretrained model at {pretrained_model} was refit on the validation items, "
+                                 "so validating this run on them would not be held out; fine-tune it with refit too, "
+                                 "or pretrain without refit")
             persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
             backbone.set_weights(source.backbone.get_weights())
             model.head.set_weights(source.head.get_weights())
