@@ -455,16 +455,32 @@ LOCAL_FOLDERS = {
     "amazon-s3rec": "amazon-beauty",
 }
 TABLE_SOURCES = ("csv", "parquet")
+DATA_DIR_ENV = "TFREC_DATA_DIR"
+
+
+def local_copy(source: str) -> str | None:
+    """The local copy of a named source under ``$TFREC_DATA_DIR``, when there is one."""
+    root = os.environ.get(DATA_DIR_ENV)
+    folder = LOCAL_FOLDERS.get(source)
+    if root and folder and os.path.isdir(os.path.join(root, folder)):
+        return os.path.join(root, folder)
+    return None
 
 
 def load(source: str, path: str | None = None, **kwargs) -> RawDataset:
-    """Loads a named source (``movielens-100k``, ``amazon-s3rec``, ``csv``...) into a RawDataset."""
+    """Loads a named source (``movielens-100k``, ``amazon-s3rec``, ``csv``...) into a RawDataset.
+
+    Without `path`, a named source is read from its local copy under ``$TFREC_DATA_DIR``
+    when there is one, else from the download cache (downloading the original on first use).
+    """
     if source in TABLE_SOURCES:
         if path is None:
             raise TfrecError(f"source {source!r} needs a path to the interactions file")
         return load_table(path, **kwargs)
     if source not in LOADERS:
         raise TfrecError(f"unknown data source {source!r}; known: {', '.join(list(LOADERS) + list(TABLE_SOURCES))}")
-    if path is not None and not os.path.isdir(path):
+    if path is None:
+        path = local_copy(source)
+    elif not os.path.isdir(path):
         raise TfrecError(f"{path} is not a folder; {source} reads a folder of its original files")
     return LOADERS[source](path, **kwargs)
