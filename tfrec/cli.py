@@ -393,7 +393,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="sequences per batch")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate")
     p.add_argument("--seed", type=int, help="seed of weights, batches and masks")
-    p.add_argument("--strategy", help="tf.distribute strategy: mirrored (default), default, one-device")
+    p.add_argument("--strategy", help="tf.distribute strategy: mirrored (default), default, one-device, "
+                                      "multi-worker (the cluster in TF_CONFIG)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config setting, e.g. --set pretrain.mask_rate=0.3 --set model.hidden_dim=128")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or different run in --out")

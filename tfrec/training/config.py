@@ -14,7 +14,7 @@ from typing import Any
 
 from tfrec.errors import TfrecError
 
-STRATEGIES = ("mirrored", "default", "one-device")
+STRATEGIES = ("mirrored", "default", "one-device", "multi-worker")
 EXAMPLES = ("all-prefixes", "random-prefix")
 LR_SCHEDULES = ("constant", "cosine")
 SPLITS = ("loo", "random", "cold")
@@ -138,7 +138,8 @@ class RunConfig:
     # test split.  The run then keeps its last epoch (no model selection, no early stopping),
     # and its validation figures are no longer held out.
     refit: bool = False
-    # tf.distribute strategy: "mirrored" (every local GPU, or the CPU), "default", or "one-device".
+    # tf.distribute strategy: "mirrored" (every local GPU, or the CPU), "default", "one-device", or
+    # "multi-worker" (MultiWorkerMirroredStrategy over the cluster in TF_CONFIG; docs/scaling.md).
     strategy: str = "mirrored"
     # Make TensorFlow ops deterministic (repeatable runs on one machine).
     deterministic: bool = True

@@ -282,6 +282,9 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
         raise TfrecError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     config = config or RunConfig()
     scheme = config.split
+    if config.strategy == "multi-worker":
+        raise TfrecError(f"the multi-worker strategy runs pretraining and next-item fine-tuning; the {task} task "
+                         "runs on one machine (mirrored across its GPUs) in this version")
     if config.refit:
         raise TfrecError("refit (training on the validation items) is for pretraining and next-item fine-tuning; "
                          f"the {task} task selects its epoch on held-back rows, so run it with refit: false")

@@ -35,6 +35,7 @@ from tfrec.evaluation import ranking  # noqa: E402
 from tfrec.models import persistence  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender, count_parameters  # noqa: E402
+from tfrec.training import cluster  # noqa: E402
 from tfrec.training.config import STRATEGIES, RunConfig  # noqa: E402
 
 RUN_FILE = "run.json"
@@ -62,7 +63,10 @@ def set_seed(config: RunConfig) -> None:
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The named ``tf.distribute`` strategy; ``mirrored`` spans every local GPU, or the CPU."""
+    """The named ``tf.distribute`` strategy; ``mirrored`` spans every local GPU, or the CPU;
+    ``multi-worker`` spans the cluster of ``TF_CONFIG`` (:mod:`tfrec.training.cluster`)."""
+    if name == "multi-worker":  # first: collectives must be configured before TensorFlow starts
+        return cluster.multi_worker_strategy()
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.MirroredStrategy(devices=[d.name for d in gpus] or ["/cpu:0"])
@@ -168,14 +172,19 @@ class RankingValidation(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, scorer, valid: inputs.EvalSequences, state_path: str, on_improve, every: int = 1,
-                 patience: int = 0, exclude_history: bool = True, batch_size: int = 1024, select: bool = True):
+                 patience: int = 0, exclude_history: bool = True, batch_size: int = 1024, select: bool = True,
+                 write_state: bool = True):
         super().__init__()
-        self.select = select
+        self.select, self.write_state = select, write_state
         self.scorer, self.valid, self.state_path = scorer, valid, state_path
         self.on_improve, self.every, self.patience = on_improve, max(1, every), patience
         self.exclude_history, self.batch_size = exclude_history, batch_size
         self.state = {"best": -math.inf, "best_epoch": None, "wait": 0, "epochs": {}, "stopped_early": False,
                       "last_epoch": 0}
+
+    def _save_state(self) -> None:
+        if self.write_state:  # the chief's; other workers read it when they resume
+            write_json(self.state_path, self.state)
 
     def on_train_begin(self, logs=None):
         if os.path.isfile(self.state_path):
@@ -191,7 +200,7 @@ class RankingValidation(tf.keras.callbacks.Callback):
         last = epoch + 1 >= self.params.get("epochs", epoch + 1)
         self.state["last_epoch"] = epoch + 1
         if (epoch + 1) % self.every and not last:
-            write_json(self.state_path, self.state)
+            self._save_state()
             return
         start = time.perf_counter()
         metrics, _ = ranking.evaluate(self.scorer, self.valid.histories, self.valid.targets,
@@ -211,7 +220,7 @@ class RankingValidation(tf.keras.callbacks.Callback):
             if self.patience and self.state["wait"] >= self.patience:
                 self.model.stop_training = True
                 self.state["stopped_early"] = True
-        write_json(self.state_path, self.state)
+        self._save_state()
         if self.select:
             print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
                   f"(best {self.state['best']:.4f} at epoch {self.state['best_epoch']})", flush=True)
@@ -248,9 +257,17 @@ class Backup(tf.keras.callbacks.BackupAndRestore):
 # Runs
 
 
-def _prepare_run_dir(out: str, identity: dict, overwrite: bool) -> dict | None:
-    """Creates or checks the run folder; returns the finished run's record, if any."""
+def _prepare_run_dir(out: str, identity: dict, overwrite: bool, chief: bool = True) -> dict | None:
+    """Creates or checks the run folder; returns the finished run's record, if any.
+
+    Only the chief of a multi-worker job touches the folder; the other workers read it."""
     run_path = os.path.join(out, RUN_FILE)
+    if not chief:
+        if overwrite or not os.path.isfile(run_path):
+            return None
+        with open(run_path) as f:
+            record = json.load(f)
+        return record if record.get("status") == "done" and record.get("identity") == identity else None
     if overwrite and os.path.exists(out):
         if os.path.exists(run_path) or not os.listdir(out):
             shutil.rmtree(out)
@@ -277,19 +294,20 @@ def _prepare_run_dir(out: str, identity: dict, overwrite: bool) -> dict | None:
 def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceData, out: str, task: str,
          extra: dict, verbose) -> dict:
     max_len = config.model.max_len
+    strategy = model.distribute_strategy
+    target = cluster.WriteTarget(out, strategy)  # the run folder on the chief, scratch on other workers
 
     def save_best(epoch, metrics):
-        persistence.save(model, os.path.join(out, MODEL_DIR), task,
-                         extra=dict(extra, epoch=epoch, valid_metrics=metrics))
+        persistence.save(model, target.path(MODEL_DIR), task, extra=dict(extra, epoch=epoch, valid_metrics=metrics))
 
     validation = RankingValidation(
         model_scorer(model, max_len, config.eval_batch_size), data.valid, os.path.join(out, VALIDATION_FILE),
         save_best, every=stage.validate_every, patience=stage.patience, exclude_history=config.exclude_history,
-        batch_size=config.eval_batch_size, select=not config.refit)
+        batch_size=config.eval_batch_size, select=not config.refit, write_state=target.chief)
     callbacks = [
         validation,  # first: later callbacks see the validation metrics in the logs
         tf.keras.callbacks.TensorBoard(os.path.join(out, LOG_DIR), update_freq="epoch", profile_batch=0),
-        EpochCheckpoint(os.path.join(out, CHECKPOINT_DIR), config.keep_checkpoints),
+        EpochCheckpoint(target.path(CHECKPOINT_DIR), config.keep_checkpoints),
         Backup(os.path.join(out, BACKUP_DIR), save_freq=max(1, config.backup_every_steps), delete_checkpoint=False),
     ]
     if verbose is None:
@@ -302,12 +320,26 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
     summary = {"best_epoch": state["best_epoch"], "epochs_run": state.get("last_epoch", 0),
                "validations": len(state["epochs"]), "stopped_early": state["stopped_early"],
-               "valid": metrics, "fit_seconds_this_process": seconds, "refit": config.refit}
-    write_json(os.path.join(out, METRICS_FILE), summary)
+               "valid": metrics, "fit_seconds_this_process": seconds, "refit": config.refit,
+               "weights_sha256": weights_fingerprint(model), "worker": cluster.worker_name(strategy)}
+    if config.strategy == "multi-worker":
+        print(f"worker {summary['worker']}: weights sha256 {summary['weights_sha256']}", flush=True)
+    write_json(target.path(METRICS_FILE), summary)
+    target.close()
     return summary
 
 
-def _finish(out: str, summary: dict) -> dict:
+def weights_fingerprint(model: tf.keras.Model) -> str:
+    """SHA-256 of every weight's bytes: equal on every worker of a multi-worker job."""
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def _finish(out: str, summary: dict, chief: bool = True) -> dict:
+    if not chief:
+        return {"status": "done", "summary": summary}
     run_path = os.path.join(out, RUN_FILE)
     with open(run_path) as f:
         record = json.load(f)
@@ -324,10 +356,10 @@ def _steps(stage, n_sequences: int) -> int:
 def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite: bool = False, verbose=None) -> dict:
     """Masked-item pretraining of a backbone on the training sequences of `data_dir`."""
     config = config or RunConfig()
+    strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TensorFlow op
     data = SequenceData.load(data_dir, config.split, config)
     set_seed(config)
     stage = config.pretrain
-    strategy = make_strategy(config.strategy)
     attribute_table, attribute_size = None, 0
     if stage.attribute_weight:
         attribute_table, attribute_size, columns = data.dataset.item_feature_table()
@@ -342,7 +374,8 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         trim=True, sort_window=stage.sort_window)
     steps = _steps(stage, len(sequences))
     identity = {"stage": "pretrain", "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
-    done = _prepare_run_dir(out, identity, overwrite)
+    chief = cluster.is_chief(strategy)
+    done = _prepare_run_dir(out, identity, overwrite, chief)
     if done:
         print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
         return done
@@ -356,7 +389,7 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model)}
     summary = _fit(model, train_ds, steps, stage, config, data, out, "pretrain", extra, verbose)
-    return _finish(out, summary)
+    return _finish(out, summary, chief)
 
 
 def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
@@ -367,11 +400,11 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     config = config or RunConfig()
     if config.split != schema.LEAVE_ONE_OUT:
         raise TfrecError(f"next-item fine-tuning uses the leave-one-out split; this config has split {config.split!r}")
+    strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TensorFlow op
     data = SequenceData.load(data_dir, config=config)
     pretrained_model = resolve_model_dir(pretrained) if pretrained else None
     set_seed(config)
     stage = config.finetune
-    strategy = make_strategy(config.strategy)
     max_len = config.model.max_len
     if stage.examples == "all-prefixes":
         x, y = inputs.next_item_examples(data.train, max_len)
@@ -401,7 +434,8 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
             persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
             backbone.set_weights(source.backbone.get_weights())
             model.head.set_weights(source.head.get_weights())
-        done = _prepare_run_dir(out, identity, overwrite)
+        chief = cluster.is_chief(strategy)
+        done = _prepare_run_dir(out, identity, overwrite, chief)
         if done:
             print(f"{out} holds a finished fine-tuning run; pass --overwrite to run it again", flush=True)
             return done
@@ -409,7 +443,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "parameters": count_parameters(model)}
     summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose)
-    return _finish(out, summary)
+    return _finish(out, summary, chief)
 
 
 def resolve_model_dir(path: str) -> str:

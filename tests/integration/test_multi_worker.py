@@ -1,0 +1,130 @@
+"""Multi-worker training: two worker processes on loopback, MultiWorkerMirroredStrategy from TF_CONFIG."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+from tests.integration.test_cli import assert_clean_error
+from tests.integration.test_training_cli import SMALL
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(args: list[str], workdir: str) -> list[subprocess.Popen]:
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                   CUDA_VISIBLE_DEVICES="")
+        log = open(os.path.join(workdir, f"worker{index}.log"), "w")
+        procs.append(subprocess.Popen([sys.executable, "-m", "tfrec", *args], cwd=REPO, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def wait(procs, timeout: float = 400) -> list[int]:
+    deadline = time.time() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=max(1, deadline - time.time())))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("a worker hung")
+    return codes
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from tfrec.data.dataset import prepare
+    from tfrec.data.synthetic import generate_synthetic
+
+    out = tmp_path_factory.mktemp("mw") / "data"
+    prepare(generate_synthetic(num_users=200, num_items=60, seed=3), str(out))
+    return str(out)
+
+
+def test_two_workers_train_in_step_and_only_the_chief_writes(prepared, tmp_path):
+    out = str(tmp_path / "run")
+    args = ["pretrain", "--data", prepared, "--out", out, "--epochs", "3", "--learning-rate", "0.01",
+            "--strategy", "multi-worker", "--set", "pretrain.steps_per_epoch=6", *SMALL]
+    codes = wait(start_workers(args, str(tmp_path)))
+    logs = [open(tmp_path / f"worker{i}.log").read() for i in range(2)]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    # identical weights on both workers, and the chief recorded the same fingerprint
+    prints = [next(line for line in log.splitlines() if "weights sha256" in line).split()[-1] for log in logs]
+    assert prints[0] == prints[1]
+    summary = json.load(open(os.path.join(out, "run.json")))["summary"]
+    assert summary["weights_sha256"] == prints[0] and summary["worker"] == "worker:0"
+    # the loss falls
+    epochs = json.load(open(os.path.join(out, "validation.json")))["epochs"]
+    assert epochs["3"]["loss"] < epochs["1"]["loss"]
+    # only the chief wrote: one model, the chief's checkpoints, no worker scratch left in the run folder
+    assert {"model", "checkpoints", "logs", "validation.json", "metrics.json", "run.json"} <= set(os.listdir(out))
+    assert not [p for p, dirs, _ in os.walk(out) for d in dirs if "workertemp" in d]
+    assert len([f for f in os.listdir(os.path.join(out, "checkpoints")) if f.endswith(".index")]) == 3
+
+    # next-item fine-tuning from it, on the same two workers
+    ft = str(tmp_path / "ft")
+    codes = wait(start_workers(["finetune", "--data", prepared, "--pretrained", out, "--out", ft, "--epochs", "2",
+                                "--strategy", "multi-worker", "--set", "finetune.steps_per_epoch=6", *SMALL],
+                               str(tmp_path)))
+    logs = [open(tmp_path / f"worker{i}.log").read() for i in range(2)]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    prints = [next(line for line in log.splitlines() if "weights sha256" in line).split()[-1] for log in logs]
+    assert prints[0] == prints[1] == json.load(open(os.path.join(ft, "run.json")))["summary"]["weights_sha256"]
+
+
+def test_a_killed_job_started_again_resumes(prepared, tmp_path):
+    out = str(tmp_path / "run")
+    args = ["pretrain", "--data", prepared, "--out", out, "--epochs", "4", "--learning-rate", "0.01",
+            "--strategy", "multi-worker", "--set", "pretrain.steps_per_epoch=40", "--set", "backup_every_steps=5",
+            *SMALL]
+    procs = start_workers(args, str(tmp_path))
+    state = os.path.join(out, "validation.json")
+    deadline = time.time() + 300
+    while time.time() < deadline and not os.path.exists(state) and all(p.poll() is None for p in procs):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    for p in procs:
+        p.kill()
+        p.wait()
+    assert os.path.exists(state), open(tmp_path / "worker0.log").read()[-3000:]
+    assert "4" not in json.load(open(state))["epochs"]
+    codes = wait(start_workers(args, str(tmp_path)))
+    logs = [open(tmp_path / f"worker{i}.log").read() for i in range(2)]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert all("Epoch 1/4" not in log for log in logs)  # continued, not restarted
+    assert set(json.load(open(state))["epochs"]) == {"1", "2", "3", "4"}
+    assert json.load(open(os.path.join(out, "run.json")))["status"] == "done"
+
+
+def test_multi_worker_needs_a_cluster(prepared, tmp_path):
+    env = {"TF_CONFIG": ""}
+    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy",
+                               "multi-worker", env=env), "TF_CONFIG")
+    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy",
+                               "multi-worker", env={"TF_CONFIG": "{not json"}), "not valid JSON")
+    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy",
+                               "multi-worker", env={"TF_CONFIG": json.dumps({"cluster": {"ps": ["a:1"]},
+                                                                             "task": {"type": "ps"}})}),
+                       "parameter servers")
+    assert not os.path.exists(tmp_path / "o")
