@@ -280,7 +280,9 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
 def check(export_dir: str, expected_path: str | None = None, timeout: float = 600) -> dict:
     """Runs :mod:`tfrec.export.check_export` in a fresh interpreter; raises with its reason on failure."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "check_export.py")
-    args = [sys.executable, script, export_dir] + ([expected_path] if expected_path else [])
+    # Absolute paths: the check runs in another working directory.
+    args = [sys.executable, script, os.path.abspath(export_dir)] + \
+        ([os.path.abspath(expected_path)] if expected_path else [])
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
