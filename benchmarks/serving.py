@@ -10,7 +10,11 @@ in one run, client and server on this machine:
 - requests failed while a new version is swapped in under load;
 - the server's resident memory before and after loading the model.
 
-    python benchmarks/serving.py [--workdir DIR] [--requests 300]
+    python benchmarks/serving.py [--workdir DIR] [--requests 300] [--threads INTRA,INTER]
+
+``--threads`` sets the server's ``--tensorflow_intra_op_parallelism`` and
+``--tensorflow_inter_op_parallelism`` (and the same for the in-process floor); the results
+go to ``serving_beauty.json``, or ``serving_beauty-threads-INTRA-INTER.json`` when given.
 """
 
 from __future__ import annotations
@@ -74,10 +78,12 @@ def load(call, histories, concurrency: int, total: int) -> dict:
     return dict(percentiles(latencies), throughput_rps=len(latencies) / wall, errors=errors[0])
 
 
-def start_server(base: str, batching: bool, work: str):
+def start_server(base: str, batching: bool, work: str, threads: tuple[int, int] = (0, 0)):
     grpc_port, rest_port = free_port(), free_port()
     args = tfrec("serve", "--model_name", "beauty", "--model_base_path", base, "--port", str(grpc_port),
-                 "--rest_api_port", str(rest_port), "--file_system_poll_wait_seconds", "0.5")
+                 "--rest_api_port", str(rest_port), "--file_system_poll_wait_seconds", "0.5",
+                 "--tensorflow_intra_op_parallelism", str(threads[0]),
+                 "--tensorflow_inter_op_parallelism", str(threads[1]))
     if batching:
         args += ["--enable_batching", "--batching_parameters_file", os.path.join(REPO, "serving",
                                                                                  "batching_parameters.txt")]
@@ -107,7 +113,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", help="where the model and logs go (default: a temporary folder)")
     ap.add_argument("--requests", type=int, default=300, help="requests per measurement")
+    ap.add_argument("--threads", default="0,0", help="server (and in-process) intra-op,inter-op threads; 0: auto")
     args = ap.parse_args()
+    threads = tuple(int(t) for t in args.threads.split(","))
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads[0])  # the floor runs as the server does
+    tf.config.threading.set_inter_op_parallelism_threads(threads[1])
     work = args.workdir or tempfile.mkdtemp(prefix="tfrec-serving-")
     os.makedirs(work, exist_ok=True)
     data = os.path.join(work, "data")
@@ -132,8 +144,6 @@ def main() -> None:
     seqs = inputs.loo_sequences(ds, schema.TEST)
     histories = [[ds.item_vocab.token(int(i)) for i in h[-49:]] for h in seqs.histories[:2000]]
 
-    import tensorflow as tf
-
     loaded = tf.saved_model.load(os.path.join(base, "1"))
     fn = loaded.signatures["serving_default"]
 
@@ -143,7 +153,7 @@ def main() -> None:
     in_process(histories[0])
     results = {"in_process": load(in_process, histories, 1, args.requests)}
 
-    proc, client, rest_url = start_server(base, batching=False, work=work)
+    proc, client, rest_url = start_server(base, batching=False, work=work, threads=threads)
     from tfrec.serving import RestClient
 
     rest = RestClient(rest_url, timeout=30)
@@ -175,7 +185,7 @@ def main() -> None:
     proc.wait(timeout=60)
     shutil.copytree(os.path.join(base, "2"), os.path.join(base, "1"))
     shutil.rmtree(os.path.join(base, "2"))
-    proc, client, _ = start_server(base, batching=True, work=work)
+    proc, client, _ = start_server(base, batching=True, work=work, threads=threads)
     results["grpc_c32_batching"] = load(lambda h: client.recommend("beauty", [h], k=10), histories, 32, args.requests)
     results["grpc_c1_batching"] = load(lambda h: client.recommend("beauty", [h], k=10), histories, 1, args.requests)
     proc.terminate()
@@ -188,10 +198,13 @@ def main() -> None:
     results["grpc_overhead_p50_ms"] = results["grpc_c1"]["p50_ms"] - results["in_process"]["p50_ms"]
     results["batching_throughput_ratio_c32"] = (results["grpc_c32_batching"]["throughput_rps"]
                                                 / results["grpc_c32"]["throughput_rps"])
-    path = write_result("serving", "beauty", {"results": results, "items": len(ds.item_vocab) - 3, "workdir": work})
+    name = "beauty" if threads == (0, 0) else f"beauty-threads-{threads[0]}-{threads[1]}"
+    path = write_result("serving", name, {"results": results, "items": len(ds.item_vocab) - 3, "workdir": work,
+                                          "threads": {"intra_op": threads[0], "inter_op": threads[1]}})
 
     print(f"## Serving a Beauty next-item model ({len(ds.item_vocab) - 3:,} items), top 10, one history per "
-          f"request ({machine()}; client and server on this machine)\n")
+          f"request ({machine()}; client and server on this machine; server threads intra-op {threads[0]}, "
+          f"inter-op {threads[1]}, 0 = TensorFlow's choice)\n")
     print("| call | concurrency | p50 ms | p99 ms | throughput req/s | errors |")
     print("|---|---:|---:|---:|---:|---:|")
     rows = [("in-process SavedModel", 1, "in_process")] + [(f"{api}", c, f"{api.split()[0].lower()}_c{c}")

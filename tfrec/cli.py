@@ -324,6 +324,14 @@ def cmd_serve(args) -> int:
 
     if bool(args.model_config_file) == bool(args.model_base_path):
         raise TfrecError("serve needs --model_base_path (with --model_name) or --model_config_file")
+    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+        if getattr(args, flag) < 0:
+            raise TfrecError(f"--{flag} must be 0 (TensorFlow's choice) or a number of threads, got {getattr(args, flag)}")
+    import tensorflow as tf
+
+    # Before any model loads: TensorFlow fixes its thread pools when it starts.
+    tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     try:
         config = read_config(args.model_config_file) if args.model_config_file else \
             single_model_config(args.model_name, os.path.abspath(args.model_base_path))
@@ -475,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--batching_parameters_file", help="BatchingParameters text proto (max_batch_size, "
                     "batch_timeout_micros, num_batch_threads, max_enqueued_batches)")
     sv.add_argument("--monitoring_config_file", help="MonitoringConfig text proto: Prometheus metrics on the REST port")
+    sv.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                    help="threads one op may use (default 0: TensorFlow's choice; 1 suits many small requests)")
+    sv.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                    help="ops run at once (default 0: TensorFlow's choice)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sv.set_defaults(func=cmd_serve)
     qu = sub.add_parser("query", help="ask a TensorFlow Serving (or tfrec serve) server for recommendations")

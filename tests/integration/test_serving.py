@@ -46,7 +46,8 @@ def server(request, trained, tmp_path_factory):
                              f"--model_config_file={config}", f"--file_system_poll_wait_seconds={poll}",
                              "--enable_batching", "--batching_parameters_file="
                              + os.path.join(REPO, "serving", "batching_parameters.txt"), "--monitoring_config_file="
-                             + os.path.join(REPO, "serving", "monitoring.config")],
+                             + os.path.join(REPO, "serving", "monitoring.config"),
+                             "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     from tfrec.serving import Client
 
@@ -200,3 +201,66 @@ def test_the_serving_modules_import_no_modelling_library():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_version_swap_under_continuous_load_fails_no_request(trained, tmp_path):
+    """Version 2 appears and version 1 goes while four clients keep asking: every request answered."""
+    import threading
+
+    from tfrec.serving import Client
+    from tfrec.serving.models import ModelManager, single_model_config
+    from tfrec.serving.server import Server
+
+    _, runs, _ = trained
+    r = run_cli("export", "--model", runs["next-item"], "--serving-root", str(tmp_path), "--name", "seq", "--top-k", "5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    base = tmp_path / "seq"
+    manager = ModelManager(single_model_config("seq", str(base)), poll_seconds=0.2, warmup=True)
+    server = Server(manager, port=0, rest_api_port=-1)
+    server.start()
+    client = Client(f"127.0.0.1:{server.port}", timeout=10, retries=0)
+    answered, failed, versions, stop = [], [], set(), threading.Event()
+
+    def ask():
+        while not stop.is_set():
+            try:
+                answered.append(client.predict("seq", {"history": [["i1", "i2"]]}))
+            except Exception as e:  # counted: the assertion below names it
+                failed.append(repr(e))
+
+    def served():
+        return {(s["version"], s["state"]) for s in client.status("seq")}
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        shutil.copytree(base / "1", tmp_path / ".copy")
+        os.replace(tmp_path / ".copy", base / "2")  # a push: the new version appears whole
+        deadline = time.time() + 60
+        while time.time() < deadline and (2, "AVAILABLE") not in served():
+            time.sleep(0.1)
+        shutil.rmtree(base / "1")
+        while time.time() < deadline and {v for v, state in served() if state == "AVAILABLE"} != {2}:
+            time.sleep(0.1)
+        swapped = {v for v, state in served() if state == "AVAILABLE"} == {2}
+        before = len(answered)
+        time.sleep(0.5)
+        after_swap = len(answered) - before
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        client.close()
+        server.stop(grace=2)
+    assert swapped, "version 2 never replaced version 1"
+    assert not failed, failed[:3]
+    assert len(answered) > 50 and after_swap > 0
+
+
+def test_serve_refuses_bad_thread_counts(tmp_path):
+    from tests.integration.test_cli import assert_clean_error
+
+    assert_clean_error(run_cli("serve", "--model_name", "m", "--model_base_path", str(tmp_path),
+                               "--tensorflow_intra_op_parallelism", "-1"), "tensorflow_intra_op_parallelism")
