@@ -93,7 +93,7 @@ def cmd_data_prepare(args) -> int:
         rating_threshold=args.rating_threshold, min_user_interactions=args.min_user_interactions,
         min_item_interactions=args.min_item_interactions, dedupe=args.dedupe,
         loo_min_length=args.loo_min_length, random_test_fraction=args.test_fraction,
-        temporal_test_fraction=args.test_fraction, seed=args.seed,
+        temporal_test_fraction=args.test_fraction, seed=args.seed, format=args.format, shards=args.shards,
     )
     print(f"tfrec: loading {args.source}" + (f" from {path}" if path else " (cache or download)"), file=sys.stderr)
     raw = loaders.load(args.source, path, **kwargs)
@@ -436,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--loo-min-length", type=int, default=3, help="shorter users stay wholly in train (default 3)")
     prep.add_argument("--test-fraction", type=float, default=0.2, help="test share of the random and temporal splits")
     prep.add_argument("--seed", type=int, default=42, help="seed of the random split")
+    prep.add_argument("--format", choices=("parquet", "tfrecord"), default="parquet",
+                      help="tfrecord: also write each user's leave-one-out sequence to sharded TFRecord files, "
+                           "which training then reads, interleaved (default parquet: the tables only)")
+    prep.add_argument("--shards", type=int, default=1, help="number of TFRecord files of --format tfrecord (default 1)")
     prep.set_defaults(func=cmd_data_prepare)
     st = data_sub.add_parser("stats", help="print the statistics of a prepared dataset")
     st.add_argument("dir", help="prepared dataset folder")

@@ -108,3 +108,41 @@ def test_timestamps_ties_and_loo_on_table(tmp_path):
     assert d.split(schema.TRAIN)[schema.ITEM_ID].tolist() == ["x", "y"]
     assert d.split(schema.VALID)[schema.ITEM_ID].tolist() == ["z"]
     assert d.split(schema.TEST)[schema.ITEM_ID].tolist() == ["w"]
+
+
+def test_tfrecord_format_writes_sequence_shards_that_read_back_like_the_tables(synthetic_raw, tmp_path):
+    import tensorflow as tf
+
+    from tfrec.data import inputs
+    from tfrec.data.preprocess import PrepareConfig
+    from tfrec.training.trainer import SequenceData
+
+    plain = dataset.prepare(synthetic_raw, str(tmp_path / "plain"))
+    sharded = dataset.prepare(synthetic_raw, str(tmp_path / "sharded"), PrepareConfig(format="tfrecord", shards=3))
+    assert plain.sequence_shards == []
+    assert [os.path.basename(f) for f in sharded.sequence_shards] == [
+        schema.SEQUENCE_SHARD.format(index=i, count=3) for i in range(3)]
+    # every user once, dealt round-robin: shard sizes differ by at most one
+    sizes = [sum(1 for _ in tf.data.TFRecordDataset(f)) for f in sharded.sequence_shards]
+    assert sum(sizes) == sharded.stats["sequence_shards"]["users"] and max(sizes) - min(sizes) <= 1
+    users, train, valid = inputs.read_sequence_shards(sharded)
+    want_users, want_train = inputs.loo_sequences(plain, schema.TRAIN)
+    want_valid = inputs.loo_sequences(plain, schema.VALID)
+    assert users.tolist() == want_users.tolist()
+    assert all(np.array_equal(a, b) for a, b in zip(train, want_train)) and len(train) == len(want_train)
+    assert valid.targets.tolist() == want_valid.targets.tolist()
+    assert valid.user_indices.tolist() == want_valid.user_indices.tolist()
+    # training reads the shards and sees the same data
+    from_shards, from_tables = SequenceData.load(sharded.path), SequenceData.load(plain.path)
+    assert np.array_equal(from_shards.item_counts, from_tables.item_counts)
+    # the same inputs give the same bytes
+    again = dataset.prepare(synthetic_raw, str(tmp_path / "again"), PrepareConfig(format="tfrecord", shards=3))
+    assert [open(f, "rb").read() for f in again.sequence_shards] == [open(f, "rb").read() for f in sharded.sequence_shards]
+
+
+@pytest.mark.parametrize("kwargs, message", [({"format": "csv"}, "format must be"), ({"shards": 0}, "shards must be")])
+def test_bad_format_settings(kwargs, message):
+    from tfrec.data.preprocess import PrepareConfig
+
+    with pytest.raises(TfrecError, match=message):
+        PrepareConfig(**kwargs)

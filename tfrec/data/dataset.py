@@ -151,6 +151,8 @@ def prepare(raw: RawDataset, out: str, config: preprocess.PrepareConfig | None =
             stats["user_features"] = {k: v.get("coverage") for k, v in user_features.items()}
             _write_parquet(users, os.path.join(staging, schema.USERS_FILE))
         _write_parquet(df, os.path.join(staging, schema.INTERACTIONS_FILE))
+        if config.format == "tfrecord":
+            stats["sequence_shards"] = _write_sequence_shards(splits[schema.LEAVE_ONE_OUT], staging, config.shards)
         for scheme, parts in splits.items():
             os.makedirs(os.path.join(staging, schema.SPLITS_DIR, scheme))
             for name, part in parts.items():
@@ -176,6 +178,38 @@ def prepare(raw: RawDataset, out: str, config: preprocess.PrepareConfig | None =
             json.dump(stats, f, indent=2, sort_keys=True)
             f.write("\n")
     return PreparedDataset(out)
+
+
+def _write_sequence_shards(parts: dict[str, pd.DataFrame], staging: str, shards: int) -> dict:
+    """Each user's leave-one-out sequence as a ``tf.train.Example`` (``position``, ``user_index``,
+    ``items``: the training part in time order, ``valid_item`` and ``test_item``: 0 when none),
+    user after user, dealt round-robin over `shards` TFRecord files."""
+    import tensorflow as tf
+
+    from tfrec.data.inputs import group_sequences
+
+    users, sequences = group_sequences(parts[schema.TRAIN])
+    held = {name: dict(zip(parts[name][schema.USER_INDEX].tolist(), parts[name][schema.ITEM_INDEX].tolist()))
+            for name in (schema.VALID, schema.TEST)}
+    folder = os.path.join(staging, schema.SEQUENCES_DIR)
+    os.makedirs(folder)
+
+    def int64(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    paths = [os.path.join(folder, schema.SEQUENCE_SHARD.format(index=i, count=shards)) for i in range(shards)]
+    writers = [tf.io.TFRecordWriter(p) for p in paths]
+    try:
+        for position, (user, items) in enumerate(zip(users.tolist(), sequences)):
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "position": int64([position]), schema.USER_INDEX: int64([user]), "items": int64(items.tolist()),
+                "valid_item": int64([held[schema.VALID].get(user, 0)]),
+                "test_item": int64([held[schema.TEST].get(user, 0)])}))
+            writers[position % shards].write(example.SerializeToString())
+    finally:
+        for w in writers:
+            w.close()
+    return {"shards": shards, "users": int(len(users))}
 
 
 class PreparedDataset:
@@ -330,6 +364,16 @@ class PreparedDataset:
         if table == "user":
             return self.user_features, self.users, self.user_vocab, schema.USER_INDEX
         raise ValueError(f"table must be 'item' or 'user', got {table!r}")
+
+    @property
+    def sequence_shards(self) -> list[str]:
+        """The TFRecord files of a dataset prepared with ``--format tfrecord`` (else empty)."""
+        folder = os.path.join(self.path, schema.SEQUENCES_DIR)
+        if not os.path.isdir(folder):
+            return []
+        import fnmatch
+
+        return sorted(os.path.join(folder, f) for f in os.listdir(folder) if fnmatch.fnmatch(f, schema.SEQUENCE_SHARD_GLOB))
 
     def split(self, name: str, scheme: str = schema.LEAVE_ONE_OUT) -> pd.DataFrame:
         if scheme not in schema.SPLIT_SCHEMES:

@@ -93,6 +93,43 @@ def loo_sequences(dataset, split: str) -> EvalSequences | tuple[np.ndarray, list
     return EvalSequences(np.asarray(uids, np.int32), histories, np.asarray(targets, np.int32))
 
 
+def sequence_shards(dataset, cycle_length: int = 4, shuffle_files: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """The users' leave-one-out sequences from the TFRecord shards of a dataset prepared with
+    ``--format tfrecord``: shards read in parallel and interleaved, one dict per user
+    (``position``, ``user_index``, ``items`` [n] int64, ``valid_item``, ``test_item``)."""
+    files = dataset.sequence_shards
+    if not files:
+        raise TfrecError(f"{dataset.path} has no sequence shards; prepare it with --format tfrecord")
+    spec = {"position": tf.io.FixedLenFeature([], tf.int64), schema.USER_INDEX: tf.io.FixedLenFeature([], tf.int64),
+            "items": tf.io.VarLenFeature(tf.int64), "valid_item": tf.io.FixedLenFeature([], tf.int64),
+            "test_item": tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, spec)
+        example["items"] = tf.sparse.to_dense(example["items"])
+        return example
+
+    names = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files:
+        names = names.shuffle(len(files), seed=seed)
+    return names.interleave(tf.data.TFRecordDataset, cycle_length=max(1, cycle_length),
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
+        .map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def read_sequence_shards(dataset) -> tuple[np.ndarray, list[np.ndarray], EvalSequences]:
+    """``(users, training sequences, validation)`` from the shards, in the order of
+    :func:`loo_sequences` (the shards hold each user's position)."""
+    rows = list(sequence_shards(dataset).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+    rows.sort(key=lambda r: int(r["position"]))
+    users = np.asarray([r[schema.USER_INDEX] for r in rows], np.int32)
+    sequences = [r["items"].astype(np.int32) for r in rows]
+    held = [(u, s, int(r["valid_item"])) for u, s, r in zip(users.tolist(), sequences, rows) if r["valid_item"]]
+    valid = EvalSequences(np.asarray([u for u, _, _ in held], np.int32), [s for _, s, _ in held],
+                          np.asarray([v for _, _, v in held], np.int32))
+    return users, sequences, valid
+
+
 def with_validation_items(dataset, users: np.ndarray, sequences: list[np.ndarray]) -> list[np.ndarray]:
     """Each user's training sequence with the validation item appended (a refit's training data)."""
     valid = dataset.split(schema.VALID)

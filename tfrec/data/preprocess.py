@@ -23,6 +23,9 @@ class PrepareConfig:
         loo_min_length: users with fewer interactions keep them all in train under leave-one-out.
         random_test_fraction / temporal_test_fraction: held-out shares of the ratio splits.
         seed: seed of the random split.
+        format: ``"parquet"`` (the tables only) or ``"tfrecord"`` (also each user's leave-one-out
+            sequence as a ``tf.train.Example`` in `shards` TFRecord files, read back interleaved).
+        shards: number of TFRecord files of the ``tfrecord`` format.
     """
 
     rating_threshold: float | None = None
@@ -33,8 +36,14 @@ class PrepareConfig:
     random_test_fraction: float = 0.2
     temporal_test_fraction: float = 0.2
     seed: int = 42
+    format: str = "parquet"
+    shards: int = 1
 
     def __post_init__(self):
+        if self.format not in schema.FORMATS:
+            raise TfrecError(f"format must be {' or '.join(schema.FORMATS)}, not {self.format!r}")
+        if self.shards < 1:
+            raise TfrecError(f"shards must be at least 1, not {self.shards}")
         if self.dedupe not in ("exact", "user_item"):
             raise TfrecError(f"dedupe must be 'exact' or 'user_item', not {self.dedupe!r}")
         if self.min_user_interactions < 1 or self.min_item_interactions < 1:

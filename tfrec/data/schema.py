@@ -59,6 +59,12 @@ ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 VOCAB_DIR = "vocab"
 SPLITS_DIR = "splits"
+# With `tfrec data prepare --format tfrecord`: each user's leave-one-out sequence as a
+# tf.train.Example, in sharded TFRecord files.
+SEQUENCES_DIR = "sequences"
+SEQUENCE_SHARD = "loo-{index:05d}-of-{count:05d}.tfrecord"
+SEQUENCE_SHARD_GLOB = "loo-*-of-*.tfrecord"
+FORMATS = ("parquet", "tfrecord")
 ITEM_VOCAB_FILE = "items.txt"
 USER_VOCAB_FILE = "users.txt"
 FORMAT_VERSION = 1

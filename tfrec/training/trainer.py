@@ -105,9 +105,12 @@ class SequenceData:
         (:mod:`tfrec.data.task_splits`), so the split's test rows stay unseen.
         """
         ds = PreparedDataset(path)
-        if scheme == schema.LEAVE_ONE_OUT:
+        if scheme == schema.LEAVE_ONE_OUT and ds.sequence_shards:  # prepared with --format tfrecord
+            users, train, valid = inputs.read_sequence_shards(ds)
+        elif scheme == schema.LEAVE_ONE_OUT:
             users, train = inputs.loo_sequences(ds, schema.TRAIN)
             valid = inputs.loo_sequences(ds, schema.VALID)
+        if scheme == schema.LEAVE_ONE_OUT:
             if config is not None and config.refit:
                 train = inputs.with_validation_items(ds, users, train)
         else:
