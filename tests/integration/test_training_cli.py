@@ -95,6 +95,13 @@ def test_refit_trains_on_the_validation_items_and_keeps_the_last_epoch(prepared,
     for user, before, after in zip(users.tolist(), plain.train, refit.train):
         assert after.tolist() == before.tolist() + [by_user[user]]
     assert refit.valid.targets.tolist() == plain.valid.targets.tolist()
+    # valid_users: a seeded sample of the validation users, the same one every time
+    sample = SequenceData.load(prepared, config=RunConfig(valid_users=7))
+    assert len(sample.valid.targets) == 7 and len(set(sample.valid.user_indices.tolist())) == 7
+    assert set(zip(sample.valid.user_indices.tolist(), sample.valid.targets.tolist())) <= \
+        set(zip(plain.valid.user_indices.tolist(), plain.valid.targets.tolist()))
+    assert SequenceData.load(prepared, config=RunConfig(valid_users=7)).valid.user_indices.tolist() == \
+        sample.valid.user_indices.tolist()
 
     # A learning rate of 0 never improves validation; a refit keeps the last epoch anyway, never stops early.
     out = str(tmp_path / "refit")

@@ -146,6 +146,9 @@ class RunConfig:
     # Exclude the items of the user's history when ranking.
     exclude_history: bool = True
     eval_batch_size: int = 1024
+    # Validate on this many users, drawn once with the seed (0 = every user): for catalogues and
+    # user bases so large that full-ranking validation every few epochs would cost too much.
+    valid_users: int = 0
     # Back up the training state every this many steps (and at every epoch end).
     backup_every_steps: int = 100
     # Per-epoch checkpoints kept.

@@ -121,6 +121,11 @@ class SequenceData:
             valid = task_splits.eval_sequences(split.valid, limit=1, seed=config.seed)
         if not train or not len(valid.targets):
             raise TfrecError(f"the dataset at {path} has no {scheme} training or validation sequences")
+        if config is not None and 0 < config.valid_users < len(valid.targets):
+            keep = np.sort(np.random.default_rng(config.seed).choice(len(valid.targets), config.valid_users,
+                                                                      replace=False))
+            valid = inputs.EvalSequences(valid.user_indices[keep], [valid.histories[i] for i in keep],
+                                         valid.targets[keep])
         vocab = len(ds.item_vocab)
         counts = np.bincount(np.concatenate(train), minlength=vocab).astype(np.float64)
         return cls(ds, train, valid, vocab, counts)
