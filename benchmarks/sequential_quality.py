@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--refit", action="store_true",
                     help="train the final models on the training and validation items (refit: true), with the "
                          "epochs the config chose on validation; results go to <dataset>-refit.json")
+    ap.add_argument("--no-scratch", action="store_true", help="skip the from-scratch run")
     args = ap.parse_args()
     extra = ["--set", "refit=true"] if args.refit else []
     prep_args, folder, default_config = DATASETS[args.dataset]
@@ -82,12 +83,16 @@ def main() -> None:
     runs["finetune"] = checked(run_measured(tfrec("finetune", "--task", "next-item", "--data", data, "--pretrained",
                                                   f"{work}/pretrain", "--out", f"{work}/finetune", "--config", config,
                                                   "--verbose", "2", "--overwrite", *extra), log("finetune")), "finetune", log("finetune"))
-    runs["scratch"] = checked(run_measured(tfrec("finetune", "--task", "next-item", "--data", data, "--from-scratch",
+    if not args.no_scratch:
+        runs["scratch"] = checked(run_measured(tfrec("finetune", "--task", "next-item", "--data", data, "--from-scratch",
                                                  "--out", f"{work}/scratch", "--config", config, "--verbose", "2",
                                                  "--overwrite", *extra), log("scratch")), "scratch", log("scratch"))
     tests = {}
+    stages = ["pretrain", "finetune"] + ([] if args.no_scratch else ["scratch"])
     for name, target in (("popularity", None), ("finetune", f"{work}/finetune"), ("scratch", f"{work}/scratch"),
                          ("pretrain", f"{work}/pretrain")):
+        if name not in stages + ["popularity"]:
+            continue
         which = ["--baseline", "popularity"] if target is None else ["--model", target]
         out = os.path.join(work, f"test_{name}")
         checked(run_measured(tfrec("evaluate", *which, "--data", data, "--split", "test", "--out", out), log(f"eval_{name}")),
@@ -97,14 +102,15 @@ def main() -> None:
     pre_s = runs["pretrain"]["seconds"]
     curves = {
         "pretrained": curve(f"{work}/finetune", pre_s, runs["finetune"]["started"]),
-        "scratch": curve(f"{work}/scratch", 0.0, runs["scratch"]["started"]),
     }
+    if "scratch" in runs:
+        curves["scratch"] = curve(f"{work}/scratch", 0.0, runs["scratch"]["started"])
     peer_ndcg, peer_seconds = PEER[args.dataset]
     # A refit trains on the validation items: its validation curve is not held out, so no time-to-reach.
     reach = {k: None if args.refit else next((p["seconds"] for p in c if p["ndcg@10"] >= peer_ndcg), None)
              for k, c in curves.items()}
     params = json.load(open(os.path.join(work, "finetune", "model", "config.json")))["parameters"]
-    summaries = {k: json.load(open(os.path.join(work, k, "run.json")))["summary"] for k in ("pretrain", "finetune", "scratch")}
+    summaries = {k: json.load(open(os.path.join(work, k, "run.json")))["summary"] for k in stages}
     for k, s in summaries.items():  # epochs trained (validation may run every few epochs)
         state = json.load(open(os.path.join(work, k, "validation.json")))
         s["epochs_run"] = state.get("last_epoch") or max(int(e) for e in state["epochs"])
@@ -120,7 +126,9 @@ def main() -> None:
         "parameters": params, "anchors": ANCHORS[args.dataset], "machine": machine(), "workdir": work,
         "refit": args.refit,
     }
-    path = write_result("sequential_quality", args.dataset + ("-refit" if args.refit else ""), result)
+    name = args.dataset + ("-refit" if args.refit else "") + \
+        (f"-{os.path.splitext(os.path.basename(config))[0]}" if args.config else "")
+    path = write_result("sequential_quality", name, result)
 
     refit = ", models refit on training + validation items" if args.refit else ""
     print(f"## {args.dataset}: leave-one-out, full ranking, history excluded, test split{refit} ({machine()})\n")
@@ -131,17 +139,22 @@ def main() -> None:
     labels = {"popularity": "popularity", "pretrain": "tfrec pretrained only (cloze head, no fine-tuning)",
               "scratch": "tfrec next-item, from scratch", "finetune": "tfrec pretrained + fine-tuned"}
     for name in ("popularity", "pretrain", "scratch", "finetune"):
+        if name not in tests:
+            continue
         m = tests[name]
         print(f"| {labels[name]} | {m['hr@5']:.4f} | {m['ndcg@5']:.4f} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | "
               f"{m['hr@20']:.4f} | {m['ndcg@20']:.4f} | {m['mrr']:.4f} | this run |")
     print("\n| stage | wall s | peak RSS MB | epochs (best) |")
     print("|---|---:|---:|---|")
-    for k in ("pretrain", "finetune", "scratch"):
+    for k in stages:
         r = runs[k]
         print(f"| {k} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {summaries[k]['epochs_run']} ({summaries[k]['best_epoch']}) |")
     total = runs["pretrain"]["seconds"] + runs["finetune"]["seconds"]
     print(f"\nparameters: {params:,}; pretrain + fine-tune: {total:.0f} s; peer: {peer_seconds:.0f} s "
           f"(a third: {peer_seconds / 3:.0f} s)")
+    if args.refit:
+        print(f"test NDCG@10 of the refit pretrained + fine-tuned model, read once after the whole "
+              f"{total:.0f} s: {tests['finetune']['ndcg@10']:.4f} (peer: {peer_ndcg} in {peer_seconds:.0f} s)")
     for k, s in reach.items():
         if args.refit:
             print(f"validation NDCG@10 ({k}): not held out in a refit, no time-to-reach figure")
