@@ -52,6 +52,9 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
 
         model_dir = resolve_model_dir(model)
         loaded, config = persistence.load(model_dir)
+        if split == schema.VALID and config.get("run_config", {}).get("refit"):
+            raise TfrecError(f"the model at {model_dir} was refit on the validation items, so its validation figures "
+                             "are not held out; evaluate it on the test split")
         if not hasattr(loaded, "score"):
             raise TfrecError(f"the model at {model_dir} is a {config['task']} model; tfrec evaluate scores next-item "
                              f"and pretrained models, and a {config['task']} run writes its test figures to "
@@ -97,3 +100,45 @@ def write_report(report: dict, ranks: np.ndarray, seqs: inputs.EvalSequences, ou
         os.replace(f"{path}.tmp-{os.getpid()}", path)
         paths.append(path)
     return paths
+
+
+def recommend(model: str, data_dir: str, history, k: int = 10, exclude_history: bool = True):
+    """The top `k` items of a saved next-item model for one history of item ids (oldest first).
+
+    Returns a pandas DataFrame with ``rank``, ``item_id``, ``score`` (the model's logit) and,
+    where the dataset's item table has one, ``title``.  Unknown item ids are an error.
+    """
+    import pandas as pd
+
+    from tfrec.models import persistence
+    from tfrec.training.trainer import resolve_model_dir
+
+    dataset = PreparedDataset(data_dir)
+    vocab = dataset.item_vocab
+    history = [str(i) for i in history]
+    unknown = [i for i in history if i not in vocab]
+    if unknown:
+        raise TfrecError(f"item {unknown[0]!r} is not in the item vocabulary of {data_dir}")
+    if k < 1:
+        raise TfrecError(f"k must be at least 1, got {k}")
+    model_dir = resolve_model_dir(model)
+    loaded, config = persistence.load(model_dir)
+    if not hasattr(loaded, "score"):
+        raise TfrecError(f"the model at {model_dir} is a {config['task']} model; recommend() needs a next-item model")
+    if loaded.backbone.vocabulary_size != len(vocab):
+        raise TfrecError(f"the model at {model_dir} has {loaded.backbone.vocabulary_size} item ids but the dataset "
+                         f"at {data_dir} has {len(vocab)}; it was trained on other data")
+    ids = vocab.lookup(history)
+    scores = loaded.score(inputs.with_mask_slot([ids], loaded.backbone.max_len))[0].astype(np.float64)
+    scores[:schema.NUM_ITEM_RESERVED] = -np.inf
+    if exclude_history and len(ids):
+        scores[ids] = -np.inf
+    k = min(k, int(np.isfinite(scores).sum()))
+    top = np.argsort(-scores, kind="stable")[:k]
+    table = pd.DataFrame({"rank": np.arange(1, k + 1), "item_id": [vocab.token(i) for i in top],
+                          "score": scores[top]})
+    items = dataset.items
+    if items is not None and "title" in items.columns:
+        titles = dict(zip(items["item_id"].astype(str), items["title"].astype(str)))
+        table["title"] = [titles.get(i, "") for i in table["item_id"]]
+    return table
