@@ -125,6 +125,8 @@ def test_tfrecord_format_writes_sequence_shards_that_read_back_like_the_tables(s
     # every user once, dealt round-robin: shard sizes differ by at most one
     sizes = [sum(1 for _ in tf.data.TFRecordDataset(f)) for f in sharded.sequence_shards]
     assert sum(sizes) == sharded.stats["sequence_shards"]["users"] and max(sizes) - min(sizes) <= 1
+    rows = list(inputs.sequence_shards(sharded).as_numpy_iterator())  # one dict per user
+    assert len(rows) == sum(sizes) and all(r["items"].ndim == 1 for r in rows)
     users, train, valid = inputs.read_sequence_shards(sharded)
     want_users, want_train = inputs.loo_sequences(plain, schema.TRAIN)
     want_valid = inputs.loo_sequences(plain, schema.VALID)

@@ -93,40 +93,62 @@ def loo_sequences(dataset, split: str) -> EvalSequences | tuple[np.ndarray, list
     return EvalSequences(np.asarray(uids, np.int32), histories, np.asarray(targets, np.int32))
 
 
-def sequence_shards(dataset, cycle_length: int = 4, shuffle_files: bool = False, seed: int = 0) -> tf.data.Dataset:
+_SHARD_SPEC = None
+
+
+def _shard_spec() -> dict:
+    global _SHARD_SPEC
+    if _SHARD_SPEC is None:
+        scalar = tf.io.FixedLenFeature([], tf.int64)
+        _SHARD_SPEC = {"position": scalar, schema.USER_INDEX: scalar, "items": tf.io.RaggedFeature(tf.int64),
+                       "valid_item": scalar, "test_item": scalar}
+    return _SHARD_SPEC
+
+
+def sequence_shard_batches(dataset, batch_size: int = 4096, cycle_length: int = 4, shuffle_files: bool = False,
+                           seed: int = 0) -> tf.data.Dataset:
     """The users' leave-one-out sequences from the TFRecord shards of a dataset prepared with
-    ``--format tfrecord``: shards read in parallel and interleaved, one dict per user
-    (``position``, ``user_index``, ``items`` [n] int64, ``valid_item``, ``test_item``)."""
+    ``--format tfrecord``: shards read in parallel and interleaved, parsed a batch of users at a
+    time (``position``, ``user_index``, ``valid_item``, ``test_item`` [b] int64; ``items`` a
+    [b, None] ragged int64 tensor)."""
     files = dataset.sequence_shards
     if not files:
         raise TfrecError(f"{dataset.path} has no sequence shards; prepare it with --format tfrecord")
-    spec = {"position": tf.io.FixedLenFeature([], tf.int64), schema.USER_INDEX: tf.io.FixedLenFeature([], tf.int64),
-            "items": tf.io.VarLenFeature(tf.int64), "valid_item": tf.io.FixedLenFeature([], tf.int64),
-            "test_item": tf.io.FixedLenFeature([], tf.int64)}
-
-    def parse(record):
-        example = tf.io.parse_single_example(record, spec)
-        example["items"] = tf.sparse.to_dense(example["items"])
-        return example
-
     names = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         names = names.shuffle(len(files), seed=seed)
-    return names.interleave(tf.data.TFRecordDataset, cycle_length=max(1, cycle_length),
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
-        .map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    records = names.interleave(tf.data.TFRecordDataset, cycle_length=max(1, cycle_length),
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    spec = _shard_spec()
+    return records.batch(batch_size).map(lambda r: tf.io.parse_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE,
+                                         deterministic=True)
+
+
+def sequence_shards(dataset, cycle_length: int = 4, shuffle_files: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """The same, one dict per user (``items`` [n] int64)."""
+    return sequence_shard_batches(dataset, 256, cycle_length, shuffle_files, seed).unbatch()
 
 
 def read_sequence_shards(dataset) -> tuple[np.ndarray, list[np.ndarray], EvalSequences]:
     """``(users, training sequences, validation)`` from the shards, in the order of
     :func:`loo_sequences` (the shards hold each user's position)."""
-    rows = list(sequence_shards(dataset).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
-    rows.sort(key=lambda r: int(r["position"]))
-    users = np.asarray([r[schema.USER_INDEX] for r in rows], np.int32)
-    sequences = [r["items"].astype(np.int32) for r in rows]
-    held = [(u, s, int(r["valid_item"])) for u, s, r in zip(users.tolist(), sequences, rows) if r["valid_item"]]
-    valid = EvalSequences(np.asarray([u for u, _, _ in held], np.int32), [s for _, s, _ in held],
-                          np.asarray([v for _, _, v in held], np.int32))
+    positions, users, valid_items, values, lengths = [], [], [], [], []
+    for batch in sequence_shard_batches(dataset).prefetch(tf.data.AUTOTUNE):
+        positions.append(batch["position"].numpy())
+        users.append(batch[schema.USER_INDEX].numpy())
+        valid_items.append(batch["valid_item"].numpy())
+        values.append(batch["items"].flat_values.numpy())
+        lengths.append(batch["items"].row_lengths().numpy())
+    if not positions:
+        return np.zeros(0, np.int32), [], EvalSequences(np.zeros(0, np.int32), [], np.zeros(0, np.int32))
+    lengths = np.concatenate(lengths)
+    sequences = np.split(np.concatenate(values).astype(np.int32), np.cumsum(lengths)[:-1])
+    order = np.argsort(np.concatenate(positions), kind="stable")
+    users = np.concatenate(users).astype(np.int32)[order]
+    sequences = [sequences[i] for i in order]
+    valid_items = np.concatenate(valid_items).astype(np.int32)[order]
+    held = np.flatnonzero(valid_items)
+    valid = EvalSequences(users[held], [sequences[i] for i in held], valid_items[held])
     return users, sequences, valid
 
 
