@@ -96,7 +96,7 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(prepared, tmp_path)
 def test_a_killed_job_started_again_resumes(prepared, tmp_path):
     out = str(tmp_path / "run")
     args = ["pretrain", "--data", prepared, "--out", out, "--epochs", "4", "--learning-rate", "0.01",
-            "--strategy", "multi-worker", "--set", "pretrain.steps_per_epoch=40", "--set", "backup_every_steps=5",
+            "--strategy", "multi-worker", "--set", "pretrain.steps_per_epoch=20", "--set", "backup_every_steps=4",
             *SMALL]
     procs = start_workers(args, str(tmp_path))
     state = os.path.join(out, "validation.json")
