@@ -9,6 +9,7 @@ Layout::
     DIR/users.parquet           one row per user, in index order (when features exist)
     DIR/vocab/items.txt, users.txt, item_<feature>.txt, user_<feature>.txt
     DIR/splits/{loo,random,temporal}/{train,valid,test}.parquet
+    DIR/sequences/loo-0000K-of-0000N.tfrecord   with --format tfrecord: each user's sequence, sharded
 """
 
 from __future__ import annotations
