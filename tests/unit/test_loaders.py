@@ -153,6 +153,7 @@ def test_unknown_source_and_empty_file(tmp_path):
 
 def test_offline_download_says_how_to_proceed(tmp_path, monkeypatch):
     monkeypatch.setenv("TFREC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TFREC_DATA_DIR", raising=False)  # no local copy either
 
     def offline(*a, **k):
         raise urllib.error.URLError("Temporary failure in name resolution")
@@ -167,6 +168,21 @@ def test_cached_copy_is_used_without_network(tmp_path, monkeypatch, ml100k):
     import shutil
 
     monkeypatch.setenv("TFREC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TFREC_DATA_DIR", raising=False)  # no local copy: the cache is next
     shutil.copytree(ml100k, tmp_path / "cache" / "movielens-100k")
     raw = loaders.load("movielens-100k")
     assert len(raw.interactions) == 3 and np.all(raw.interactions[schema.RATING] > 0)
+
+
+def test_local_copy_under_tfrec_data_dir_comes_before_the_cache(tmp_path, monkeypatch, ml100k):
+    import shutil
+
+    def offline(*a, **k):
+        raise AssertionError("nothing may be downloaded when a local copy exists")
+
+    monkeypatch.setattr(loaders.__dict__["ensure_files"].__globals__["urllib"].request, "urlopen", offline)
+    monkeypatch.setenv("TFREC_CACHE_DIR", str(tmp_path / "empty-cache"))
+    shutil.copytree(ml100k, tmp_path / "data" / "ml-100k")
+    monkeypatch.setenv("TFREC_DATA_DIR", str(tmp_path / "data"))
+    raw = loaders.load("movielens-100k")
+    assert len(raw.interactions) == 3 and raw.path == str(tmp_path / "data" / "ml-100k")
