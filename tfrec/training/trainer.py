@@ -229,12 +229,10 @@ class RankingValidation(tf.keras.callbacks.Callback):
                 self.model.stop_training = True
                 self.state["stopped_early"] = True
         self._save_state()
-        if self.select:
-            print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
-                  f"(best {self.state['best']:.4f} at epoch {self.state['best_epoch']})", flush=True)
-        else:
-            print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
-                  "(refit: trained on these items, not held out; the last epoch is kept)", flush=True)
+        note = (f"best {self.state['best']:.4f} at epoch {self.state['best_epoch']}" if self.select
+                else "refit: trained on these items, not held out; the last epoch is kept")
+        print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} ({note})",
+              flush=True)
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
