@@ -64,6 +64,11 @@ class EvalSequences:
     targets: np.ndarray
 
 
+def _validation_items(valid) -> dict[int, int]:
+    """user index -> validation item index, from the validation rows of the leave-one-out split."""
+    return dict(zip(valid[schema.USER_INDEX].tolist(), valid[schema.ITEM_INDEX].astype(np.int32).tolist()))
+
+
 def loo_sequences(dataset, split: str) -> EvalSequences | tuple[np.ndarray, list[np.ndarray]]:
     """Sequences of the leave-one-out split of a :class:`PreparedDataset`.
 
@@ -79,7 +84,7 @@ def loo_sequences(dataset, split: str) -> EvalSequences | tuple[np.ndarray, list
         raise TfrecError(f"unknown split {split!r}; use train, valid or test")
     by_user = dict(zip(users.tolist(), seqs))
     valid = dataset.split(schema.VALID)
-    valid_item = dict(zip(valid[schema.USER_INDEX].tolist(), valid[schema.ITEM_INDEX].astype(np.int32).tolist()))
+    valid_item = _validation_items(valid)
     target_df = valid if split == schema.VALID else dataset.split(schema.TEST)
     empty = np.zeros(0, np.int32)
     histories, targets, uids = [], [], []
@@ -93,16 +98,10 @@ def loo_sequences(dataset, split: str) -> EvalSequences | tuple[np.ndarray, list
     return EvalSequences(np.asarray(uids, np.int32), histories, np.asarray(targets, np.int32))
 
 
-_SHARD_SPEC = None
-
-
 def _shard_spec() -> dict:
-    global _SHARD_SPEC
-    if _SHARD_SPEC is None:
-        scalar = tf.io.FixedLenFeature([], tf.int64)
-        _SHARD_SPEC = {"position": scalar, schema.USER_INDEX: scalar, "items": tf.io.RaggedFeature(tf.int64),
-                       "valid_item": scalar, "test_item": scalar}
-    return _SHARD_SPEC
+    scalar = tf.io.FixedLenFeature([], tf.int64)
+    return {"position": scalar, schema.USER_INDEX: scalar, "items": tf.io.RaggedFeature(tf.int64),
+            "valid_item": scalar, "test_item": scalar}
 
 
 def sequence_shard_batches(dataset, batch_size: int = 4096, cycle_length: int = 4, shuffle_files: bool = False,
@@ -154,8 +153,7 @@ def read_sequence_shards(dataset) -> tuple[np.ndarray, list[np.ndarray], EvalSeq
 
 def with_validation_items(dataset, users: np.ndarray, sequences: list[np.ndarray]) -> list[np.ndarray]:
     """Each user's training sequence with the validation item appended (a refit's training data)."""
-    valid = dataset.split(schema.VALID)
-    valid_item = dict(zip(valid[schema.USER_INDEX].tolist(), valid[schema.ITEM_INDEX].astype(np.int32).tolist()))
+    valid_item = _validation_items(dataset.split(schema.VALID))
     return [np.append(s, np.int32(valid_item[u])).astype(np.int32) if u in valid_item else s
             for u, s in zip(users.tolist(), sequences)]
 
