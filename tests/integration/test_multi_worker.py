@@ -92,6 +92,23 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(prepared, tmp_path)
     prints = [next(line for line in log.splitlines() if "weights sha256" in line).split()[-1] for log in logs]
     assert prints[0] == prints[1] == json.load(open(os.path.join(ft, "run.json")))["summary"]["weights_sha256"]
 
+    # a TFRS task (two-tower retrieval) from the same backbone: in step, the chief alone writes and tests
+    rt = str(tmp_path / "retrieval")
+    codes = wait(start_workers(["finetune", "--task", "retrieval", "--data", prepared, "--pretrained", out, "--out",
+                                rt, "--epochs", "2", "--strategy", "multi-worker", "--set",
+                                "tasks.steps_per_epoch=6", *SMALL], str(tmp_path)))
+    logs = [open(tmp_path / f"worker{i}.log").read() for i in range(2)]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    prints = [next(line for line in log.splitlines() if "weights sha256" in line).split()[-1] for log in logs]
+    summary = json.load(open(os.path.join(rt, "run.json")))["summary"]
+    assert prints[0] == prints[1] == summary["weights_sha256"] and summary["worker"] == "worker:0"
+    assert summary["test"]["retrieval"]["rows"] > 0 and "popularity" in summary["baselines"]
+    assert "HR@10" in logs[0] and "HR@10" not in logs[1]  # the test table: the chief's alone
+    epochs = json.load(open(os.path.join(rt, "validation.json")))["epochs"]
+    assert epochs["2"]["loss"] < epochs["1"]["loss"]
+    assert len([f for f in os.listdir(os.path.join(rt, "checkpoints")) if f.endswith(".index")]) == 2
+    assert not [p for p, dirs, _ in os.walk(rt) for d in dirs if "workertemp" in d]
+
 
 def test_a_killed_job_started_again_resumes(prepared, tmp_path):
     out = str(tmp_path / "run")

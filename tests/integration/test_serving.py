@@ -219,7 +219,7 @@ def test_a_version_swap_under_continuous_load_fails_no_request(trained, tmp_path
     server = Server(manager, port=0, rest_api_port=-1)
     server.start()
     client = Client(f"127.0.0.1:{server.port}", timeout=10, retries=0)
-    answered, failed, versions, stop = [], [], set(), threading.Event()
+    answered, failed, stop = [], [], threading.Event()
 
     def ask():
         while not stop.is_set():

@@ -230,7 +230,6 @@ def _build(cls, data: Any, where: str):
         raise TfrecError(f"{where}: unknown setting {unknown[0]!r}; known: {', '.join(fields)}")
     kwargs = {}
     for name, value in data.items():
-        f = fields[name]
         default = getattr(cls(), name)
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, f"{where}: {name}")

@@ -29,7 +29,7 @@ from tfrec.models import persistence  # noqa: E402
 from tfrec.models.recommender import (  # noqa: E402
     HOUR, RATING, RETRIEVAL_KS, TASK_WEIGHTS, WEEKDAY, RecommenderModel)
 from tfrec.models.tasks import count_parameters  # noqa: E402
-from tfrec.training import trainer  # noqa: E402
+from tfrec.training import cluster, trainer  # noqa: E402
 from tfrec.training.config import RunConfig  # noqa: E402
 
 TASKS = tuple(TASK_WEIGHTS)
@@ -133,9 +133,9 @@ class BestEpoch(tf.keras.callbacks.Callback):
     training after `patience` epochs without improvement.  State in `state_path`
     (persisted, so a resumed run remembers it)."""
 
-    def __init__(self, monitor: str, mode: str, patience: int, state_path: str, on_improve):
+    def __init__(self, monitor: str, mode: str, patience: int, state_path: str, on_improve, write_state: bool = True):
         super().__init__()
-        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.monitor, self.mode, self.patience, self.write_state = monitor, mode, patience, write_state
         self.state_path, self.on_improve = state_path, on_improve
         self.state = {"monitor": monitor, "best": None, "best_epoch": None, "wait": 0, "epochs": {},
                       "stopped_early": False, "last_epoch": 0}
@@ -170,7 +170,8 @@ class BestEpoch(tf.keras.callbacks.Callback):
             if self.patience and self.state["wait"] >= self.patience:
                 self.model.stop_training = True
                 self.state["stopped_early"] = True
-        trainer.write_json(self.state_path, self.state)
+        if self.write_state:  # the chief's; other workers read it when they resume
+            trainer.write_json(self.state_path, self.state)
         print(f"epoch {epoch + 1}: {self.monitor} {float(value):.4f} "
               f"(best {self.state['best']:.4f} at epoch {self.state['best_epoch']})", flush=True)
 
@@ -282,9 +283,6 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
         raise TfrecError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     config = config or RunConfig()
     scheme = config.split
-    if config.strategy == "multi-worker":
-        raise TfrecError(f"the multi-worker strategy runs pretraining and next-item fine-tuning; the {task} task "
-                         "runs on one machine (mirrored across its GPUs) in this version")
     if config.refit:
         raise TfrecError("refit (training on the validation items) is for pretraining and next-item fine-tuning; "
                          f"the {task} task selects its epoch on held-back rows, so run it with refit: false")
@@ -293,6 +291,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
                          f"(this config has {scheme!r})")
     if task != "cold-start" and scheme == task_splits.COLD:
         raise TfrecError("the cold split holds its test items out of training; use it with --task cold-start")
+    strategy = trainer.make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TensorFlow op
     dataset = PreparedDataset(data_dir)
     split = task_splits.load(dataset, scheme, seed=config.seed, valid_fraction=config.tasks.valid_fraction,
                              cold_fraction=config.tasks.cold_fraction)
@@ -310,7 +309,6 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
                              f"pretrain with split: {scheme}")
     trainer.set_seed(config)
     stage = config.tasks
-    strategy = trainer.make_strategy(config.strategy)
     max_len = config.model.max_len
     arguments = model_arguments(task, config, dataset, split)
     with_rating = task in ("ranking", "multitask")
@@ -330,24 +328,27 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
             backbone.set_weights(source.backbone.get_weights())
             model.head.set_weights(source.head.get_weights())
         model.apply_freeze()
-        done = trainer._prepare_run_dir(out, identity, overwrite)
+        chief = cluster.is_chief(strategy)
+        done = trainer._prepare_run_dir(out, identity, overwrite, chief)
         if done:
             print(f"{out} holds a finished {task} run; pass --overwrite to run it again", flush=True)
             return done
         model.compile(optimizer=trainer.make_optimizer(stage, steps))
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "parameters": count_parameters(model), "task_args": arguments}
-    model_dir = os.path.join(out, trainer.MODEL_DIR)
+    target = cluster.WriteTarget(out, strategy)  # the run folder on the chief, scratch on other workers
+    model_dir = target.path(trainer.MODEL_DIR)
 
     def save_best(epoch, entry):
         persistence.save(model, model_dir, task, extra=dict(extra, epoch=epoch, valid_metrics=entry))
 
     monitor, mode = monitored(task, config, split.vocabulary_size - schema.NUM_ITEM_RESERVED)
-    best = BestEpoch(monitor, mode, stage.patience, os.path.join(out, trainer.VALIDATION_FILE), save_best)
+    best = BestEpoch(monitor, mode, stage.patience, os.path.join(out, trainer.VALIDATION_FILE), save_best,
+                     write_state=target.chief)
     callbacks = [
         best,
         tf.keras.callbacks.TensorBoard(os.path.join(out, trainer.LOG_DIR), update_freq="epoch", profile_batch=0),
-        trainer.EpochCheckpoint(os.path.join(out, trainer.CHECKPOINT_DIR), config.keep_checkpoints),
+        trainer.EpochCheckpoint(target.path(trainer.CHECKPOINT_DIR), config.keep_checkpoints),
         trainer.Backup(os.path.join(out, trainer.BACKUP_DIR), save_freq=max(1, config.backup_every_steps),
                        delete_checkpoint=False),
     ]
@@ -358,16 +359,21 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
               verbose=verbose)
     seconds = time.perf_counter() - start
 
-    best_model, _ = persistence.load(model_dir)
-    test = evaluate_task(best_model, split, config, task)
     state = best.state
     summary = {"task": task, "split": scheme, "monitor": monitor, "best_epoch": state["best_epoch"],
                "epochs_run": state["last_epoch"], "stopped_early": state["stopped_early"],
-               "valid": state["epochs"].get(str(state["best_epoch"]), {}), "test": test,
-               "baselines": baselines(task, split, stage.objective, stage.like_threshold, config.seed),
-               "fit_seconds_this_process": seconds, "parameters": extra["parameters"]}
-    trainer.write_json(os.path.join(out, trainer.METRICS_FILE), summary)
-    return trainer._finish(out, summary)
+               "valid": state["epochs"].get(str(state["best_epoch"]), {}),
+               "fit_seconds_this_process": seconds, "parameters": extra["parameters"],
+               "weights_sha256": trainer.weights_fingerprint(model), "worker": cluster.worker_name(strategy)}
+    if config.strategy == "multi-worker":
+        print(f"worker {summary['worker']}: weights sha256 {summary['weights_sha256']}", flush=True)
+    if target.chief:  # the test split is scored once, by the worker that keeps the model
+        best_model, _ = persistence.load(model_dir)
+        summary["test"] = evaluate_task(best_model, split, config, task)
+        summary["baselines"] = baselines(task, split, stage.objective, stage.like_threshold, config.seed)
+    trainer.write_json(target.path(trainer.METRICS_FILE), summary)
+    target.close()
+    return trainer._finish(out, summary, target.chief)
 
 
 def evaluate_task(model: RecommenderModel, split: task_splits.TaskSplit, config: RunConfig, task: str) -> dict:
