@@ -6,7 +6,10 @@ in one run, client and server on this machine:
 
 - the in-process call of the loaded SavedModel's signature (the floor);
 - gRPC ``Predict`` and REST ``:predict`` at concurrency 1, 8 and 32 (p50/p99 latency, throughput);
-- throughput at concurrency 32 with server-side batching off and on;
+- throughput at concurrency 32 with server-side batching off and on, driven both by
+  ``tfrec.serving.Client`` threads and by a lean load generator in a process of its own
+  (``benchmarks/_loadgen.py``: requests serialized in advance, ``grpc.aio``), which leaves
+  more of the two cores to the server;
 - requests failed while a new version is swapped in under load;
 - the server's resident memory before and after loading the model.
 
@@ -20,6 +23,7 @@ go to ``serving_beauty.json``, or ``serving_beauty-threads-INTRA-INTER.json`` wh
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -153,6 +157,29 @@ def main() -> None:
     in_process(histories[0])
     results = {"in_process": load(in_process, histories, 1, args.requests)}
 
+    from tensorflow_serving.apis import predict_pb2
+
+    from _loadgen import write_payloads
+    from tfrec.serving import tensors
+    from tfrec.serving.client import _padded
+
+    payloads = os.path.join(work, "requests.bin")
+    serialized = []
+    for h in histories:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = "beauty", "serving_default"
+        tensors.to_proto(_padded([h]), request.inputs["history"])
+        serialized.append(request.SerializeToString())
+    write_payloads(payloads, serialized)
+
+    def lean(port: int, concurrency: int) -> dict:
+        total = max(args.requests * 4, 1200) if concurrency > 1 else args.requests * 2
+        r = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "_loadgen.py"), f"127.0.0.1:{port}",
+                            payloads, str(concurrency), str(total)], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"the load generator failed: {r.stderr[-2000:]}")
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
     proc, client, rest_url = start_server(base, batching=False, work=work, threads=threads)
     from tfrec.serving import RestClient
 
@@ -161,6 +188,8 @@ def main() -> None:
     for c in (1, 8, 32):
         results[f"grpc_c{c}"] = load(lambda h: client.recommend("beauty", [h], k=10), histories, c, args.requests)
         results[f"rest_c{c}"] = load(lambda h: rest.recommend("beauty", [h], k=10), histories, c, args.requests)
+    grpc_port = int(client.target.rsplit(":", 1)[1])
+    results["lean_c1"], results["lean_c32"] = lean(grpc_port, 1), lean(grpc_port, 32)
     # a version swap under load: version 2 appears, version 1 goes, while 8 clients keep asking
     swap = {}
 
@@ -188,6 +217,8 @@ def main() -> None:
     proc, client, _ = start_server(base, batching=True, work=work, threads=threads)
     results["grpc_c32_batching"] = load(lambda h: client.recommend("beauty", [h], k=10), histories, 32, args.requests)
     results["grpc_c1_batching"] = load(lambda h: client.recommend("beauty", [h], k=10), histories, 1, args.requests)
+    grpc_port = int(client.target.rsplit(":", 1)[1])
+    results["lean_c1_batching"], results["lean_c32_batching"] = lean(grpc_port, 1), lean(grpc_port, 32)
     proc.terminate()
     proc.wait(timeout=60)
     code = "import psutil, os, tensorflow, tfrec.serving.server; print(psutil.Process(os.getpid()).memory_info().rss / 2**20)"
@@ -198,6 +229,8 @@ def main() -> None:
     results["grpc_overhead_p50_ms"] = results["grpc_c1"]["p50_ms"] - results["in_process"]["p50_ms"]
     results["batching_throughput_ratio_c32"] = (results["grpc_c32_batching"]["throughput_rps"]
                                                 / results["grpc_c32"]["throughput_rps"])
+    results["batching_throughput_ratio_c32_lean"] = (results["lean_c32_batching"]["throughput_rps"]
+                                                     / results["lean_c32"]["throughput_rps"])
     name = "beauty" if threads == (0, 0) else f"beauty-threads-{threads[0]}-{threads[1]}"
     path = write_result("serving", name, {"results": results, "items": len(ds.item_vocab) - 3, "workdir": work,
                                           "threads": {"intra_op": threads[0], "inter_op": threads[1]}})
@@ -211,12 +244,16 @@ def main() -> None:
                                                            for api in ("gRPC Predict", "REST :predict")
                                                            for c in (1, 8, 32)]
     rows += [("gRPC, batching on", 1, "grpc_c1_batching"), ("gRPC, batching on", 32, "grpc_c32_batching"),
-             ("gRPC during a version swap", 8, "swap_under_load")]
+             ("gRPC during a version swap", 8, "swap_under_load"),
+             ("gRPC, lean load generator", 1, "lean_c1"), ("gRPC, lean load generator", 32, "lean_c32"),
+             ("gRPC, lean load generator, batching on", 1, "lean_c1_batching"),
+             ("gRPC, lean load generator, batching on", 32, "lean_c32_batching")]
     for label, c, key in rows:
         r = results[key]
         print(f"| {label} | {c} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput_rps']:.0f} | {r['errors']} |")
     print(f"\ngRPC overhead over the in-process call at p50: {results['grpc_overhead_p50_ms']:.2f} ms; "
-          f"batching throughput ratio at concurrency 32: {results['batching_throughput_ratio_c32']:.2f}; "
+          f"batching throughput ratio at concurrency 32: {results['batching_throughput_ratio_c32']:.2f} "
+          f"(tfrec Client threads), {results['batching_throughput_ratio_c32_lean']:.2f} (lean load generator); "
           f"server RSS {results['server_rss_mb_loaded']:.0f} MB with the model, "
           f"{base_rss:.0f} MB for the process without it ({results['rss_mb_per_model']:.0f} MB per model)")
     print(f"\nwrote {path}")

@@ -83,6 +83,16 @@ def test_next_item_export_has_the_documented_signatures_and_answers(trained, tmp
     scores[ds.item_vocab.lookup(["i3", "i7", "i9"])] = -np.inf
     top = [ds.item_vocab.token(int(i)) for i in np.argsort(-scores, kind="stable")[:5]]
     assert answer["item_ids"][0] == top
+    # a batch is packed no wider than its longest history: a short history scores the same beside
+    # a long one (wider than max_len) as alone
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(version).signatures["serving_default"]
+    long = [f"i{n}" for n in range(1, 30)]
+    together = fn(history=tf.constant([long, [""] * (len(long) - 3) + ["i3", "i7", "i9"]]))
+    alone = fn(history=tf.constant([["i3", "i7", "i9"]]))
+    np.testing.assert_allclose(together["scores"][1].numpy(), alone["scores"][0].numpy(), rtol=1e-5, atol=1e-5)
+    assert together["item_ids"][1].numpy().tolist() == alone["item_ids"][0].numpy().tolist()
     # a second export goes to version 2 (given a relative serving root: the check runs elsewhere);
     # asking for an existing version is refused
     r = run_cli("export", "--model", runs["next-item"], "--serving-root", os.path.relpath(root, REPO), "--name", "seq")

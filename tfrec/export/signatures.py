@@ -88,18 +88,23 @@ class _Base(tf.Module):
         self.k = int(min(k, self.vocabulary_size - schema.NUM_ITEM_RESERVED))
 
     def _history(self, history):
-        """``[B, T]`` strings -> (``[B, max_len]`` ids ending in the mask slot, ``[B, T]`` ids, ``[B, T]`` known)."""
+        """``[B, T]`` strings -> (``[B, W + 1]`` ids ending in the mask slot, ``[B, T]`` ids, ``[B, T]`` known).
+
+        ``W`` is the most known items of any row, at most ``max_len - 1``: the batch is packed
+        no wider than its longest history (positions count from the right, so the scores are
+        those of a full-width batch, at a fraction of the work for short histories)."""
         history = tf.convert_to_tensor(history, tf.string)
         ids = tf.cast(self.item_index.lookup(history), tf.int32)
         known = tf.logical_and(tf.not_equal(history, ""), ids >= schema.NUM_ITEM_RESERVED)
         ids = tf.where(known, ids, tf.zeros_like(ids))
-        width = self.max_len - 1
+        counts = tf.reduce_sum(tf.cast(known, tf.int32), axis=1)
+        width = tf.minimum(tf.reduce_max(tf.concat([counts, [0]], axis=0)), self.max_len - 1)
         after = tf.cumsum(tf.cast(known, tf.int32), axis=1, reverse=True)  # known items at or after each slot
         keep = tf.where(tf.logical_and(known, after <= width))
         column = tf.cast(width - tf.gather_nd(after, keep), tf.int64)
         batch = tf.shape(history, out_type=tf.int64)[0]
         packed = tf.scatter_nd(tf.stack([keep[:, 0], column], axis=1), tf.gather_nd(ids, keep),
-                               tf.stack([batch, tf.constant(width, tf.int64)]))
+                               tf.stack([batch, tf.cast(width, tf.int64)]))
         slot = tf.fill(tf.stack([batch, tf.constant(1, tf.int64)]), tf.constant(schema.MASK_ID, tf.int32))
         return tf.concat([packed, slot], axis=1), ids, known
 

@@ -19,6 +19,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
+from tfrec.serving import tensors
+
 STATES = {v: k for k, v in get_model_status_pb2.ModelVersionStatus.State.items()}
 
 
@@ -64,9 +66,9 @@ class Client:
         if version:
             request.model_spec.version.value = version
         for key, value in inputs.items():
-            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            tensors.to_proto(value, request.inputs[key])
         response = self._call(self.predictions.Predict, request)
-        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        return {k: tensors.to_array(v) for k, v in response.outputs.items()}
 
     def recommend(self, model: str, histories, k: int | None = None, user_ids=None,
                   signature: str = "serving_default") -> list[list[tuple[str, float]]]:

@@ -29,6 +29,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2, status_pb2)
 
+from tfrec.serving import tensors
 from tfrec.serving.models import ModelManager, ServingError, Version
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -51,6 +52,13 @@ def _version(manager: ModelManager, name: str, version: int | None, label: str |
     return manager.model(name).resolve(version or None, label or None)
 
 
+def _described(value) -> tuple[int, list]:
+    """(DataType enum, shape) of a request input: a numpy array (gRPC) or a tensor (REST)."""
+    if isinstance(value, np.ndarray):
+        return tensors.dtype_enum(value), list(value.shape)
+    return value.dtype.as_datatype_enum, value.shape.as_list()
+
+
 def _check_inputs(signature_def, name: str, inputs: dict) -> None:
     expected = signature_def.inputs
     missing = sorted(set(expected) - set(inputs))
@@ -61,15 +69,15 @@ def _check_inputs(signature_def, name: str, inputs: dict) -> None:
     if missing:
         raise ServingError("INVALID_ARGUMENT", f"input {missing[0]!r} of signature {name} is missing")
     for key, info in expected.items():
-        want = tf.dtypes.as_dtype(info.dtype)
-        got = inputs[key]
-        if got.dtype != want:
-            raise ServingError("INVALID_ARGUMENT", f"input {key!r} must be {want.name}, got {got.dtype.name}")
+        dtype, shape = _described(inputs[key])
+        if dtype != info.dtype:
+            raise ServingError("INVALID_ARGUMENT", f"input {key!r} must be {tf.dtypes.as_dtype(info.dtype).name}, "
+                                                   f"got {tf.dtypes.as_dtype(dtype).name}")
         if not info.tensor_shape.unknown_rank:
             dims = [d.size for d in info.tensor_shape.dim]
-            if got.shape.rank != len(dims) or any(d >= 0 and d != g for d, g in zip(dims, got.shape.as_list())):
+            if len(shape) != len(dims) or any(d >= 0 and d != g for d, g in zip(dims, shape)):
                 raise ServingError("INVALID_ARGUMENT", f"input {key!r} must have shape "
-                                                       f"{[d if d >= 0 else -1 for d in dims]}, got {got.shape.as_list()}")
+                                                       f"{[d if d >= 0 else -1 for d in dims]}, got {shape}")
 
 
 class Runner:
@@ -87,7 +95,7 @@ class Runner:
     def call(self, version: Version, name: str, inputs: dict) -> dict:
         fn = version.loaded.signatures[name]
         if not self.batching:
-            return {k: v.numpy() for k, v in fn(**inputs).items()}
+            return {k: v.numpy() for k, v in fn(**inputs).items()}  # numpy inputs convert in the call
         from tfrec.serving.batching import Batcher
 
         key = (version.path, version.number, name)
@@ -98,7 +106,7 @@ class Runner:
                 batcher = self.batchers[key] = Batcher(
                     lambda merged: {k: v.numpy() for k, v in fn(**merged).items()}, b["max_batch_size"],
                     b["batch_timeout_micros"], b["num_batch_threads"], b["max_enqueued_batches"])
-        return batcher({k: v.numpy() for k, v in inputs.items()})
+        return batcher({k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in inputs.items()})
 
 
 RUNNER = Runner()
@@ -137,9 +145,9 @@ def _examples(name: str, version: Version, method: str, examples: list[bytes]) -
     return next(iter(out.values()))
 
 
-def _tensor(proto) -> tf.Tensor:
+def _array(proto) -> np.ndarray:
     try:
-        return tf.constant(tf.make_ndarray(proto))
+        return tensors.to_array(proto)
     except Exception as e:
         raise ServingError("INVALID_ARGUMENT", f"a tensor of the request cannot be read: {e}") from None
 
@@ -184,14 +192,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):
         version = self._spec(request.model_spec)
         name = request.model_spec.signature_name or "serving_default"
-        inputs = {k: _tensor(v) for k, v in request.inputs.items()}
+        inputs = {k: _array(v) for k, v in request.inputs.items()}
         outputs = run_signature(version, name, inputs, list(request.output_filter), self.runner)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = version.number
         response.model_spec.signature_name = name
         for k, v in outputs.items():
-            response.outputs[k].CopyFrom(tf.make_tensor_proto(v))
+            tensors.to_proto(v, response.outputs[k])
         return response
 
     def _run_examples(self, request, method: str, response):
@@ -324,8 +332,8 @@ def rest_predict(version: Version, body: dict, runner: Runner | None = None) -> 
             if len(infos) != 1:
                 raise ServingError("INVALID_ARGUMENT", "'inputs' must name each input of a signature with several")
             columns = {next(iter(infos)): columns}
-        tensors = {k: _rest_tensor(v, infos[k]) if k in infos else tf.constant(0) for k, v in columns.items()}
-        outputs = run_signature(version, name, tensors, runner=runner)
+        values = {k: _rest_tensor(v, infos[k]) if k in infos else tf.constant(0) for k, v in columns.items()}
+        outputs = run_signature(version, name, values, runner=runner)
         if len(outputs) == 1:
             return {"outputs": _to_json(next(iter(outputs.values())))}
         return {"outputs": {k: _to_json(v) for k, v in outputs.items()}}
@@ -341,8 +349,8 @@ def rest_predict(version: Version, body: dict, runner: Runner | None = None) -> 
         columns = {next(iter(infos)): rows}
     else:
         raise ServingError("INVALID_ARGUMENT", "instances of a signature with several inputs must be objects")
-    tensors = {k: _rest_tensor(v, infos[k]) if k in infos else tf.constant(0) for k, v in columns.items()}
-    outputs = run_signature(version, name, tensors, runner=runner)
+    values = {k: _rest_tensor(v, infos[k]) if k in infos else tf.constant(0) for k, v in columns.items()}
+    outputs = run_signature(version, name, values, runner=runner)
     n = len(rows)
     if len(outputs) == 1:
         return {"predictions": _to_json(next(iter(outputs.values())))}
