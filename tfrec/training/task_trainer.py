@@ -10,7 +10,6 @@ weights, next to the baselines it must beat.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -128,52 +127,24 @@ def monitored(task: str, config: RunConfig, n_candidates: int) -> tuple[str, str
     return f"val_factorized_top_k/top_{k}_categorical_accuracy", "max"
 
 
-class BestEpoch(tf.keras.callbacks.Callback):
-    """Keeps the best epoch by one validation figure, saves the model then, and stops
-    training after `patience` epochs without improvement.  State in `state_path`
-    (persisted, so a resumed run remembers it)."""
+class BestEpoch(trainer.EpochSelection):
+    """Selects on one figure of the Keras validation logs (`monitor`, ``max`` or ``min``)."""
 
     def __init__(self, monitor: str, mode: str, patience: int, state_path: str, on_improve, write_state: bool = True):
-        super().__init__()
-        self.monitor, self.mode, self.patience, self.write_state = monitor, mode, patience, write_state
-        self.state_path, self.on_improve = state_path, on_improve
-        self.state = {"monitor": monitor, "best": None, "best_epoch": None, "wait": 0, "epochs": {},
-                      "stopped_early": False, "last_epoch": 0}
-
-    def on_train_begin(self, logs=None):
-        if os.path.isfile(self.state_path):
-            with open(self.state_path) as f:
-                self.state = json.load(f)
-        if self.state["stopped_early"]:
-            self.model.stop_training = True
-
-    def _better(self, value: float) -> bool:
-        best = self.state["best"]
-        return best is None or (value > best if self.mode == "max" else value < best)
+        super().__init__(state_path, on_improve, patience, mode, write_state=write_state, monitor=monitor)
+        self.monitor = monitor
 
     def on_epoch_end(self, epoch, logs=None):
         if self.state["stopped_early"]:
             return
         logs = logs or {}
-        entry = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))}
-        entry["time"] = time.time()
-        self.state["epochs"][str(epoch + 1)] = entry
-        self.state["last_epoch"] = epoch + 1
         value = logs.get(self.monitor)
         if value is None:
             raise TfrecError(f"validation did not report {self.monitor}; known: {', '.join(sorted(logs))}")
-        if self._better(float(value)):
-            self.state.update(best=float(value), best_epoch=epoch + 1, wait=0)
-            self.on_improve(epoch + 1, entry)
-        else:
-            self.state["wait"] += 1
-            if self.patience and self.state["wait"] >= self.patience:
-                self.model.stop_training = True
-                self.state["stopped_early"] = True
-        if self.write_state:  # the chief's; other workers read it when they resume
-            trainer.write_json(self.state_path, self.state)
-        print(f"epoch {epoch + 1}: {self.monitor} {float(value):.4f} "
-              f"(best {self.state['best']:.4f} at epoch {self.state['best_epoch']})", flush=True)
+        self.state["last_epoch"] = epoch + 1
+        self.record(epoch + 1, {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))},
+                    float(value))
+        print(f"epoch {epoch + 1}: {self.monitor} {float(value):.4f} ({self.describe()})", flush=True)
 
 
 # ---------------------------------------------------------------------------

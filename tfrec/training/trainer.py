@@ -168,31 +168,24 @@ def model_scorer(model, max_len: int, batch_size: int = 1024) -> ranking.Scorer:
 # Callbacks
 
 
-class RankingValidation(tf.keras.callbacks.Callback):
-    """Full-ranking validation at epoch end, best-model saving and early stopping.
+class EpochSelection(tf.keras.callbacks.Callback):
+    """The best epoch by one validation figure, and early stopping: the state shared by the
+    validation callbacks of every run.
 
-    Adds ``val_<metric>`` to the epoch logs (so TensorBoard and the History see them),
-    calls `on_improve(epoch, metrics)` when validation NDCG@10 improves, and stops
-    training after `patience` validations without improvement.  Its state lives in
-    `state_path`, so a resumed run remembers the best epoch and the patience used.
-    With ``select=False`` (a refit, trained on the validation items) nothing is selected:
-    every validated epoch counts as the best, so the last one is kept, and nothing stops early.
+    :meth:`record` files an epoch's figures; when `value` beats the best so far (``mode``
+    ``max`` or ``min``), or always with ``select=False`` (a refit, trained on the validation
+    items: the last epoch is kept and nothing stops early), it calls `on_improve(epoch,
+    entry)`; after `patience` records without improvement it stops training.  The state
+    lives in `state_path`, written only with ``write_state`` (the chief of a multi-worker
+    job), so a resumed run remembers the best epoch and the patience used.
     """
 
-    def __init__(self, scorer, valid: inputs.EvalSequences, state_path: str, on_improve, every: int = 1,
-                 patience: int = 0, exclude_history: bool = True, batch_size: int = 1024, select: bool = True,
-                 write_state: bool = True):
+    def __init__(self, state_path: str, on_improve, patience: int = 0, mode: str = "max", select: bool = True,
+                 write_state: bool = True, **state):
         super().__init__()
-        self.select, self.write_state = select, write_state
-        self.scorer, self.valid, self.state_path = scorer, valid, state_path
-        self.on_improve, self.every, self.patience = on_improve, max(1, every), patience
-        self.exclude_history, self.batch_size = exclude_history, batch_size
-        self.state = {"best": -math.inf, "best_epoch": None, "wait": 0, "epochs": {}, "stopped_early": False,
-                      "last_epoch": 0}
-
-    def _save_state(self) -> None:
-        if self.write_state:  # the chief's; other workers read it when they resume
-            write_json(self.state_path, self.state)
+        self.state_path, self.on_improve, self.patience = state_path, on_improve, patience
+        self.mode, self.select, self.write_state = mode, select, write_state
+        self.state = dict(state, best=None, best_epoch=None, wait=0, epochs={}, stopped_early=False, last_epoch=0)
 
     def on_train_begin(self, logs=None):
         if os.path.isfile(self.state_path):
@@ -200,6 +193,45 @@ class RankingValidation(tf.keras.callbacks.Callback):
                 self.state = json.load(f)
         if self.state["stopped_early"]:  # stopped, then killed before the run was marked done
             self.model.stop_training = True
+
+    def _save_state(self) -> None:
+        if self.write_state:  # the chief's; other workers read it when they resume
+            write_json(self.state_path, self.state)
+
+    def _better(self, value: float) -> bool:
+        best = self.state["best"]
+        return best is None or not self.select or (value > best if self.mode == "max" else value < best)
+
+    def record(self, epoch: int, entry: dict, value: float, figures: dict | None = None) -> None:
+        """Files the figures of `epoch` (1-based), `value` the one that selects; `on_improve`
+        gets `figures` (default: `entry`)."""
+        self.state["epochs"][str(epoch)] = dict(entry, time=time.time())
+        if self._better(value):
+            self.state.update(best=value, best_epoch=epoch, wait=0)
+            self.on_improve(epoch, entry if figures is None else figures)
+        else:
+            self.state["wait"] += 1
+            if self.patience and self.state["wait"] >= self.patience:
+                self.model.stop_training = True
+                self.state["stopped_early"] = True
+        self._save_state()
+
+    def describe(self) -> str:
+        if not self.select:
+            return "refit: trained on these items, not held out; the last epoch is kept"
+        return f"best {self.state['best']:.4f} at epoch {self.state['best_epoch']}"
+
+
+class RankingValidation(EpochSelection):
+    """Full-ranking validation at epoch end (every `every` epochs and the last), selecting on
+    NDCG@10; adds ``val_<metric>`` to the epoch logs, so TensorBoard and the History see them."""
+
+    def __init__(self, scorer, valid: inputs.EvalSequences, state_path: str, on_improve, every: int = 1,
+                 patience: int = 0, exclude_history: bool = True, batch_size: int = 1024, select: bool = True,
+                 write_state: bool = True):
+        super().__init__(state_path, on_improve, patience, "max", select, write_state)
+        self.scorer, self.valid, self.every = scorer, valid, max(1, every)
+        self.exclude_history, self.batch_size = exclude_history, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
         if self.state["stopped_early"]:
@@ -218,21 +250,9 @@ class RankingValidation(tf.keras.callbacks.Callback):
             if k != "users":
                 logs[f"val_{k}"] = v
         entry = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))}
-        entry["time"] = time.time()
-        self.state["epochs"][str(epoch + 1)] = entry
-        if metrics[MONITOR] > self.state["best"] or not self.select:
-            self.state.update(best=metrics[MONITOR], best_epoch=epoch + 1, wait=0)
-            self.on_improve(epoch + 1, metrics)
-        else:
-            self.state["wait"] += 1
-            if self.patience and self.state["wait"] >= self.patience:
-                self.model.stop_training = True
-                self.state["stopped_early"] = True
-        self._save_state()
-        note = (f"best {self.state['best']:.4f} at epoch {self.state['best_epoch']}" if self.select
-                else "refit: trained on these items, not held out; the last epoch is kept")
-        print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} ({note})",
-              flush=True)
+        self.record(epoch + 1, entry, float(metrics[MONITOR]), metrics)
+        print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
+              f"({self.describe()})", flush=True)
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
