@@ -142,8 +142,7 @@ class BestEpoch(trainer.EpochSelection):
         if value is None:
             raise TfrecError(f"validation did not report {self.monitor}; known: {', '.join(sorted(logs))}")
         self.state["last_epoch"] = epoch + 1
-        self.record(epoch + 1, {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))},
-                    float(value))
+        self.record(epoch + 1, logs, float(value))
         print(f"epoch {epoch + 1}: {self.monitor} {float(value):.4f} ({self.describe()})", flush=True)
 
 
@@ -335,9 +334,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
                "epochs_run": state["last_epoch"], "stopped_early": state["stopped_early"],
                "valid": state["epochs"].get(str(state["best_epoch"]), {}),
                "fit_seconds_this_process": seconds, "parameters": extra["parameters"],
-               "weights_sha256": trainer.weights_fingerprint(model), "worker": cluster.worker_name(strategy)}
-    if config.strategy == "multi-worker":
-        print(f"worker {summary['worker']}: weights sha256 {summary['weights_sha256']}", flush=True)
+               **trainer.worker_fingerprint(model, config)}
     if target.chief:  # the test split is scored once, by the worker that keeps the model
         best_model, _ = persistence.load(model_dir)
         summary["test"] = evaluate_task(best_model, split, config, task)

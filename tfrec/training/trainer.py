@@ -202,9 +202,10 @@ class EpochSelection(tf.keras.callbacks.Callback):
         best = self.state["best"]
         return best is None or not self.select or (value > best if self.mode == "max" else value < best)
 
-    def record(self, epoch: int, entry: dict, value: float, figures: dict | None = None) -> None:
-        """Files the figures of `epoch` (1-based), `value` the one that selects; `on_improve`
-        gets `figures` (default: `entry`)."""
+    def record(self, epoch: int, logs: dict, value: float, figures: dict | None = None) -> None:
+        """Files the numeric figures of `logs` for `epoch` (1-based), `value` the one that selects;
+        `on_improve` gets `figures` (default: those of `logs`)."""
+        entry = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))}
         self.state["epochs"][str(epoch)] = dict(entry, time=time.time())
         if self._better(value):
             self.state.update(best=value, best_epoch=epoch, wait=0)
@@ -249,8 +250,7 @@ class RankingValidation(EpochSelection):
         for k, v in metrics.items():
             if k != "users":
                 logs[f"val_{k}"] = v
-        entry = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))}
-        self.record(epoch + 1, entry, float(metrics[MONITOR]), metrics)
+        self.record(epoch + 1, logs, float(metrics[MONITOR]), metrics)
         print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
               f"({self.describe()})", flush=True)
 
@@ -347,12 +347,18 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     summary = {"best_epoch": state["best_epoch"], "epochs_run": state.get("last_epoch", 0),
                "validations": len(state["epochs"]), "stopped_early": state["stopped_early"],
                "valid": metrics, "fit_seconds_this_process": seconds, "refit": config.refit,
-               "weights_sha256": weights_fingerprint(model), "worker": cluster.worker_name(strategy)}
-    if config.strategy == "multi-worker":
-        print(f"worker {summary['worker']}: weights sha256 {summary['weights_sha256']}", flush=True)
+               **worker_fingerprint(model, config)}
     write_json(target.path(METRICS_FILE), summary)
     target.close()
     return summary
+
+
+def worker_fingerprint(model: tf.keras.Model, config: RunConfig) -> dict:
+    """``weights_sha256`` and ``worker`` for a run's summary; printed by each worker of a multi-worker job."""
+    out = {"weights_sha256": weights_fingerprint(model), "worker": cluster.worker_name(model.distribute_strategy)}
+    if config.strategy == "multi-worker":
+        print(f"worker {out['worker']}: weights sha256 {out['weights_sha256']}", flush=True)
+    return out
 
 
 def weights_fingerprint(model: tf.keras.Model) -> str:
