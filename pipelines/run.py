@@ -142,7 +142,10 @@ def execute(config, from_step: str | None = None, log=print) -> dict:
 
 def main(argv=None) -> int:
     import tfrec  # noqa: F401  (pins Keras 2 before TensorFlow is imported)
+    from tfrec.allocator import keep_freed_memory
     from tfrec.errors import TfrecError
+
+    keep_freed_memory()
 
     ap = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -583,6 +583,9 @@ def write_cli_reference(path: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tfrec.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before TensorFlow allocates anything: see tfrec/allocator.py
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable | None = getattr(args, "func", None)
