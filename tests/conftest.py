@@ -8,6 +8,13 @@ import sys
 import pytest
 
 import tfrec  # noqa: F401  (pins Keras 2 before anything imports TensorFlow)
+from tfrec import allocator
+
+# The CLI's malloc padding (tfrec/allocator.py) for this process and, through the environment, for the
+# notebook kernels and other Python processes the tests start.
+allocator.keep_freed_memory()
+for _key, _value in allocator.environment().items():
+    os.environ.setdefault(_key, _value)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.environ.get("TFREC_DATA_DIR") or os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -57,6 +64,55 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "tfrec", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=REPO)
+
+
+_BATCH_DRIVER = """
+import contextlib, io, json, sys, traceback
+from tfrec.cli import main
+results = []
+import os
+for argv, env in json.load(open(sys.argv[1])):
+    saved = dict(os.environ)
+    os.environ.update(env)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    os.environ.clear()
+    os.environ.update(saved)
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+json.dump(results, open(sys.argv[2], "w"))
+"""
+
+
+def run_cli_batch(*argvs, envs: list | None = None, timeout: float = 600) -> list:
+    """Runs several `tfrec` commands one after another in one fresh process, through `tfrec.cli.main`.
+
+    For the bad-input cases: each exits before doing real work, so one process start (and one
+    TensorFlow import) serves them all.  Each result has `returncode`, `stdout` and `stderr`, as from
+    :func:`run_cli`; an exception escaping `main` shows up as its traceback in `stderr`, as it would
+    in a process of its own.  `envs`, one dict per command, sets environment variables for that
+    command alone.
+    """
+    import json
+    import subprocess
+    import tempfile
+    from types import SimpleNamespace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cases, results = os.path.join(tmp, "cases.json"), os.path.join(tmp, "results.json")
+        with open(cases, "w") as f:
+            json.dump([[list(map(str, argv)), env] for argv, env in zip(argvs, envs or [{}] * len(argvs))], f)
+        r = subprocess.run([sys.executable, "-c", _BATCH_DRIVER, cases, results], capture_output=True, text=True,
+                           timeout=timeout, cwd=REPO)
+        assert r.returncode == 0 and os.path.exists(results), r.stderr[-3000:]
+        with open(results) as f:
+            return [SimpleNamespace(**x) for x in json.load(f)]
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli_batch
 from tests.integration.test_training_cli import SMALL
 
 TASK = ["--set", "tasks.batch_size=64", "--set", "tasks.mlp=[16]", "--learning-rate", "0.01", "--epochs", "1"]
@@ -16,18 +16,16 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     data = str(root / "data")
     prepare(generate_synthetic(num_users=120, num_items=40, seed=11), data)
-    runs = {}
-    r = run_cli("pretrain", "--data", data, "--out", str(root / "pre"), "--epochs", "1", *SMALL)
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = run_cli("finetune", "--task", "next-item", "--data", data, "--pretrained", str(root / "pre"),
-                "--out", str(root / "next"), "--epochs", "1", *SMALL)
-    assert r.returncode == 0, r.stderr[-2000:]
-    runs["next-item"] = str(root / "next")
-    for task in ("retrieval", "ranking", "multitask"):
-        r = run_cli("finetune", "--task", task, "--data", data, "--from-scratch", "--split", "random",
-                    "--out", str(root / task), *SMALL, *TASK)
+    runs = {"next-item": str(root / "next"), **{task: str(root / task) for task in ("retrieval", "ranking", "multitask")}}
+    # One process trains them all (the CLI's own process starts are tested elsewhere).
+    results = run_cli_batch(
+        ("pretrain", "--data", data, "--out", root / "pre", "--epochs", "1", *SMALL),
+        ("finetune", "--task", "next-item", "--data", data, "--pretrained", root / "pre", "--out", runs["next-item"],
+         "--epochs", "1", *SMALL),
+        *(("finetune", "--task", task, "--data", data, "--from-scratch", "--split", "random", "--out", runs[task],
+           *SMALL, *TASK) for task in ("retrieval", "ranking", "multitask")))
+    for r in results:
         assert r.returncode == 0, r.stderr[-2000:]
-        runs[task] = str(root / task)
     return data, runs, root
 
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_cli_batch
 from tests.integration.test_cli import assert_clean_error
 
 pytestmark = pytest.mark.e2e
@@ -104,8 +104,9 @@ def test_next_item_export_has_the_documented_signatures_and_answers(trained, tmp
 def test_retrieval_and_ranking_exports(trained, tmp_path):
     _, runs, _ = trained
     root = str(tmp_path / "serving")
-    for task in ("retrieval", "ranking"):
-        r = run_cli("export", "--model", runs[task], "--serving-root", root, "--name", task)
+    names = {"retrieval": "retrieval", "ranking": "ranking", "multitask": "both"}
+    for r in run_cli_batch(*(("export", "--model", runs[task], "--serving-root", root, "--name", name)
+                             for task, name in names.items())):
         assert r.returncode == 0, r.stderr[-2000:]
     got = probe(os.path.join(root, "retrieval", "1"), {"serving_default": {"history": [["i1", "i2"]],
                                                                             "user_id": ["u1"]}})
@@ -120,8 +121,6 @@ def test_retrieval_and_ranking_exports(trained, tmp_path):
     assert got["signatures"]["regress"]["inputs"] == {"inputs": ["string", [None]]}
     scores = got["answers"]["serving_default"]["score"]
     assert len(scores) == 2 and all(1.0 - 3 < s < 5.0 + 3 for s in scores)  # a rating, unknown user included
-    r = run_cli("export", "--model", runs["multitask"], "--serving-root", root, "--name", "both")
-    assert r.returncode == 0, r.stderr[-2000:]
     got = probe(os.path.join(root, "both", "1"), {"rank": calls["serving_default"],
                                                   "serving_default": {"history": [["i1"]], "user_id": ["u1"]}})
     assert set(got["signatures"]) == {"serving_default", "serving_tf_example", "item_embeddings", "rank", "regress"}
@@ -159,12 +158,14 @@ def test_warmup_file_parses_and_the_check_catches_a_wrong_answer(trained, tmp_pa
 def test_export_bad_inputs_are_one_sentence(trained, tmp_path):
     _, runs, _ = trained
     root = str(tmp_path / "serving")
-    assert_clean_error(run_cli("export", "--model", str(tmp_path / "nothing"), "--serving-root", root, "--name", "m"),
-                       "does not exist")
-    assert_clean_error(run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "a/b"),
-                       "must be letters, digits")
-    assert_clean_error(run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "m",
-                               "--data", str(tmp_path)), "pass --data with the prepared dataset folder")
+    cases = [
+        (("--model", tmp_path / "nothing", "--name", "m"), "does not exist"),
+        (("--model", runs["next-item"], "--name", "a/b"), "must be letters, digits"),
+        (("--model", runs["next-item"], "--name", "m", "--data", tmp_path), "pass --data with the prepared dataset folder"),
+    ]
+    results = run_cli_batch(*(("export", "--serving-root", root, *argv) for argv, _ in cases))
+    for (_, message), r in zip(cases, results):
+        assert_clean_error(r, message)
     assert not os.path.exists(os.path.join(root, "m"))
 
 
@@ -174,24 +175,24 @@ def test_push_blesses_only_a_model_that_is_not_worse(trained, tmp_path):
     r = run_cli("export", "--model", runs["next-item"], "--serving-root", staging, "--name", "seq")
     assert r.returncode == 0, r.stderr[-2000:]
     candidate = os.path.join(staging, "seq", "1")
-    r = run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq", "--metric", "hr@10")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "nothing served yet" in r.stdout and os.listdir(os.path.join(served, "seq")) == ["1"]
-    # the same model again: not worse, so it is pushed as version 2
-    r = run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq", "--metric", "hr@10")
-    assert r.returncode == 0 and sorted(os.listdir(os.path.join(served, "seq"))) == ["1", "2"]
+    push = ("push", "--candidate", candidate, "--serving-root", served, "--name", "seq")
+    first, again, refused, wrong_metric, kept = run_cli_batch(
+        (*push, "--metric", "hr@10"),
+        # the same model again: not worse, so it is pushed as version 2
+        (*push, "--metric", "hr@10"),
+        # a candidate must beat the served figure by more than it can: refused, nothing written
+        (*push, "--metric", "hr@10", "--min-delta", "-1"),
+        (*push, "--metric", "rmse"),
+        (*push, "--metric", "hr@10", "--keep", "2"))
+    assert first.returncode == 0 and "nothing served yet" in first.stdout, first.stderr[-2000:]
+    assert "pushed as version 1" in first.stdout
+    assert again.returncode == 0 and "pushed as version 2" in again.stdout
+    assert refused.returncode == 1 and "not pushed" in refused.stdout and "pushed as" not in refused.stdout
+    assert_clean_error(wrong_metric, "metric 'rmse' is not reported")
+    assert kept.returncode == 0 and "pushed as version 3" in kept.stdout
+    assert sorted(os.listdir(os.path.join(served, "seq"))) == ["2", "3"]  # --keep 2 removed version 1
     meta = json.load(open(os.path.join(served, "seq", "2", "assets.extra", "tfrec_model.json")))
     assert meta["version"] == 2 and meta["blessing"]["candidate_value"] == meta["blessing"]["served_value"]
-    # a candidate must beat the served figure by more than it can: refused, nothing written
-    r = run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq", "--metric", "hr@10",
-                "--min-delta", "-1")
-    assert r.returncode == 1 and "not pushed" in r.stdout
-    assert sorted(os.listdir(os.path.join(served, "seq"))) == ["1", "2"]
-    assert_clean_error(run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq",
-                               "--metric", "rmse"), "metric 'rmse' is not reported")
-    r = run_cli("push", "--candidate", candidate, "--serving-root", served, "--name", "seq", "--metric", "hr@10",
-                "--keep", "2")
-    assert r.returncode == 0 and sorted(os.listdir(os.path.join(served, "seq"))) == ["2", "3"]
 
 
 POLLER = textwrap.dedent("""

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli_batch
 from tests.integration.test_cli import assert_clean_error
 from tests.integration.test_training_cli import SMALL
 
@@ -135,13 +135,10 @@ def test_a_killed_job_started_again_resumes(prepared, tmp_path):
 
 
 def test_multi_worker_needs_a_cluster(prepared, tmp_path):
-    env = {"TF_CONFIG": ""}
-    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy",
-                               "multi-worker", env=env), "TF_CONFIG")
-    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy",
-                               "multi-worker", env={"TF_CONFIG": "{not json"}), "not valid JSON")
-    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy",
-                               "multi-worker", env={"TF_CONFIG": json.dumps({"cluster": {"ps": ["a:1"]},
-                                                                             "task": {"type": "ps"}})}),
-                       "parameter servers")
+    argv = ("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy", "multi-worker")
+    cases = [("", "TF_CONFIG"), ("{not json", "not valid JSON"),
+             (json.dumps({"cluster": {"ps": ["a:1"]}, "task": {"type": "ps"}}), "parameter servers")]
+    results = run_cli_batch(*(argv for _ in cases), envs=[{"TF_CONFIG": config} for config, _ in cases])
+    for (_, message), r in zip(cases, results):
+        assert_clean_error(r, message)
     assert not os.path.exists(tmp_path / "o")

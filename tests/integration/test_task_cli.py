@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_batch
 from tests.integration.test_cli import assert_clean_error
 from tests.integration.test_training_cli import SMALL
 
@@ -55,20 +55,22 @@ def test_retrieval_from_pretrained_beats_random_and_reports_test_figures(data, p
 
 
 def test_ranking_and_multitask_report_rating_errors_below_the_mean_baseline(data, pretrained_random, tmp_path):
-    for task in ("ranking", "multitask"):
-        out = str(tmp_path / task)
-        r = finetune(data, out, task, "--split", "random", "--pretrained", pretrained_random)
+    binary = str(tmp_path / "binary")
+    results = run_cli_batch(
+        *(("finetune", "--task", task, "--data", data, "--out", str(tmp_path / task), "--epochs", "2", *SMALL, *TASK,
+           "--split", "random", "--pretrained", pretrained_random) for task in ("ranking", "multitask")),
+        ("finetune", "--task", "ranking", "--data", data, "--out", binary, "--epochs", "2", *SMALL, *TASK,
+         "--split", "random", "--from-scratch", "--set", "tasks.objective=binary"))
+    for r in results:
         assert r.returncode == 0, r.stderr[-2000:]
-        summary = json.load(open(os.path.join(out, "metrics.json")))
+    for task in ("ranking", "multitask"):
+        summary = json.load(open(os.path.join(tmp_path / task, "metrics.json")))
         ranking = summary["test"]["ranking"]
         # ratings are planted (about 4 inside the user's cluster, 2.5 outside): the model must beat the mean
         assert ranking["rmse"] < summary["baselines"]["train_mean"]["rmse"]
         assert set(ranking) >= {"rmse", "mae", "r2"}
         if task == "multitask":
             assert "retrieval" in summary["test"] and summary["monitor"] == "val_loss"
-    binary = str(tmp_path / "binary")
-    r = finetune(data, binary, "ranking", "--split", "random", "--from-scratch", "--set", "tasks.objective=binary")
-    assert r.returncode == 0, r.stderr[-2000:]
     summary = json.load(open(os.path.join(binary, "metrics.json")))
     assert summary["monitor"] == "val_auc" and summary["test"]["ranking"]["auc"] > 0.6
 
@@ -88,37 +90,32 @@ def test_task_bad_inputs_are_one_sentence(data, pretrained_random, tmp_path):
     from tfrec.data.dataset import prepare
     from tfrec.data.synthetic import generate_synthetic
 
-    cases = [
-        (("--split", "random", "--from-scratch"), "cold-start", "cold-start task trains and tests on the cold split"),
-        (("--split", "cold", "--from-scratch"), "retrieval", "use it with --task cold-start"),
-        (("--split", "loo", "--pretrained", pretrained_random), "retrieval", "whose test rows it may have seen"),
-        (("--split", "random", "--from-scratch"), "ranking-ish", "unknown task 'ranking-ish'"),
-        (("--split", "random", "--from-scratch", "--set", "tasks.objective=stars"), "ranking",
-         "unknown tasks.objective 'stars'"),
-    ]
-    for extra, task, message in cases:
-        r = finetune(data, str(tmp_path / "bad"), task, *extra)
-        assert_clean_error(r, message)
-        assert not os.path.exists(str(tmp_path / "bad"))
-    # a pretrained model of other data (another item vocabulary)
-    other = str(tmp_path / "other")
+    # a dataset of other items (another vocabulary), one without ratings, one without item features
+    other, implicit, bare = (str(tmp_path / name) for name in ("other", "implicit", "bare"))
     prepare(generate_synthetic(num_users=80, num_items=30, seed=9), other)
-    r = finetune(other, str(tmp_path / "bad"), "retrieval", "--split", "random", "--pretrained", pretrained_random)
-    assert_clean_error(r, "vocabulary_size")
-    # implicit feedback only: a rating task has nothing to learn
-    implicit = str(tmp_path / "implicit")
     raw = generate_synthetic(num_users=80, num_items=30, seed=9)
     raw.interactions = raw.interactions.drop(columns=["rating"])
     prepare(raw, implicit)
-    r = finetune(implicit, str(tmp_path / "bad"), "ranking", "--split", "random", "--from-scratch")
-    assert_clean_error(r, "needs ratings")
-    # no item features: nothing for a content tower to read
-    bare = str(tmp_path / "bare")
     raw = generate_synthetic(num_users=80, num_items=30, seed=9)
     raw.items = None
     prepare(raw, bare)
-    r = finetune(bare, str(tmp_path / "bad"), "cold-start", "--split", "cold", "--from-scratch")
-    assert_clean_error(r, "needs item content features")
+    cases = [
+        ((data, "cold-start", "--split", "random", "--from-scratch"), "cold-start task trains and tests on the cold split"),
+        ((data, "retrieval", "--split", "cold", "--from-scratch"), "use it with --task cold-start"),
+        ((data, "retrieval", "--split", "loo", "--pretrained", pretrained_random), "whose test rows it may have seen"),
+        ((data, "ranking-ish", "--split", "random", "--from-scratch"), "unknown task 'ranking-ish'"),
+        ((data, "ranking", "--split", "random", "--from-scratch", "--set", "tasks.objective=stars"),
+         "unknown tasks.objective 'stars'"),
+        ((other, "retrieval", "--split", "random", "--pretrained", pretrained_random), "vocabulary_size"),
+        ((implicit, "ranking", "--split", "random", "--from-scratch"), "needs ratings"),  # nothing to learn
+        ((bare, "cold-start", "--split", "cold", "--from-scratch"), "needs item content features"),
+    ]
+    bad = str(tmp_path / "bad")
+    argvs = [("finetune", "--task", task, "--data", folder, "--out", bad, "--epochs", "2", *SMALL, *TASK, *extra)
+             for (folder, task, *extra), _ in cases]
+    for (_, message), r in zip(cases, run_cli_batch(*argvs)):
+        assert_clean_error(r, message)
+    assert not os.path.exists(bad)
 
 
 def test_evaluate_points_a_task_model_to_its_metrics(data, tmp_path):

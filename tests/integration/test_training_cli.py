@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_cli_batch
 from tests.integration.test_cli import assert_clean_error
 
 pytestmark = pytest.mark.e2e
@@ -61,21 +61,22 @@ def test_finetune_from_pretrained_and_from_scratch_then_evaluate(prepared, pretr
     assert json.load(open(os.path.join(ft, "run.json")))["identity"]["pretrained"].endswith("model")
     # from scratch, with a learning rate of 0 validation never improves: patience 1 stops after epoch 2
     scratch = str(tmp_path / "scratch")
-    r = run_cli("finetune", "--data", prepared, "--from-scratch", "--out", scratch, "--epochs", "10",
-                "--learning-rate", "0", "--set", "finetune.patience=1", *SMALL)
+    r, evaluation, pop = run_cli_batch(
+        ("finetune", "--data", prepared, "--from-scratch", "--out", scratch, "--epochs", "10", "--learning-rate", "0",
+         "--set", "finetune.patience=1", *SMALL),
+        ("evaluate", "--model", ft, "--data", prepared, "--split", "test", "--per-user"),
+        ("evaluate", "--baseline", "popularity", "--data", prepared, "--out", str(tmp_path / "pop")))
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.load(open(os.path.join(scratch, "run.json")))["summary"]
     assert summary["stopped_early"] and summary["epochs_run"] == 2 and summary["best_epoch"] == 1
     assert json.load(open(os.path.join(scratch, "run.json")))["identity"]["pretrained"] is None
-    r = run_cli("evaluate", "--model", ft, "--data", prepared, "--split", "test", "--per-user")
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
     report = json.load(open(os.path.join(ft, "eval_test.json")))
     assert report["split"] == "test" and report["metrics"]["users"] > 0
     assert set(report["metrics"]) >= {"hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"}
     assert open(os.path.join(ft, "eval_test.md")).read().count("|") > 10
     lines = open(os.path.join(ft, "eval_test.per_user.csv")).read().splitlines()
     assert lines[0] == "user_id,target_item_id,rank" and len(lines) == report["metrics"]["users"] + 1
-    pop = run_cli("evaluate", "--baseline", "popularity", "--data", prepared, "--out", str(tmp_path / "pop"))
     assert pop.returncode == 0 and "popularity" in pop.stdout
 
 
@@ -112,44 +113,50 @@ def test_refit_trains_on_the_validation_items_and_keeps_the_last_epoch(prepared,
     assert summary["refit"] and summary["best_epoch"] == 3 and summary["epochs_run"] == 3
     assert not summary["stopped_early"] and "not held out" in r.stdout
     assert json.load(open(os.path.join(out, "model", "config.json")))["epoch"] == 3
-    # Its validation figures are not held out: evaluate refuses them, and the test split works.
-    assert_clean_error(run_cli("evaluate", "--model", out, "--data", prepared, "--split", "valid"), "not held out")
-    assert run_cli("evaluate", "--model", out, "--data", prepared, "--split", "test").returncode == 0
-    # A refit pretrained model would leak the validation items into a plain fine-tuning run's selection.
-    pre_refit = str(tmp_path / "pre-refit")
-    assert run_cli("pretrain", "--data", prepared, "--out", pre_refit, "--epochs", "1", "--set", "refit=true",
-                   *SMALL).returncode == 0
-    assert_clean_error(run_cli("finetune", "--data", prepared, "--pretrained", pre_refit, "--out",
-                               str(tmp_path / "o"), "--epochs", "1", *SMALL), "refit")
-    assert_clean_error(run_cli("finetune", "--task", "retrieval", "--data", prepared, "--pretrained", pre_refit,
-                               "--out", str(tmp_path / "o"), "--epochs", "1", *SMALL), "refit")
-    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--set", "refit=true",
-                               "--set", "split=random"), "refit")
+    # Its validation figures are not held out: evaluate refuses them, and the test split works.  A refit
+    # pretrained model would leak the validation items into a plain fine-tuning run's selection.
+    pre_refit, o = str(tmp_path / "pre-refit"), str(tmp_path / "o")
+    valid, test, pre, finetune, retrieval, random_split = run_cli_batch(
+        ("evaluate", "--model", out, "--data", prepared, "--split", "valid"),
+        ("evaluate", "--model", out, "--data", prepared, "--split", "test"),
+        ("pretrain", "--data", prepared, "--out", pre_refit, "--epochs", "1", "--set", "refit=true", *SMALL),
+        ("finetune", "--data", prepared, "--pretrained", pre_refit, "--out", o, "--epochs", "1", *SMALL),
+        ("finetune", "--task", "retrieval", "--data", prepared, "--pretrained", pre_refit, "--out", o, "--epochs", "1",
+         *SMALL),
+        ("pretrain", "--data", prepared, "--out", o, "--set", "refit=true", "--set", "split=random"))
+    assert_clean_error(valid, "not held out")
+    assert test.returncode == 0 and pre.returncode == 0, test.stderr[-2000:] + pre.stderr[-2000:]
+    for r in (finetune, retrieval, random_split):
+        assert_clean_error(r, "refit")
+    assert not os.path.exists(o)
 
 
 def test_training_bad_input(prepared, pretrained, tmp_path):
     pre, _ = pretrained
-    assert_clean_error(run_cli("pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")), "not a folder")
-    assert_clean_error(run_cli("finetune", "--data", prepared, "--out", str(tmp_path / "o")), "--pretrained")
-    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--set", "pretrain.nope=1"),
-                       "unknown setting")
-    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "o"), "--strategy", "tpu-pod"),
-                       "unknown strategy")
-    assert_clean_error(run_cli("finetune", "--data", prepared, "--from-scratch", "--out", str(tmp_path / "o"),
-                               "--set", "finetune.examples=everything"), "unknown finetune.examples")
-    assert_clean_error(run_cli("finetune", "--data", prepared, "--from-scratch", "--out", str(tmp_path / "o"),
-                               "--set", "finetune.lr_schedule=wavy"), "unknown finetune.lr_schedule")
-    assert not os.path.exists(tmp_path / "o")  # refused before anything was written
-    # a pretrained backbone of another shape
-    assert_clean_error(run_cli("finetune", "--data", prepared, "--pretrained", pre, "--out", str(tmp_path / "o2"),
-                               "--set", "model.hidden_dim=8", "--set", "model.max_len=12"), "hidden_dim")
-    # a run folder holding another run
-    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", pre, "--epochs", "1", *SMALL), "other data or settings")
     (tmp_path / "stuff").mkdir()
     (tmp_path / "stuff" / "x.txt").write_text("x")
-    assert_clean_error(run_cli("pretrain", "--data", prepared, "--out", str(tmp_path / "stuff")), "not a tfrec run folder")
-    assert_clean_error(run_cli("evaluate", "--model", str(tmp_path / "stuff"), "--data", prepared), "no saved tfrec model")
-    assert_clean_error(run_cli("evaluate", "--data", prepared), "exactly one of")
+    out = str(tmp_path / "o")
+    cases = [
+        (("pretrain", "--data", tmp_path / "nope", "--out", out), "not a folder"),
+        (("finetune", "--data", prepared, "--out", out), "--pretrained"),
+        (("pretrain", "--data", prepared, "--out", out, "--set", "pretrain.nope=1"), "unknown setting"),
+        (("pretrain", "--data", prepared, "--out", out, "--strategy", "tpu-pod"), "unknown strategy"),
+        (("finetune", "--data", prepared, "--from-scratch", "--out", out, "--set", "finetune.examples=everything"),
+         "unknown finetune.examples"),
+        (("finetune", "--data", prepared, "--from-scratch", "--out", out, "--set", "finetune.lr_schedule=wavy"),
+         "unknown finetune.lr_schedule"),
+        # a pretrained backbone of another shape
+        (("finetune", "--data", prepared, "--pretrained", pre, "--out", tmp_path / "o2", "--set", "model.hidden_dim=8",
+          "--set", "model.max_len=12"), "hidden_dim"),
+        # a run folder holding another run
+        (("pretrain", "--data", prepared, "--out", pre, "--epochs", "1", *SMALL), "other data or settings"),
+        (("pretrain", "--data", prepared, "--out", tmp_path / "stuff"), "not a tfrec run folder"),
+        (("evaluate", "--model", tmp_path / "stuff", "--data", prepared), "no saved tfrec model"),
+        (("evaluate", "--data", prepared), "exactly one of"),
+    ]
+    for (argv, message), r in zip(cases, run_cli_batch(*(argv for argv, _ in cases))):
+        assert_clean_error(r, message)
+    assert not os.path.exists(out) and not os.path.exists(tmp_path / "o2")  # refused before anything was written
 
 
 def test_same_seed_same_run(prepared, tmp_path):
