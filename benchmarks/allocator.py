@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,17 +24,17 @@ SETTINGS = ["--set", "model.hidden_dim=32", "--set", "model.intermediate_dim=64"
             "--set", "model.max_len=30", "--set", "pretrain.validate_every=100", "--learning-rate", "0.005"]
 
 
-def timed(args: list[str], env: dict) -> dict:
-    """Wall, user and system seconds and peak RSS of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def timed(args: list[str], env: dict, log: str) -> dict:
+    """Wall, user and system seconds and peak RSS of one child process (its own rusage, from wait4)."""
     start = time.perf_counter()
-    r = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(args)} failed:\n{r.stderr[-3000:]}")
-    return {"wall": wall, "user": after.ru_utime - before.ru_utime, "sys": after.ru_stime - before.ru_stime,
-            "peak_rss_mb": after.ru_maxrss / 1024}
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed (exit {proc.returncode}); the end of {log}:\n{open(log).read()[-3000:]}")
+    return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def main() -> int:
@@ -54,11 +53,11 @@ def main() -> int:
             for name, env in variants.items():
                 cmd = tfrec("pretrain", "--data", data, "--out", os.path.join(tmp, "run"), "--overwrite",
                             "--epochs", str(args.epochs), *SETTINGS)
-                runs[name].append(timed(cmd, env))
+                runs[name].append(timed(cmd, env, os.path.join(tmp, "log.txt")))
                 print(f"run {i + 1}, {name}: {runs[name][-1]['wall']:.1f} s", flush=True)
     rows = {name: {k: median([r[k] for r in rs]) for k in ("wall", "user", "sys")} for name, rs in runs.items()}
     for name, rs in runs.items():
-        rows[name]["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rs)
+        rows[name]["peak_rss_mb"] = median([r["peak_rss_mb"] for r in rs])
     padded, plain = rows["padding (default)"], rows["glibc default (MALLOC_TOP_PAD_=0)"]
     print(f"\n`tfrec pretrain`, MovieLens-100K, {args.epochs} epochs, median of {args.repeats} ({machine()})\n")
     print("| malloc | wall s | user s | system s | peak RSS MB |")
