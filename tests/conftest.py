@@ -67,10 +67,9 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
 
 
 _BATCH_DRIVER = """
-import contextlib, io, json, sys, traceback
+import contextlib, io, json, os, sys, traceback
 from tfrec.cli import main
 results = []
-import os
 for argv, env in json.load(open(sys.argv[1])):
     saved = dict(os.environ)
     os.environ.update(env)
@@ -93,8 +92,8 @@ json.dump(results, open(sys.argv[2], "w"))
 def run_cli_batch(*argvs, envs: list | None = None, timeout: float = 600) -> list:
     """Runs several `tfrec` commands one after another in one fresh process, through `tfrec.cli.main`.
 
-    For the bad-input cases: each exits before doing real work, so one process start (and one
-    TensorFlow import) serves them all.  Each result has `returncode`, `stdout` and `stderr`, as from
+    For commands whose own process start is not what a test checks (bad-input cases, the runs a
+    fixture only builds on): one process start, and one TensorFlow import, serves them all.  Each result has `returncode`, `stdout` and `stderr`, as from
     :func:`run_cli`; an exception escaping `main` shows up as its traceback in `stderr`, as it would
     in a process of its own.  `envs`, one dict per command, sets environment variables for that
     command alone.
