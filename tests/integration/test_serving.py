@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_cli_batch
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +30,8 @@ def server(request, trained, tmp_path_factory):
         pytest.skip("tensorflow_model_server is not on PATH: the client suite ran against tfrec serve only")
     data, runs, _ = trained
     root = tmp_path_factory.mktemp("serving")
-    for name, task in (("seq", "next-item"), ("rank", "ranking")):
-        r = run_cli("export", "--model", runs[task], "--serving-root", str(root), "--name", name, "--top-k", "10")
+    for r in run_cli_batch(*(("export", "--model", runs[task], "--serving-root", root, "--name", name, "--top-k", "10")
+                             for name, task in (("seq", "next-item"), ("rank", "ranking")))):
         assert r.returncode == 0, r.stderr[-2000:]
     config = root / "models.config"
     config.write_text(f"""model_config_list {{
