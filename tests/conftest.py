@@ -20,6 +20,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.environ.get("TFREC_DATA_DIR") or os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
+# The tiny MovieLens-100K runs of the quickstart and notebook tests, as dotted-key overrides of a run
+# config: the encoder a third of the default width, one layer, shorter histories ...
+TINY_ENCODER = {"model.hidden_dim": 32, "model.intermediate_dim": 64, "model.num_layers": 1, "model.max_len": 30}
+# ... with 3 pretraining epochs and 400 fine-tuning steps.  Even this beats popularity on the test split.
+TINY_MOVIELENS = {**TINY_ENCODER, "pretrain.epochs": 3, "pretrain.validate_every": 3, "pretrain.learning_rate": 0.005,
+                  "finetune.epochs": 1, "finetune.steps_per_epoch": 400, "finetune.learning_rate": 0.003}
+
+
 def dataset_dir(folder: str) -> str:
     """The local copy of a dataset; skips the test, with the reason, when it is absent."""
     path = os.path.join(DATA_DIR, folder)

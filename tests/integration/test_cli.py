@@ -8,8 +8,10 @@ import sys
 import time
 
 import pytest
+import yaml
 
-from tests.conftest import REPO, dataset_dir, run_cli
+from tests.conftest import REPO, TINY_MOVIELENS, dataset_dir, run_cli
+from tfrec.training.config import RunConfig
 
 pytestmark = pytest.mark.e2e
 
@@ -82,23 +84,18 @@ def test_prepare_local_copy_through_data_dir_env(tmp_path):
     assert "943" in r.stdout and "1,682" in r.stdout and "100,000" in r.stdout
 
 
-# The quickstart's seven steps at a fifth of the default run's cost (tfrec/configs/quickstart.yaml is
-# checked to load in tests/unit/test_training_config.py): a narrower one-layer encoder, three
-# pretraining epochs and 400 fine-tuning steps.  Even this beats popularity clearly on the test split
-# (NDCG@10 .059 against .044 on a 2-core machine).
-TINY_QUICKSTART = """seed: 0
-model: {max_len: 30, hidden_dim: 32, num_layers: 1, num_heads: 2, intermediate_dim: 64, dropout: 0.2}
-pretrain: {epochs: 3, learning_rate: 0.005, mask_rate: 0.3, continuation_weight: 0.5, validate_every: 3, patience: 0}
-finetune: {examples: all-prefixes, epochs: 1, steps_per_epoch: 400, learning_rate: 0.003, patience: 0}
-tasks: {epochs: 1, steps_per_epoch: 40, learning_rate: 0.002, freeze_backbone: true, patience: 0}
-"""
+# The quickstart's seven steps at a fifth of the default run's cost: tfrec/configs/quickstart.yaml with
+# the tiny MovieLens settings of tests/conftest.py and one short rating epoch.  Even this beats
+# popularity clearly on the test split (NDCG@10 .059 against .044 on a 2-core machine).
+TINY_QUICKSTART = {**TINY_MOVIELENS, "tasks.epochs": 1, "tasks.steps_per_epoch": 40}
 
 
 @pytest.mark.slow
 def test_quickstart(tmp_path):
     root = os.path.dirname(dataset_dir("ml-100k"))
     config = tmp_path / "tiny.yaml"
-    config.write_text(TINY_QUICKSTART)
+    default = os.path.join(REPO, "tfrec", "configs", "quickstart.yaml")
+    config.write_text(yaml.safe_dump(RunConfig.from_file(default).updated(TINY_QUICKSTART).to_dict()))
     work = tmp_path / "run"
     r = run_cli("quickstart", "--workdir", str(work), "--config", str(config), env={"TFREC_DATA_DIR": root},
                 timeout=1200)

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from tests.conftest import REPO, dataset_dir
+from tests.conftest import REPO, TINY_ENCODER, TINY_MOVIELENS, dataset_dir
 from tfrec.notebook import MIME_TYPE, recorded
 
 nbformat = pytest.importorskip("nbformat")
@@ -86,9 +86,7 @@ def test_quickstart_then_export_and_serve(tmp_path):
     run = str(tmp_path / "01")
     q = execute("01_quickstart", {
         "data_dir": data_dir, "workdir": run,
-        "overrides": {**SMALL_MODEL, "pretrain.epochs": 3, "pretrain.validate_every": 3,
-                      "pretrain.learning_rate": 0.005, "finetune.epochs": 1, "finetune.steps_per_epoch": 400,
-                      "finetune.learning_rate": 0.003}}, str(tmp_path / "01.ipynb"))
+        "overrides": TINY_MOVIELENS}, str(tmp_path / "01.ipynb"))
     # What the notebook shows is what the saved run scores.
     report, _, _ = sequential.evaluate_saved(os.path.join(run, "finetune"), os.path.join(run, "data"), "test")
     assert q["finetuned_hr10"] == pytest.approx(report["metrics"]["hr@10"], abs=1e-9)
@@ -116,7 +114,7 @@ def test_tasks(tmp_path):
     t = execute("02_tasks", {
         "data_dir": data_dir, "workdir": run, "pretrain_epochs": 2, "task_epochs": 2, "starts": ("pretrained",),
         "ranking_settings": {"tasks.freeze_backbone": True, "tasks.learning_rate": 0.002},
-        "overrides": {**SMALL_MODEL, "tasks.steps_per_epoch": 15, "pretrain.validate_every": 1}}, str(tmp_path / "02.ipynb"))
+        "overrides": {**TINY_ENCODER, "tasks.steps_per_epoch": 15, "pretrain.validate_every": 1}}, str(tmp_path / "02.ipynb"))
     for task in ("retrieval", "ranking", "multitask", "cold-start"):
         for start in ("pretrained",):
             with open(os.path.join(run, f"{task}-{start}", "metrics.json")) as f:
@@ -128,9 +126,6 @@ def test_tasks(tmp_path):
     for key, value in REFERENCE_TASKS.items():
         assert t[key] == pytest.approx(value, abs=0.03), key
 
-
-# The encoder of the tiny runs: a third of the notebooks' default width, one layer, shorter histories.
-SMALL_MODEL = {"model.hidden_dim": 32, "model.intermediate_dim": 64, "model.num_layers": 1, "model.max_len": 30}
 
 # Figures of the tiny runs above on a 2-core x86-64 machine (seed 0).
 REFERENCE = {"popularity_hr10": 0.0859, "pretrained_hr10": 0.0774, "finetuned_hr10": 0.1230}
