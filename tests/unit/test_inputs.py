@@ -33,6 +33,20 @@ def test_next_item_examples_by_hand():
     np.testing.assert_array_equal(inputs.with_mask_slot([arr(7, 8, 9)], 3), [[8, 9, MASK]])
 
 
+def test_last_example_weights_follow_the_examples():
+    seqs = [arr(3, 4, 5, 6), arr(7), arr(8, 9)]
+    x, y = inputs.next_item_examples(seqs, max_len=3)
+    np.testing.assert_array_equal(y, [4, 5, 6, 9])  # a one-item sequence gives no example
+    w = inputs.last_example_weights(seqs, 3.0)
+    np.testing.assert_array_equal(w, [1, 1, 3, 3])  # each sequence's latest target weighs 3
+    ds = inputs.next_item_dataset(x, y, batch_size=4, shuffle=False, weights=w)
+    (_, labels, weights), = list(ds)
+    np.testing.assert_array_equal(labels["items"][:, 0], y)
+    np.testing.assert_array_equal(weights[:, 0], w)
+    with pytest.raises(TfrecError, match="3 example weights for 4 examples"):
+        inputs.next_item_dataset(x, y, weights=w[:3])
+
+
 def _collect(ds):
     return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in ds]
 

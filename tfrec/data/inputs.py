@@ -28,6 +28,7 @@ MASK_POSITIONS = "mask_positions"
 USER_INDEX = "user_index"
 ITEM_INDEX = "item_index"
 TARGET = "target"
+WEIGHT = "weight"
 # Label keys of the item-prediction batches.
 ITEMS = "items"
 CONTINUES = "continues"
@@ -217,6 +218,15 @@ def next_item_examples(sequences: list[np.ndarray], max_len: int, min_history: i
     x = np.concatenate(inputs)
     x = np.concatenate([x, np.full((len(x), 1), schema.MASK_ID, np.int32)], axis=1)
     return x, np.concatenate(targets).astype(np.int32)
+
+
+def last_example_weights(sequences: list[np.ndarray], last_weight: float, min_history: int = 1) -> np.ndarray:
+    """Per-example weights in the order of :func:`next_item_examples`: `last_weight` for
+    each sequence's last (most recent) example, 1 for the others."""
+    counts = np.asarray([max(len(s) - min_history, 0) for s in sequences], np.int64)
+    weights = np.ones(int(counts.sum()), np.float32)
+    weights[np.cumsum(counts)[counts > 0] - 1] = last_weight
+    return weights
 
 
 # ---------------------------------------------------------------------------
@@ -505,23 +515,30 @@ def next_item_dataset(
     user_indices: np.ndarray | None = None,
     trim: bool = False,
     sort_window: int = 0,
+    weights: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Next-item batches ``(features, labels, sample_weights)`` from :func:`next_item_examples`.
 
     features: ``item_ids`` [batch, max_len] int32 ending in the mask slot, ``padding_mask``
     [batch, max_len] bool, and ``user_index`` [batch] when `user_indices` is given;
-    labels: ``items`` [batch, 1] int32 item index; sample_weights: ones [batch, 1].
+    labels: ``items`` [batch, 1] int32 item index; sample_weights [batch, 1]: `weights`
+    (one per example, e.g. :func:`last_example_weights`), or ones.
     """
     arrays = {ITEM_IDS: inputs, TARGET: targets}
     if user_indices is not None:
         arrays[USER_INDEX] = user_indices
+    if weights is not None:
+        if len(weights) != len(targets):
+            raise TfrecError(f"{len(weights)} example weights for {len(targets)} examples")
+        arrays[WEIGHT] = np.asarray(weights, np.float32)
 
     def split(index, batch):
         features = {ITEM_IDS: batch[ITEM_IDS], PADDING_MASK: batch[ITEM_IDS] != schema.PAD_ID}
         if USER_INDEX in batch:
             features[USER_INDEX] = batch[USER_INDEX]
         target = batch[TARGET][:, tf.newaxis]
-        out = features, {ITEMS: target}, tf.ones_like(target, tf.float32)
+        weight = batch[WEIGHT][:, tf.newaxis] if WEIGHT in batch else tf.ones_like(target, tf.float32)
+        out = features, {ITEMS: target}, weight
         return _trim(*out) if trim else out
 
     return _batched(arrays, split, batch_size, shuffle, seed, repeat, sort_window=sort_window)

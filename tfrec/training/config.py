@@ -88,6 +88,10 @@ class FinetuneConfig(StageConfig):
     examples: str = "all-prefixes"
     # random-prefix: share of rows whose target is drawn from an earlier point of the sequence.
     prefix_rate: float = 0.5
+    # all-prefixes: loss weight of each user's most recent training example, the others
+    # weighing 1 (items drift over time, and the latest examples are the nearest to what
+    # the model will be asked next).
+    last_weight: float = 1.0
 
 
 @dataclasses.dataclass
@@ -177,6 +181,8 @@ class RunConfig:
         for key, value, known in choices:
             if value not in known:
                 raise TfrecError(f"{where}: unknown {key} {value!r}; use {' or '.join(known)}")
+        if not self.finetune.last_weight > 0:
+            raise TfrecError(f"{where}: finetune.last_weight must be a positive weight, not {self.finetune.last_weight}")
         if self.refit and self.split != "loo":
             raise TfrecError(f"{where}: refit trains on the validation items of the leave-one-out split; "
                              f"it does not apply to split {self.split!r}")

@@ -440,8 +440,9 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     max_len = config.model.max_len
     if stage.examples == "all-prefixes":
         x, y = inputs.next_item_examples(data.train, max_len)
+        weights = inputs.last_example_weights(data.train, stage.last_weight) if stage.last_weight != 1 else None
         train_ds = inputs.next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
-                                            trim=True, sort_window=stage.sort_window)
+                                            trim=True, sort_window=stage.sort_window, weights=weights)
         n = len(y)
     elif stage.examples == "random-prefix":
         sequences = inputs.sliding_windows(data.train, max_len)
