@@ -11,6 +11,8 @@ in one run, client and server on this machine:
   (``benchmarks/_loadgen.py``: requests serialized in advance, ``grpc.aio``), which leaves
   more of the two cores to the server;
 - requests failed while a new version is swapped in under load;
+- the server's CPU time per request at concurrency 32, batching off and on (its capacity on
+  cores of its own, with the client elsewhere);
 - the server's resident memory before and after loading the model.
 
     python benchmarks/serving.py [--workdir DIR] [--requests 300] [--threads INTRA,INTER]
@@ -172,13 +174,20 @@ def main() -> None:
         serialized.append(request.SerializeToString())
     write_payloads(payloads, serialized)
 
-    def lean(port: int, concurrency: int) -> dict:
+    def lean(port: int, concurrency: int, server_pid: int) -> dict:
+        """The lean load generator's figures, and the server's own CPU time per request meanwhile
+        (user + system, all its threads): what the server needs when the client runs elsewhere."""
+        import psutil
+
         total = max(args.requests * 4, 1200) if concurrency > 1 else args.requests * 2
+        before = sum(psutil.Process(server_pid).cpu_times()[:2])
         r = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "_loadgen.py"), f"127.0.0.1:{port}",
                             payloads, str(concurrency), str(total)], capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"the load generator failed: {r.stderr[-2000:]}")
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        out["server_cpu_ms_per_request"] = 1000 * (sum(psutil.Process(server_pid).cpu_times()[:2]) - before) / out["n"]
+        return out
 
     proc, client, rest_url = start_server(base, batching=False, work=work, threads=threads)
     from tfrec.serving import RestClient
@@ -189,7 +198,7 @@ def main() -> None:
         results[f"grpc_c{c}"] = load(lambda h: client.recommend("beauty", [h], k=10), histories, c, args.requests)
         results[f"rest_c{c}"] = load(lambda h: rest.recommend("beauty", [h], k=10), histories, c, args.requests)
     grpc_port = int(client.target.rsplit(":", 1)[1])
-    results["lean_c1"], results["lean_c32"] = lean(grpc_port, 1), lean(grpc_port, 32)
+    results["lean_c1"], results["lean_c32"] = lean(grpc_port, 1, proc.pid), lean(grpc_port, 32, proc.pid)
     # a version swap under load: version 2 appears, version 1 goes, while 8 clients keep asking
     swap = {}
 
@@ -218,7 +227,8 @@ def main() -> None:
     results["grpc_c32_batching"] = load(lambda h: client.recommend("beauty", [h], k=10), histories, 32, args.requests)
     results["grpc_c1_batching"] = load(lambda h: client.recommend("beauty", [h], k=10), histories, 1, args.requests)
     grpc_port = int(client.target.rsplit(":", 1)[1])
-    results["lean_c1_batching"], results["lean_c32_batching"] = lean(grpc_port, 1), lean(grpc_port, 32)
+    results["lean_c1_batching"] = lean(grpc_port, 1, proc.pid)
+    results["lean_c32_batching"] = lean(grpc_port, 32, proc.pid)
     proc.terminate()
     proc.wait(timeout=60)
     code = "import psutil, os, tensorflow, tfrec.serving.server; print(psutil.Process(os.getpid()).memory_info().rss / 2**20)"
@@ -231,6 +241,10 @@ def main() -> None:
                                                 / results["grpc_c32"]["throughput_rps"])
     results["batching_throughput_ratio_c32_lean"] = (results["lean_c32_batching"]["throughput_rps"]
                                                      / results["lean_c32"]["throughput_rps"])
+    # Server CPU per request at concurrency 32: throughput on cores of the server's own is at most
+    # cores / CPU per request, so the ratio of the two is batching's gain when the client runs elsewhere.
+    results["batching_server_cpu_ratio_c32"] = (results["lean_c32"]["server_cpu_ms_per_request"]
+                                                / results["lean_c32_batching"]["server_cpu_ms_per_request"])
     name = "beauty" if threads == (0, 0) else f"beauty-threads-{threads[0]}-{threads[1]}"
     path = write_result("serving", name, {"results": results, "items": len(ds.item_vocab) - 3, "workdir": work,
                                           "threads": {"intra_op": threads[0], "inter_op": threads[1]}})
@@ -251,9 +265,17 @@ def main() -> None:
     for label, c, key in rows:
         r = results[key]
         print(f"| {label} | {c} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput_rps']:.0f} | {r['errors']} |")
+    print("\n| lean load generator, concurrency 32 | server CPU ms / request | client CPU ms / request | "
+          f"server capacity on {os.cpu_count()} cores of its own, req/s |")
+    print("|---|---:|---:|---:|")
+    for label, key in (("batching off", "lean_c32"), ("batching on", "lean_c32_batching")):
+        r = results[key]
+        print(f"| {label} | {r['server_cpu_ms_per_request']:.3f} | {r['client_cpu_ms_per_request']:.3f} | "
+              f"{os.cpu_count() * 1000 / r['server_cpu_ms_per_request']:.0f} |")
     print(f"\ngRPC overhead over the in-process call at p50: {results['grpc_overhead_p50_ms']:.2f} ms; "
           f"batching throughput ratio at concurrency 32: {results['batching_throughput_ratio_c32']:.2f} "
-          f"(tfrec Client threads), {results['batching_throughput_ratio_c32_lean']:.2f} (lean load generator); "
+          f"(tfrec Client threads), {results['batching_throughput_ratio_c32_lean']:.2f} (lean load generator), "
+          f"{results['batching_server_cpu_ratio_c32']:.2f} in server CPU per request; "
           f"server RSS {results['server_rss_mb_loaded']:.0f} MB with the model, "
           f"{base_rss:.0f} MB for the process without it ({results['rss_mb_per_model']:.0f} MB per model)")
     print(f"\nwrote {path}")
