@@ -17,6 +17,7 @@ import queue
 import re
 import threading
 import time
+from concurrent import futures
 
 import numpy as np
 import tensorflow as tf
@@ -88,8 +89,7 @@ def _pad_concat(arrays: list[np.ndarray]) -> np.ndarray:
 class _Pending:
     def __init__(self, inputs: dict, rows: int):
         self.inputs, self.rows = inputs, rows
-        self.done = threading.Event()
-        self.result = self.error = None
+        self.future: futures.Future = futures.Future()
 
 
 class Batcher:
@@ -105,18 +105,19 @@ class Batcher:
             w.start()
 
     def __call__(self, inputs: dict) -> dict:
-        rows = len(next(iter(inputs.values())))
-        if rows >= self.max_batch_size:
+        """Runs `inputs` in a batch and waits for its rows of the outputs."""
+        if len(next(iter(inputs.values()))) >= self.max_batch_size:
             return self.run(inputs)  # big enough on its own
-        pending = _Pending({k: np.asarray(v) for k, v in inputs.items()}, rows)
+        return self.submit(inputs).result()
+
+    def submit(self, inputs: dict) -> futures.Future:
+        """Queues `inputs` for a batch; the future gets its rows of the outputs, or the error."""
+        pending = _Pending({k: np.asarray(v) for k, v in inputs.items()}, len(next(iter(inputs.values()))))
         try:
             self.queue.put_nowait(pending)
         except queue.Full:
             raise ServingError("UNAVAILABLE", "the batching queue is full; retry later") from None
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result
+        return pending.future
 
     def _work(self) -> None:
         while True:
@@ -149,16 +150,14 @@ class Batcher:
             return
         start = 0
         for p in batch:
-            p.result = {k: v[start:start + p.rows] for k, v in outputs.items()}
+            p.future.set_result({k: v[start:start + p.rows] for k, v in outputs.items()})
             start += p.rows
-            p.done.set()
 
     def _run_one(self, p: _Pending) -> None:
         try:
-            p.result = self.run({k: tf.constant(v) for k, v in p.inputs.items()})
+            p.future.set_result(self.run({k: tf.constant(v) for k, v in p.inputs.items()}))
         except Exception as e:
-            p.error = e
-        p.done.set()
+            p.future.set_exception(e)
 
 
 LATENCY_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000)
