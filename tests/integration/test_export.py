@@ -14,34 +14,52 @@ from tests.integration.test_cli import assert_clean_error
 pytestmark = pytest.mark.e2e
 
 
-
-
-# Runs in a fresh interpreter that imports TensorFlow only: what the signatures look like and answer.
+# Runs in a fresh interpreter that imports TensorFlow only: what the signatures of each export look like
+# and answer.  argv[1]: a JSON list of [export folder, {signature: inputs}] pairs.
 PROBE = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
-    m = tf.saved_model.load(sys.argv[1])
-    out = {}
-    for name, fn in m.signatures.items():
-        ins = fn.structured_input_signature[1]
-        outs = fn.structured_outputs
-        out[name] = {"inputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in ins.items()},
-                     "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in outs.items()}}
-    calls = json.loads(sys.argv[2])
-    answers = {}
-    for name, args in calls.items():
-        tensors = {k: tf.constant(v, tf.int64 if k == "timestamp" else tf.string) for k, v in args.items()}
-        answers[name] = {k: v.numpy().tolist() for k, v in m.signatures[name](**tensors).items()}
+    results = []
+    for path, calls in json.loads(sys.argv[1]):
+        m = tf.saved_model.load(path)
+        out = {}
+        for name, fn in m.signatures.items():
+            ins = fn.structured_input_signature[1]
+            outs = fn.structured_outputs
+            out[name] = {"inputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in ins.items()},
+                         "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in outs.items()}}
+        answers = {}
+        for name, args in calls.items():
+            tensors = {k: tf.constant(v, tf.int64 if k == "timestamp" else tf.string) for k, v in args.items()}
+            answers[name] = {k: v.numpy().tolist() for k, v in m.signatures[name](**tensors).items()}
+        results.append({"signatures": out, "answers": answers})
     mods = sorted(k for k in ("tfrec", "keras_nlp", "tensorflow_recommenders") if k in sys.modules)
-    print(json.dumps({"signatures": out, "answers": answers, "modules": mods}, default=lambda b: b.decode()))
+    print(json.dumps({"exports": results, "modules": mods}, default=lambda b: b.decode()))
 """)
 
 
-def probe(export_dir, calls):
-    r = subprocess.run([sys.executable, "-c", PROBE, export_dir, json.dumps(calls)], capture_output=True, text=True,
+def probe_all(*pairs) -> list[dict]:
+    """Loads each (export folder, calls) in one fresh TensorFlow-only process; each result also names
+    the modelling modules that process had imported (none, for an export TF Serving can load)."""
+    r = subprocess.run([sys.executable, "-c", PROBE, json.dumps(pairs)], capture_output=True, text=True,
                        timeout=300, env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"})
     assert r.returncode == 0, r.stderr[-2000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    return [dict(result, modules=got["modules"]) for result in got["exports"]]
+
+
+def probe(export_dir, calls) -> dict:
+    return probe_all((export_dir, calls))[0]
+
+
+@pytest.fixture(scope="module")
+def seq_export(trained, tmp_path_factory):
+    """One export of the next-item model with the default settings, for the tests that only read it."""
+    _, runs, _ = trained
+    root = str(tmp_path_factory.mktemp("shared-export"))
+    r = run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return os.path.join(root, "seq", "1")
 
 
 def test_next_item_export_has_the_documented_signatures_and_answers(trained, tmp_path):
@@ -110,23 +128,24 @@ def test_retrieval_and_ranking_exports(trained, tmp_path):
     for r in run_cli_batch(*(("export", "--model", runs[task], "--serving-root", root, "--name", name)
                              for task, name in names.items())):
         assert r.returncode == 0, r.stderr[-2000:]
-    got = probe(os.path.join(root, "retrieval", "1"), {"serving_default": {"history": [["i1", "i2"]],
-                                                                            "user_id": ["u1"]}})
-    sig = got["signatures"]["serving_default"]
-    assert sig["inputs"] == {"history": ["string", [None, None]], "user_id": ["string", [None]]}
-    assert len(got["answers"]["serving_default"]["item_ids"][0]) == 40  # K = 100 capped at the catalogue
     calls = {"serving_default": {"user_id": ["u1", "who?"], "item_id": ["i1", "i1"], "history": [["i2"], [""]],
                                  "timestamp": [1_600_000_000, 0]}}
-    got = probe(os.path.join(root, "ranking", "1"), calls)
-    assert got["signatures"]["serving_default"]["outputs"] == {"score": ["float32", [None]]}
-    assert set(got["signatures"]) == {"serving_default", "regress"}
-    assert got["signatures"]["regress"]["inputs"] == {"inputs": ["string", [None]]}
-    scores = got["answers"]["serving_default"]["score"]
+    retrieval, ranking, both = probe_all(
+        (os.path.join(root, "retrieval", "1"), {"serving_default": {"history": [["i1", "i2"]], "user_id": ["u1"]}}),
+        (os.path.join(root, "ranking", "1"), calls),
+        (os.path.join(root, "both", "1"), {"rank": calls["serving_default"],
+                                           "serving_default": {"history": [["i1"]], "user_id": ["u1"]}}))
+    assert retrieval["modules"] == []
+    sig = retrieval["signatures"]["serving_default"]
+    assert sig["inputs"] == {"history": ["string", [None, None]], "user_id": ["string", [None]]}
+    assert len(retrieval["answers"]["serving_default"]["item_ids"][0]) == 40  # K = 100 capped at the catalogue
+    assert ranking["signatures"]["serving_default"]["outputs"] == {"score": ["float32", [None]]}
+    assert set(ranking["signatures"]) == {"serving_default", "regress"}
+    assert ranking["signatures"]["regress"]["inputs"] == {"inputs": ["string", [None]]}
+    scores = ranking["answers"]["serving_default"]["score"]
     assert len(scores) == 2 and all(1.0 - 3 < s < 5.0 + 3 for s in scores)  # a rating, unknown user included
-    got = probe(os.path.join(root, "both", "1"), {"rank": calls["serving_default"],
-                                                  "serving_default": {"history": [["i1"]], "user_id": ["u1"]}})
-    assert set(got["signatures"]) == {"serving_default", "serving_tf_example", "item_embeddings", "rank", "regress"}
-    assert len(got["answers"]["rank"]["score"]) == 2 and "i1" not in got["answers"]["serving_default"]["item_ids"][0]
+    assert set(both["signatures"]) == {"serving_default", "serving_tf_example", "item_embeddings", "rank", "regress"}
+    assert len(both["answers"]["rank"]["score"]) == 2 and "i1" not in both["answers"]["serving_default"]["item_ids"][0]
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -134,15 +153,11 @@ def test_retrieval_and_ranking_exports(trained, tmp_path):
     assert proto.meta_graphs[0].signature_def["regress"].method_name == "tensorflow/serving/regress"
 
 
-def test_warmup_file_parses_and_the_check_catches_a_wrong_answer(trained, tmp_path):
-    _, runs, _ = trained
-    root = str(tmp_path / "serving")
-    r = run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq")
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_warmup_file_parses_and_the_check_catches_a_wrong_answer(seq_export, tmp_path):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    version = os.path.join(root, "seq", "1")
+    version = seq_export
     logs = [prediction_log_pb2.PredictionLog.FromString(x.numpy())
             for x in tf.data.TFRecordDataset(os.path.join(version, "assets.extra", "tf_serving_warmup_requests"))]
     assert {log.predict_log.request.model_spec.signature_name for log in logs} == \
@@ -171,13 +186,9 @@ def test_export_bad_inputs_are_one_sentence(trained, tmp_path):
     assert not os.path.exists(os.path.join(root, "m"))
 
 
-def test_push_blesses_only_a_model_that_is_not_worse(trained, tmp_path):
-    _, runs, _ = trained
-    staging, served = str(tmp_path / "staging"), str(tmp_path / "served")
-    r = run_cli("export", "--model", runs["next-item"], "--serving-root", staging, "--name", "seq")
-    assert r.returncode == 0, r.stderr[-2000:]
-    candidate = os.path.join(staging, "seq", "1")
-    push = ("push", "--candidate", candidate, "--serving-root", served, "--name", "seq")
+def test_push_blesses_only_a_model_that_is_not_worse(seq_export, tmp_path):
+    served = str(tmp_path / "served")
+    push = ("push", "--candidate", seq_export, "--serving-root", served, "--name", "seq")
     first, again, refused, wrong_metric, kept = run_cli_batch(
         (*push, "--metric", "hr@10"),
         # the same model again: not worse, so it is pushed as version 2
@@ -216,16 +227,12 @@ POLLER = textwrap.dedent("""
 """)
 
 
-def test_push_is_atomic_for_a_server_polling_the_folder(trained, tmp_path):
-    _, runs, _ = trained
-    staging, served = str(tmp_path / "staging"), str(tmp_path / "served")
-    r = run_cli("export", "--model", runs["next-item"], "--serving-root", staging, "--name", "seq")
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_push_is_atomic_for_a_server_polling_the_folder(seq_export, tmp_path):
+    served = str(tmp_path / "served")
     stop = str(tmp_path / "stop")
     poller = subprocess.Popen([sys.executable, "-c", POLLER, os.path.join(served, "seq"), stop],
                               stdout=subprocess.PIPE, text=True)
-    r = run_cli("push", "--candidate", os.path.join(staging, "seq", "1"), "--serving-root", served, "--name", "seq",
-                "--metric", "hr@10")
+    r = run_cli("push", "--candidate", seq_export, "--serving-root", served, "--name", "seq", "--metric", "hr@10")
     assert r.returncode == 0, r.stderr[-2000:]
     open(stop, "w").close()
     out, _ = poller.communicate(timeout=120)
