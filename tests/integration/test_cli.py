@@ -67,8 +67,11 @@ def test_interrupt_leaves_no_partial_output(tmp_path):
         return any(n.startswith(".out.partial") for n in os.listdir(tmp_path))
 
     for _ in range(3):
+        # A test run started in the background of a shell inherits SIGINT ignored; the CLI is meant to be
+        # interrupted as from a terminal, so the child gets the default disposition back.
         p = subprocess.Popen([sys.executable, "-m", "tfrec", "data", "prepare", "csv", "--path", str(big), "--out",
-                              str(tmp_path / "out")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              str(tmp_path / "out")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
         while time.time() < deadline and p.poll() is None and not staging():
             time.sleep(0.01)
