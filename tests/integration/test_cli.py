@@ -86,7 +86,7 @@ def test_interrupt_leaves_no_partial_output(tmp_path):
             break
         shutil.rmtree(tmp_path / "out", ignore_errors=True)  # it finished first: try again
     else:
-        pytest.fail("prepare never held its staging folder long enough to be interrupted there")
+        pytest.fail(f"prepare never held its staging folder long enough to be interrupted there: {err[-1000:]}")
     assert p.returncode == 130, err
     assert "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["big.csv"]
