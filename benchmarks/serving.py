@@ -179,14 +179,17 @@ def main() -> None:
         (user + system, all its threads): what the server needs when the client runs elsewhere."""
         import psutil
 
+        def server_cpu() -> float:
+            return sum(psutil.Process(server_pid).cpu_times()[:2])  # user + system seconds
+
         total = max(args.requests * 4, 1200) if concurrency > 1 else args.requests * 2
-        before = sum(psutil.Process(server_pid).cpu_times()[:2])
+        before = server_cpu()
         r = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "_loadgen.py"), f"127.0.0.1:{port}",
                             payloads, str(concurrency), str(total)], capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"the load generator failed: {r.stderr[-2000:]}")
         out = json.loads(r.stdout.strip().splitlines()[-1])
-        out["server_cpu_ms_per_request"] = 1000 * (sum(psutil.Process(server_pid).cpu_times()[:2]) - before) / out["n"]
+        out["server_cpu_ms_per_request"] = 1000 * (server_cpu() - before) / out["n"]
         return out
 
     proc, client, rest_url = start_server(base, batching=False, work=work, threads=threads)
