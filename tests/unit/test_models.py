@@ -114,6 +114,40 @@ def test_sampled_softmax_and_extra_objectives_train():
         MaskedItemPretrainer(small_backbone(), num_sampled=4)
 
 
+def test_contrastive_regulariser_matches_its_definition_and_trains():
+    tf.keras.utils.set_random_seed(2)
+    # Without dropout both views are the same state h: the loss is the cross-entropy of the
+    # logits h h^T towards the diagonal, both ways, with same-target pairs left out.
+    rec = NextItemRecommender(small_backbone(dropout=0.0), contrastive_weight=0.1, contrastive_temperature=2.0)
+    b = batch(4)
+    b["item_ids"][:, -1] = schema.MASK_ID
+    b["padding_mask"] = b["item_ids"] != 0
+    labels = tf.constant([[5], [6], [5], [7]])
+    hidden = rec(b, training=True)[ITEM_HIDDEN]
+    loss = float(rec._contrastive_loss(b, hidden, labels, tf.ones([4, 1])))
+    h = hidden.numpy()[:, 0]
+    logits = h @ h.T / 2.0
+    logits[0, 2] = logits[2, 0] = -1e9
+    log_softmax = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - logits.max(1, keepdims=True)
+    assert loss == pytest.approx(-np.mean(np.diag(log_softmax)), rel=1e-4)  # logits are symmetric here
+    # Two identical rows are each other's negatives only when their targets differ.
+    twin = {k: np.repeat(v[:1], 2, axis=0) for k, v in b.items()}
+    twin_hidden = rec(twin, training=True)[ITEM_HIDDEN]
+    same = float(rec._contrastive_loss(twin, twin_hidden, tf.constant([[5], [5]]), tf.ones([2, 1])))
+    different = float(rec._contrastive_loss(twin, twin_hidden, tf.constant([[5], [6]]), tf.ones([2, 1])))
+    assert same == pytest.approx(0.0, abs=1e-5) and different == pytest.approx(np.log(2), rel=1e-4)
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(3, V, size=rng.integers(2, L + 1)).astype(np.int32) for _ in range(64)]
+    x, y = inputs.next_item_examples(seqs, L)
+    rec = NextItemRecommender(small_backbone(dropout=0.2), contrastive_weight=0.5)
+    rec.compile(tf.keras.optimizers.Adam(1e-2))
+    hist = rec.fit(inputs.next_item_dataset(x, y, batch_size=32, trim=True), epochs=3, verbose=0).history
+    assert np.all(np.isfinite(hist["contrastive_loss"])) and hist["contrastive_loss"][-1] < hist["contrastive_loss"][0]
+    assert hist["loss"][0] > hist["item_loss"][0]
+
+
 def test_save_load_and_pretrained_transfer(tmp_path):
     bb = small_backbone()
     rec = NextItemRecommender(bb)

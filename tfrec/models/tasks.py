@@ -86,8 +86,11 @@ class _ItemPredictionModel(tf.keras.Model):
     """
 
     def _setup(self, backbone, head, num_sampled=0, item_counts=None, attribute_table=None,
-               attribute_size=0, attribute_weight=0.0, continuation_weight=0.0):
+               attribute_size=0, attribute_weight=0.0, continuation_weight=0.0, contrastive_weight=0.0,
+               contrastive_temperature=1.0):
         self.backbone = backbone
+        self.contrastive_weight = float(contrastive_weight)
+        self.contrastive_temperature = float(contrastive_temperature)
         self.head = head
         self.num_sampled = int(num_sampled)
         if self.num_sampled:
@@ -106,6 +109,8 @@ class _ItemPredictionModel(tf.keras.Model):
             names.append("attribute_loss")
         if self.continuation_weight:
             names += ["continuation_loss", "continuation_accuracy"]
+        if self.contrastive_weight:
+            names.append("contrastive_loss")
         self._trackers = {n: tf.keras.metrics.Mean(name=n) for n in names}
 
     @property
@@ -154,10 +159,32 @@ class _ItemPredictionModel(tf.keras.Model):
             self._trackers["continuation_loss"].update_state(continuation_loss)
             self._trackers["continuation_accuracy"].update_state(tf.cast(tf.equal(logit > 0, target > 0.5), tf.float32))
             total += self.continuation_weight * continuation_loss
+        if self.contrastive_weight and training:
+            contrastive_loss = self._contrastive_loss(x, hidden, labels, sample_weight)
+            self._trackers["contrastive_loss"].update_state(contrastive_loss)
+            total += self.contrastive_weight * contrastive_loss
         if self.losses:
             total += tf.add_n(self.losses)
         self._trackers["loss"].update_state(total)
         return total
+
+    def _contrastive_loss(self, x, hidden, labels, sample_weight):
+        """Two dropout views of each row's predicted state should match each other better than
+        the other rows of the batch (InfoNCE, both directions); rows with the same target
+        item are not counted as negatives.  Only for one predicted position per row."""
+        first = hidden[:, 0]
+        second = self(x, training=True)[ITEM_HIDDEN][:, 0]
+        logits = tf.matmul(first, second, transpose_b=True) / self.contrastive_temperature
+        target = labels[:, 0]
+        rows = tf.shape(first)[0]
+        diagonal = tf.eye(rows, dtype=tf.bool)
+        same = tf.equal(target[:, tf.newaxis], target[tf.newaxis, :]) & ~diagonal
+        logits = tf.where(same, tf.fill(tf.shape(logits), tf.constant(-1e9, logits.dtype)), logits)
+        index = tf.range(rows)
+        per_row = 0.5 * (tf.nn.sparse_softmax_cross_entropy_with_logits(labels=index, logits=logits)
+                         + tf.nn.sparse_softmax_cross_entropy_with_logits(labels=index, logits=tf.transpose(logits)))
+        weight = tf.cast(sample_weight[:, 0] > 0, per_row.dtype)
+        return tf.reduce_sum(per_row * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
     def compute_metrics(self, x, y, y_pred, sample_weight):
         return {name: t.result() for name, t in self._trackers.items()}
@@ -244,7 +271,8 @@ class NextItemRecommender(_ItemPredictionModel):
     backbone (its weights, and the pretrained head's, carried over) or a fresh one.
     """
 
-    def __init__(self, backbone: SequenceBackbone, num_sampled: int = 0, item_counts=None, **kwargs):
+    def __init__(self, backbone: SequenceBackbone, num_sampled: int = 0, item_counts=None,
+                 contrastive_weight: float = 0.0, contrastive_temperature: float = 1.0, **kwargs):
         inputs = _sequence_inputs(backbone)
         sequence = backbone(inputs)[SEQUENCE_OUTPUT]
         positions = tf.keras.layers.Lambda(
@@ -253,7 +281,8 @@ class NextItemRecommender(_ItemPredictionModel):
         head = _item_head(backbone)
         hidden = head(sequence, mask_positions=positions)
         super().__init__(inputs=inputs, outputs={ITEM_HIDDEN: hidden}, **kwargs)
-        self._setup(backbone, head, num_sampled, item_counts)
+        self._setup(backbone, head, num_sampled, item_counts, contrastive_weight=contrastive_weight,
+                    contrastive_temperature=contrastive_temperature)
 
     def _last_position_hidden(self, item_ids):
         return self({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN][:, 0]

@@ -92,6 +92,10 @@ class FinetuneConfig(StageConfig):
     # weighing 1 (items drift over time, and the latest examples are the nearest to what
     # the model will be asked next).
     last_weight: float = 1.0
+    # Weight of a contrastive regulariser (0 = off): two dropout passes over each example should
+    # give matching states, told apart from the batch's other examples (InfoNCE at this temperature).
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 1.0
 
 
 @dataclasses.dataclass
@@ -181,6 +185,9 @@ class RunConfig:
         for key, value, known in choices:
             if value not in known:
                 raise TfrecError(f"{where}: unknown {key} {value!r}; use {' or '.join(known)}")
+        if not self.finetune.contrastive_temperature > 0:
+            raise TfrecError(f"{where}: finetune.contrastive_temperature must be positive, "
+                             f"not {self.finetune.contrastive_temperature}")
         if not self.finetune.last_weight > 0:
             raise TfrecError(f"{where}: finetune.last_weight must be a positive weight, not {self.finetune.last_weight}")
         if self.refit and self.split != "loo":

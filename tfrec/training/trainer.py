@@ -457,7 +457,9 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     with strategy.scope():
         backbone = build_backbone(config, data.dataset)
-        model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts)
+        model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts,
+                                    contrastive_weight=stage.contrastive_weight,
+                                    contrastive_temperature=stage.contrastive_temperature)
         if pretrained_model:
             source, source_config = persistence.load(pretrained_model)
             if source_config.get("run_config", {}).get("refit") and not config.refit:
