@@ -10,6 +10,8 @@ from the per-epoch validation curve (validation is what a run may look at).
     python benchmarks/sequential_quality.py beauty    [--config configs/beauty.yaml]
     python benchmarks/sequential_quality.py ml-100k   [--config configs/ml-100k.yaml]
     python benchmarks/sequential_quality.py beauty --refit   (final models also trained on the validation items)
+    python benchmarks/sequential_quality.py beauty --workdir W --reuse-pretrain   (new fine-tuning settings over
+        the pretraining run an earlier benchmark left in W, with the wall time and memory measured then)
 """
 
 from __future__ import annotations
@@ -57,6 +59,38 @@ def curve(run_dir: str, offset: float, started: float) -> list[dict]:
     return out
 
 
+MEASURED = "measured.json"
+
+
+def reusable_pretrain(run_dir: str, config_path: str, data: str, refit: bool) -> tuple[dict | None, str]:
+    """The measurements of the finished pretraining run in `run_dir` when it can stand for
+    this benchmark's pretraining stage, else None; and why not.
+
+    It can when it pretrained the same prepared data with the same settings apart from the
+    fine-tuning ones (`finetune`, `tasks`), and the benchmark that ran it left its wall time
+    and peak memory in ``measured.json``."""
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.training.config import RunConfig
+    from tfrec.training.trainer import data_fingerprint
+
+    try:
+        record = json.load(open(os.path.join(run_dir, "run.json")))
+        measured = json.load(open(os.path.join(run_dir, MEASURED)))
+    except (OSError, ValueError) as e:
+        return None, f"no finished pretraining run with its measurements there ({e})"
+    if record.get("status") != "done" or record.get("identity", {}).get("stage") != "pretrain":
+        return None, "the run there is not a finished pretraining run"
+    wanted = RunConfig.from_file(config_path).updated({"refit": refit}).to_dict()
+    used = record["identity"]["config"]
+    differing = sorted(k for k in set(wanted) | set(used)
+                       if k not in ("finetune", "tasks") and wanted.get(k) != used.get(k))
+    if differing:
+        return None, f"its settings differ in: {', '.join(differing)}"
+    if record["identity"]["data"] != data_fingerprint(PreparedDataset(data)):
+        return None, "it pretrained other data"
+    return dict(measured, reused=True), ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", choices=sorted(DATASETS))
@@ -66,6 +100,10 @@ def main() -> None:
                     help="train the final models on the training and validation items (refit: true), with the "
                          "epochs the config chose on validation; results go to <dataset>-refit.json")
     ap.add_argument("--no-scratch", action="store_true", help="skip the from-scratch run")
+    ap.add_argument("--reuse-pretrain", action="store_true",
+                    help="keep WORKDIR/pretrain when it holds a finished pretraining run of the same data and "
+                         "settings (fine-tuning settings may differ); its wall time and peak memory are those "
+                         "measured when an earlier benchmark ran it")
     args = ap.parse_args()
     extra = ["--set", "refit=true"] if args.refit else []
     prep_args, folder, default_config = DATASETS[args.dataset]
@@ -78,8 +116,18 @@ def main() -> None:
     checked(run_measured(tfrec("data", "prepare", *prep_args, "--path", os.path.join(data_dir(), folder), "--out", data),
                          log("prepare")), "prepare", log("prepare"))
     runs = {}
-    runs["pretrain"] = checked(run_measured(tfrec("pretrain", "--data", data, "--out", f"{work}/pretrain", "--config", config,
-                                                  "--verbose", "2", "--overwrite", *extra), log("pretrain")), "pretrain", log("pretrain"))
+    reused, why = reusable_pretrain(f"{work}/pretrain", config, data, args.refit) if args.reuse_pretrain else (None, "")
+    if args.reuse_pretrain:
+        print(f"pretrain: reusing {work}/pretrain, measured when it ran" if reused else
+              f"pretrain: not reusing {work}/pretrain: {why}; running it", flush=True)
+    if reused:
+        runs["pretrain"] = reused
+    else:
+        runs["pretrain"] = checked(run_measured(tfrec("pretrain", "--data", data, "--out", f"{work}/pretrain", "--config",
+                                                      config, "--verbose", "2", "--overwrite", *extra), log("pretrain")),
+                                   "pretrain", log("pretrain"))
+        with open(os.path.join(work, "pretrain", MEASURED), "w") as f:
+            json.dump({k: runs["pretrain"][k] for k in ("seconds", "peak_rss_mb", "started")}, f)
     runs["finetune"] = checked(run_measured(tfrec("finetune", "--task", "next-item", "--data", data, "--pretrained",
                                                   f"{work}/pretrain", "--out", f"{work}/finetune", "--config", config,
                                                   "--verbose", "2", "--overwrite", *extra), log("finetune")), "finetune", log("finetune"))
@@ -118,6 +166,7 @@ def main() -> None:
     result = {
         "config": os.path.relpath(config, REPO), "config_settings": json.load(open(os.path.join(work, "finetune", "run.json")))["identity"]["config"],
         "test": tests, "runs": {k: {kk: v[kk] for kk in ("seconds", "peak_rss_mb")} for k, v in runs.items()},
+        "pretrain_reused": bool(reused),
         "best_epochs": {k: s["best_epoch"] for k, s in summaries.items()},
         "epochs_run": {k: s["epochs_run"] for k, s in summaries.items()},
         "valid": {k: s["valid"] for k, s in summaries.items()},
@@ -148,7 +197,8 @@ def main() -> None:
     print("|---|---:|---:|---|")
     for k in stages:
         r = runs[k]
-        print(f"| {k} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {summaries[k]['epochs_run']} ({summaries[k]['best_epoch']}) |")
+        label = f"{k} (reused: measured when it ran)" if r.get("reused") else k
+        print(f"| {label} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {summaries[k]['epochs_run']} ({summaries[k]['best_epoch']}) |")
     total = runs["pretrain"]["seconds"] + runs["finetune"]["seconds"]
     print(f"\nparameters: {params:,}; pretrain + fine-tune: {total:.0f} s; peer: {peer_seconds:.0f} s "
           f"(a third: {peer_seconds / 3:.0f} s)")
