@@ -10,7 +10,7 @@ from the per-epoch validation curve (validation is what a run may look at).
     python benchmarks/sequential_quality.py beauty    [--config configs/beauty.yaml]
     python benchmarks/sequential_quality.py ml-100k   [--config configs/ml-100k.yaml]
     python benchmarks/sequential_quality.py beauty --refit   (final models also trained on the validation items)
-    python benchmarks/sequential_quality.py beauty --workdir W --reuse-pretrain   (new fine-tuning settings over
+    python benchmarks/sequential_quality.py beauty --workdir W --reuse pretrain   (new fine-tuning settings over
         the pretraining run an earlier benchmark left in W, with the wall time and memory measured then)
 """
 
@@ -62,32 +62,39 @@ def curve(run_dir: str, offset: float, started: float) -> list[dict]:
 MEASURED = "measured.json"
 
 
-def reusable_pretrain(run_dir: str, config_path: str, data: str, refit: bool) -> tuple[dict | None, str]:
-    """The measurements of the finished pretraining run in `run_dir` when it can stand for
-    this benchmark's pretraining stage, else None; and why not.
+def reusable(stage: str, run_dir: str, config_path: str, data: str, refit: bool,
+             pretrained: str | None = None) -> tuple[dict | None, str]:
+    """The measurements of the finished run in `run_dir` when it can stand for this
+    benchmark's `stage` (``pretrain``, ``finetune`` or ``scratch``), else None; and why not.
 
-    It can when it pretrained the same prepared data with the same settings apart from the
-    fine-tuning ones (`finetune`, `tasks`), and the benchmark that ran it left its wall time
-    and peak memory in ``measured.json``."""
+    It can when the benchmark that ran it left its wall time and peak memory in
+    ``measured.json``, and it trained the same prepared data with the same settings (for
+    pretraining, apart from the fine-tuning ones, ``finetune`` and ``tasks``) and, for
+    fine-tuning, from the same pretrained run."""
     from tfrec.data.dataset import PreparedDataset
     from tfrec.training.config import RunConfig
-    from tfrec.training.trainer import data_fingerprint
+    from tfrec.training.trainer import data_fingerprint, resolve_model_dir
 
     try:
         record = json.load(open(os.path.join(run_dir, "run.json")))
         measured = json.load(open(os.path.join(run_dir, MEASURED)))
     except (OSError, ValueError) as e:
-        return None, f"no finished pretraining run with its measurements there ({e})"
-    if record.get("status") != "done" or record.get("identity", {}).get("stage") != "pretrain":
-        return None, "the run there is not a finished pretraining run"
+        return None, f"no finished run with its measurements there ({e})"
+    identity = record.get("identity", {})
+    kind = "pretrain" if stage == "pretrain" else "finetune:next-item"
+    if record.get("status") != "done" or identity.get("stage") != kind:
+        return None, f"the run there is not a finished {kind} run"
     wanted = RunConfig.from_file(config_path).updated({"refit": refit}).to_dict()
-    used = record["identity"]["config"]
-    differing = sorted(k for k in set(wanted) | set(used)
-                       if k not in ("finetune", "tasks") and wanted.get(k) != used.get(k))
+    used = identity["config"]
+    ignored = ("finetune", "tasks") if stage == "pretrain" else ()
+    differing = sorted(k for k in set(wanted) | set(used) if k not in ignored and wanted.get(k) != used.get(k))
     if differing:
         return None, f"its settings differ in: {', '.join(differing)}"
-    if record["identity"]["data"] != data_fingerprint(PreparedDataset(data)):
-        return None, "it pretrained other data"
+    if identity["data"] != data_fingerprint(PreparedDataset(data)):
+        return None, "it trained on other data"
+    if stage != "pretrain" and identity.get("pretrained") != (
+            os.path.abspath(resolve_model_dir(pretrained)) if pretrained else None):
+        return None, "it started from other weights"
     return dict(measured, reused=True), ""
 
 
@@ -100,10 +107,10 @@ def main() -> None:
                     help="train the final models on the training and validation items (refit: true), with the "
                          "epochs the config chose on validation; results go to <dataset>-refit.json")
     ap.add_argument("--no-scratch", action="store_true", help="skip the from-scratch run")
-    ap.add_argument("--reuse-pretrain", action="store_true",
-                    help="keep WORKDIR/pretrain when it holds a finished pretraining run of the same data and "
-                         "settings (fine-tuning settings may differ); its wall time and peak memory are those "
-                         "measured when an earlier benchmark ran it")
+    ap.add_argument("--reuse", default="", metavar="STAGES",
+                    help="comma-separated stages (pretrain, finetune, scratch) to keep from an earlier benchmark in "
+                         "WORKDIR when they ran on the same data and settings (a kept pretraining run may have had "
+                         "other fine-tuning settings); their wall time and peak memory are those measured then")
     args = ap.parse_args()
     extra = ["--set", "refit=true"] if args.refit else []
     prep_args, folder, default_config = DATASETS[args.dataset]
@@ -115,28 +122,34 @@ def main() -> None:
 
     checked(run_measured(tfrec("data", "prepare", *prep_args, "--path", os.path.join(data_dir(), folder), "--out", data),
                          log("prepare")), "prepare", log("prepare"))
-    runs = {}
-    reused, why = reusable_pretrain(f"{work}/pretrain", config, data, args.refit) if args.reuse_pretrain else (None, "")
-    if args.reuse_pretrain:
-        print(f"pretrain: reusing {work}/pretrain, measured when it ran" if reused else
-              f"pretrain: not reusing {work}/pretrain: {why}; running it", flush=True)
-    if reused:
-        runs["pretrain"] = reused
-    else:
-        runs["pretrain"] = checked(run_measured(tfrec("pretrain", "--data", data, "--out", f"{work}/pretrain", "--config",
-                                                      config, "--verbose", "2", "--overwrite", *extra), log("pretrain")),
-                                   "pretrain", log("pretrain"))
-        with open(os.path.join(work, "pretrain", MEASURED), "w") as f:
-            json.dump({k: runs["pretrain"][k] for k in ("seconds", "peak_rss_mb", "started")}, f)
-    runs["finetune"] = checked(run_measured(tfrec("finetune", "--task", "next-item", "--data", data, "--pretrained",
-                                                  f"{work}/pretrain", "--out", f"{work}/finetune", "--config", config,
-                                                  "--verbose", "2", "--overwrite", *extra), log("finetune")), "finetune", log("finetune"))
-    if not args.no_scratch:
-        runs["scratch"] = checked(run_measured(tfrec("finetune", "--task", "next-item", "--data", data, "--from-scratch",
-                                                 "--out", f"{work}/scratch", "--config", config, "--verbose", "2",
-                                                 "--overwrite", *extra), log("scratch")), "scratch", log("scratch"))
-    tests = {}
+    reuse = {name for name in args.reuse.split(",") if name}
+    unknown = reuse - {"pretrain", "finetune", "scratch"}
+    if unknown:
+        sys.exit(f"unknown stage {sorted(unknown)[0]!r} in --reuse; stages: pretrain, finetune, scratch")
+    commands = {
+        "pretrain": ["pretrain", "--data", data, "--out", f"{work}/pretrain"],
+        "finetune": ["finetune", "--task", "next-item", "--data", data, "--pretrained", f"{work}/pretrain", "--out",
+                     f"{work}/finetune"],
+        "scratch": ["finetune", "--task", "next-item", "--data", data, "--from-scratch", "--out", f"{work}/scratch"],
+    }
     stages = ["pretrain", "finetune"] + ([] if args.no_scratch else ["scratch"])
+    runs = {}
+    for name in stages:
+        if name == "finetune" and name in reuse and not runs["pretrain"].get("reused"):
+            print("finetune: not reusing it, since pretraining ran again; running it", flush=True)
+        elif name in reuse:
+            kept, why = reusable(name, f"{work}/{name}", config, data, args.refit,
+                                 f"{work}/pretrain" if name == "finetune" else None)
+            print(f"{name}: reusing {work}/{name}, measured when it ran" if kept else
+                  f"{name}: not reusing {work}/{name}: {why}; running it", flush=True)
+            if kept:
+                runs[name] = kept
+                continue
+        runs[name] = checked(run_measured(tfrec(*commands[name], "--config", config, "--verbose", "2", "--overwrite",
+                                                *extra), log(name)), name, log(name))
+        with open(os.path.join(work, name, MEASURED), "w") as f:
+            json.dump({k: runs[name][k] for k in ("seconds", "peak_rss_mb", "started")}, f)
+    tests = {}
     for name, target in (("popularity", None), ("finetune", f"{work}/finetune"), ("scratch", f"{work}/scratch"),
                          ("pretrain", f"{work}/pretrain")):
         if name not in stages + ["popularity"]:
@@ -166,7 +179,7 @@ def main() -> None:
     result = {
         "config": os.path.relpath(config, REPO), "config_settings": json.load(open(os.path.join(work, "finetune", "run.json")))["identity"]["config"],
         "test": tests, "runs": {k: {kk: v[kk] for kk in ("seconds", "peak_rss_mb")} for k, v in runs.items()},
-        "pretrain_reused": bool(reused),
+        "reused": sorted(k for k, v in runs.items() if v.get("reused")),
         "best_epochs": {k: s["best_epoch"] for k, s in summaries.items()},
         "epochs_run": {k: s["epochs_run"] for k, s in summaries.items()},
         "valid": {k: s["valid"] for k, s in summaries.items()},
