@@ -112,6 +112,10 @@ def main() -> None:
                          "WORKDIR when they ran on the same data and settings (a kept pretraining run may have had "
                          "other fine-tuning settings); their wall time and peak memory are those measured then")
     args = ap.parse_args()
+    reuse = {name for name in args.reuse.split(",") if name}
+    unknown = reuse - {"pretrain", "finetune", "scratch"}
+    if unknown:
+        sys.exit(f"unknown stage {sorted(unknown)[0]!r} in --reuse; stages: pretrain, finetune, scratch")
     extra = ["--set", "refit=true"] if args.refit else []
     prep_args, folder, default_config = DATASETS[args.dataset]
     config = os.path.join(REPO, args.config or default_config)
@@ -122,10 +126,6 @@ def main() -> None:
 
     checked(run_measured(tfrec("data", "prepare", *prep_args, "--path", os.path.join(data_dir(), folder), "--out", data),
                          log("prepare")), "prepare", log("prepare"))
-    reuse = {name for name in args.reuse.split(",") if name}
-    unknown = reuse - {"pretrain", "finetune", "scratch"}
-    if unknown:
-        sys.exit(f"unknown stage {sorted(unknown)[0]!r} in --reuse; stages: pretrain, finetune, scratch")
     commands = {
         "pretrain": ["pretrain", "--data", data, "--out", f"{work}/pretrain"],
         "finetune": ["finetune", "--task", "next-item", "--data", data, "--pretrained", f"{work}/pretrain", "--out",
