@@ -271,6 +271,25 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from tfrec.evaluation import sequential
+    from tfrec.training import ensemble
+
+    summary = ensemble.combine(args.models, args.out, member_weights=args.weights, data_dir=args.data,
+                               overwrite=args.overwrite)
+    print(f"ensemble of {len(summary['members'])} models, weights "
+          f"{', '.join(f'{w:.3g}' for w in summary['member_weights'])}")
+    if summary.get("valid_metrics"):
+        rows = [(path, m) for path, m in zip(summary["members"], summary["member_valid_metrics"])]
+        rows.append(("ensemble", summary["valid_metrics"]))
+        print("valid split, leave-one-out, full ranking over every item, history items excluded:")
+        print(sequential.markdown_table(rows), end="")
+    else:
+        print("no validation figures: a member was refit on the validation items")
+    print(f"tfrec: wrote {os.path.join(args.out, ensemble.MODEL_DIR)}", file=sys.stderr)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from tfrec.evaluation import sequential
 
@@ -456,6 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--from-scratch", action="store_true", help="start from fresh weights instead of --pretrained")
     _training_options(ft)
     ft.set_defaults(func=cmd_finetune)
+    en = sub.add_parser("ensemble", help="combine next-item models into one that averages their log-probabilities")
+    en.add_argument("--models", nargs="+", required=True, metavar="DIR",
+                    help="two or more next-item run folders (or model/ folders) trained on the same prepared dataset")
+    en.add_argument("--out", required=True, help="output folder: the ensemble goes to OUT/model")
+    en.add_argument("--weights", nargs="+", type=float, metavar="W",
+                    help="one positive weight per model (default: equal)")
+    en.add_argument("--data", help="prepared dataset folder for the validation figures (default: the models' own)")
+    en.add_argument("--overwrite", action="store_true", help="replace an ensemble already in OUT")
+    en.set_defaults(func=cmd_ensemble)
     ex = sub.add_parser("export", help="export a trained model as a versioned SavedModel for TensorFlow Serving")
     ex.add_argument("--model", required=True, help="run folder or saved model folder")
     ex.add_argument("--serving-root", required=True, help="model base folder root: the export goes to ROOT/NAME/VERSION")

@@ -121,6 +121,52 @@ def test_next_item_export_has_the_documented_signatures_and_answers(trained, tmp
     assert_clean_error(again, "exists; versions only go up")
 
 
+def test_ensemble_combines_evaluates_and_exports(trained, tmp_path):
+    import numpy as np
+
+    from tfrec.data import inputs
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.models import persistence
+
+    data, runs, root = trained
+    ens = str(tmp_path / "ens")
+    serving = str(tmp_path / "serving")
+    made, evaluated, exported, one, again = run_cli_batch(
+        ("ensemble", "--models", runs["next-item"], str(root / "pre"), "--out", ens, "--weights", "2", "1"),
+        ("evaluate", "--model", ens, "--data", data, "--split", "valid", "--out", str(tmp_path / "ev")),
+        ("export", "--model", ens, "--serving-root", serving, "--name", "ens", "--top-k", "5"),
+        ("ensemble", "--models", runs["next-item"], "--out", str(tmp_path / "one")),
+        ("ensemble", "--models", runs["next-item"], str(root / "pre"), "--out", ens))
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "| ensemble |" in made.stdout and "weights 0.667, 0.333" in made.stdout
+    summary = json.load(open(os.path.join(ens, "validation.json")))
+    assert len(summary["member_valid_metrics"]) == 2 and 0 <= summary["valid_metrics"]["ndcg@10"] <= 1
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    report = json.load(open(str(tmp_path / "ev") + ".json"))
+    assert report["metrics"]["ndcg@10"] == pytest.approx(summary["valid_metrics"]["ndcg@10"], abs=1e-6)
+    assert_clean_error(one, "at least two")
+    assert_clean_error(again, "exists")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    version = os.path.join(serving, "ens", "1")
+    got = probe(version, {"serving_default": {"history": [["i3", "i7", "i9"]]}})
+    assert got["modules"] == []
+    assert set(got["signatures"]) == {"serving_default", "serving_tf_example"}  # no item_embeddings for an ensemble
+    # the served top 5 is the weighted mean of the members' log-softmax scores
+    ds = PreparedDataset(data)
+    ids = inputs.with_mask_slot([ds.item_vocab.lookup(["i3", "i7", "i9"])], 12)
+    parts = []
+    for path in (runs["next-item"], str(root / "pre")):
+        member, _ = persistence.load(os.path.join(path, "model"))
+        logits = member.score(ids)[0].astype(np.float64)
+        parts.append(logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max())
+    scores = (2 * parts[0] + parts[1]) / 3
+    scores[:3] = -np.inf
+    scores[ds.item_vocab.lookup(["i3", "i7", "i9"])] = -np.inf
+    top = [ds.item_vocab.token(int(i)) for i in np.argsort(-scores, kind="stable")[:5]]
+    assert got["answers"]["serving_default"]["item_ids"][0] == top
+    np.testing.assert_allclose(got["answers"]["serving_default"]["scores"][0], np.sort(scores)[::-1][:5], atol=1e-4)
+
+
 def test_retrieval_and_ranking_exports(trained, tmp_path):
     _, runs, _ = trained
     root = str(tmp_path / "serving")

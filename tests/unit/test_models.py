@@ -50,6 +50,31 @@ def test_item_features_change_the_embedding():
     assert bb.count_params() == small_backbone().count_params() + 6 * 16
 
 
+def test_output_features_score_against_item_plus_feature_embedding(tmp_path):
+    table = np.zeros((V, 2), np.int32)
+    table[3:, 0] = np.arange(3, V) % 4 + 1
+    table[3:, 1] = np.arange(3, V) % 3 + 1
+    plain = small_backbone(feature_table=table, feature_vocabulary_size=6)
+    bb = small_backbone(feature_table=table, feature_vocabulary_size=6, output_features=True)
+    assert bb.get_config()["output_features"] is True
+    assert bb.count_params() == plain.count_params()  # no new weights: the feature embedding is shared
+    rec = NextItemRecommender(bb)
+    b = batch()
+    hidden = rec(b)[ITEM_HIDDEN][:, 0]
+    pooled = np.stack([bb.feature_embedding(np.array([[i]]))[0, 0].numpy() for i in range(V)])
+    expected = hidden.numpy() @ (bb.token_embedding.embeddings.numpy() + pooled).T + rec.head.output_bias.numpy()
+    np.testing.assert_allclose(rec.head.project(hidden).numpy(), expected, atol=1e-5)
+    # differs from scoring against the item embedding alone
+    alone = hidden.numpy() @ bb.token_embedding.embeddings.numpy().T + rec.head.output_bias.numpy()
+    assert np.abs(expected - alone).max() > 1e-4
+    persistence.save(rec, str(tmp_path / "m"), "next-item")
+    loaded, _ = persistence.load(str(tmp_path / "m"))
+    assert loaded.backbone.output_features
+    np.testing.assert_allclose(loaded.score(b["item_ids"]), rec.score(b["item_ids"]), atol=1e-5)
+    # without item features the option has nothing to add and is off
+    assert small_backbone(output_features=True).output_features is False
+
+
 def test_heads_are_tied_to_the_item_embedding():
     bb = small_backbone()
     pre = MaskedItemPretrainer(bb)
@@ -188,3 +213,39 @@ def test_pretrain_then_finetune_beats_popularity(synthetic_prepared):
     model_m, _ = ranking.evaluate(lambda h: rec.score(inputs.with_mask_slot(h, max_len)), test.histories, test.targets)
     pop_m, _ = ranking.evaluate(ranking.popularity_scorer(seqs, vocab), test.histories, test.targets)
     assert model_m["hr@10"] > pop_m["hr@10"] + 0.2, (model_m, pop_m)
+
+
+def test_ensemble_averages_member_log_probabilities_and_round_trips(tmp_path):
+    from tfrec.models.ensemble import NextItemEnsemble
+
+    tf.random.set_seed(1)
+    a, b = NextItemRecommender(small_backbone()), NextItemRecommender(small_backbone())
+    ens = NextItemEnsemble([a, b], member_weights=[3, 1])
+    assert ens.member_weights == [0.75, 0.25]
+    ids = batch()["item_ids"]
+    got = ens.score(ids)
+    expected = 0.75 * tf.nn.log_softmax(a.score(ids)).numpy() + 0.25 * tf.nn.log_softmax(b.score(ids)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert got.shape == (3, V) and ens.backbone.vocabulary_size == V
+    # the ensemble's ranking is neither member's alone
+    assert not np.array_equal(np.argsort(-got, axis=1), np.argsort(-a.score(ids), axis=1))
+    persistence.save(ens, str(tmp_path / "e"), "ensemble")
+    loaded, config = persistence.load(str(tmp_path / "e"))
+    assert config["task"] == "ensemble" and [m["task"] for m in config["members"]] == ["next-item", "next-item"]
+    np.testing.assert_allclose(loaded.score(ids), got, atol=1e-5)
+
+
+def test_ensemble_rejects_models_it_cannot_combine():
+    from tfrec.models.ensemble import NextItemEnsemble
+
+    a = NextItemRecommender(small_backbone())
+    with pytest.raises(ValueError, match="at least two"):
+        NextItemEnsemble([a])
+    other = NextItemRecommender(SequenceBackbone(V + 1, max_len=L, hidden_dim=16, num_layers=1, num_heads=2,
+                                                 intermediate_dim=32))
+    with pytest.raises(ValueError, match="same data"):
+        NextItemEnsemble([a, other])
+    with pytest.raises(ValueError, match="positive"):
+        NextItemEnsemble([a, NextItemRecommender(small_backbone())], member_weights=[1, 0])
+    with pytest.raises(ValueError, match="2 models"):
+        NextItemEnsemble([a, NextItemRecommender(small_backbone())], member_weights=[1])

@@ -31,7 +31,7 @@ from tfrec.errors import TfrecError
 METADATA_FILE = "tfrec_model.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 EXPECTED_FILE = "expected_outputs.json"
-SEQUENCE_TASKS = ("pretrain", "next-item", "retrieval", "cold-start")
+SEQUENCE_TASKS = ("pretrain", "next-item", "ensemble", "retrieval", "cold-start")
 RANKING_TASKS = ("ranking", "multitask")
 WARMUP_ROWS = 8
 
@@ -91,7 +91,7 @@ def _expected_sequence(model, task: str, dataset, requests: dict, max_len: int, 
     hist = [dataset.item_vocab.lookup(h) if h else np.zeros(0, np.int32) for h in requests["history"]]
     hist = [h[h >= schema.NUM_ITEM_RESERVED].astype(np.int32) for h in hist]
     ids = inputs.with_mask_slot(hist, max_len)
-    if task in ("pretrain", "next-item"):
+    if task in ("pretrain", "next-item", "ensemble"):
         scores = model.score(ids)
     else:
         features = {inputs.ITEM_IDS: ids,
@@ -220,8 +220,9 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k)
         signatures = module.signatures()
         inputs = ["history", "user_id"] if module.uses_user else ["history"]
-        warm = [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"]),
-                (sig.ITEM_EMBEDDINGS, ["item_ids"])]
+        warm = [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"])]
+        if module.serves_embeddings:
+            warm.append((sig.ITEM_EMBEDDINGS, ["item_ids"]))
         expected = {sig.SERVING_DEFAULT: _expected_sequence(model, task, dataset, requests, max_len, k),
                     sig.SERVING_TF_EXAMPLE: _expected_sequence(model, task, dataset, requests, max_len, k)}
     elif task in RANKING_TASKS:

@@ -130,10 +130,13 @@ class SequenceServing(_Base):
         uses_user = self.retrieval and model.query_tower.uses_user
         super().__init__(model, item_vocab, user_vocab if uses_user else None, max_len, k)
         self.uses_user = uses_user
+        self.serves_embeddings = getattr(model, "serves_item_embeddings", True)
         if self.retrieval:
             self.candidates = tf.Variable(model.candidate_matrix(), trainable=False, name="candidate_embeddings")
-        else:
-            self.candidates = tf.Variable(model.backbone.token_embedding.embeddings, trainable=False,
+        elif self.serves_embeddings:
+            # The matrix the head scores against (item embedding, plus the feature embedding
+            # where the model scores with features), so [h, 1] . [e_i, b_i] is the model's logit.
+            self.candidates = tf.Variable(model.backbone.output_item_embeddings(), trainable=False,
                                           name="item_embeddings")
             self.bias = tf.Variable(model.head.output_bias, trainable=False, name="item_bias")
 
@@ -145,7 +148,7 @@ class SequenceServing(_Base):
                 features[USER_INDEX] = users
             query = self.model.query_tower(features, training=False)
             return tf.matmul(query, self.candidates, transpose_b=True)
-        return self.model.head.project(self.model._last_position_hidden(packed))
+        return self.model.logits(packed)
 
     def recommend(self, history, user_id=None):
         packed, ids, known = self._history(history)
@@ -177,9 +180,11 @@ class SequenceServing(_Base):
             return self.recommend(history, parsed.get(USER_ID))
 
         examples = tf.function(from_examples).get_concrete_function(tf.TensorSpec([None], tf.string, name=EXAMPLES))
-        embeddings = tf.function(lambda item_ids: self.embeddings(item_ids)).get_concrete_function(
-            tf.TensorSpec([None], tf.string, name=ITEM_IDS_OUT))
-        return {SERVING_DEFAULT: default, SERVING_TF_EXAMPLE: examples, ITEM_EMBEDDINGS: embeddings}
+        out = {SERVING_DEFAULT: default, SERVING_TF_EXAMPLE: examples}
+        if self.serves_embeddings:
+            out[ITEM_EMBEDDINGS] = tf.function(lambda item_ids: self.embeddings(item_ids)).get_concrete_function(
+                tf.TensorSpec([None], tf.string, name=ITEM_IDS_OUT))
+        return out
 
 
 class RankingServing(_Base):

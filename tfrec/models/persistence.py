@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tfrec.errors import TfrecError
 from tfrec.fileio import atomic_dir
+from tfrec.models.ensemble import NextItemEnsemble
 from tfrec.models.sequence_backbone import SequenceBackbone
 from tfrec.models.recommender import TASK_WEIGHTS, RecommenderModel
 from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender
@@ -23,6 +24,10 @@ CHECKPOINT_DIR = "ckpt"
 TASKS = {"pretrain": MaskedItemPretrainer, "next-item": NextItemRecommender}
 # The TFRS tasks share one model class; their constructor arguments are saved as "task_args".
 TASKS.update({name: RecommenderModel for name in TASK_WEIGHTS})
+# An ensemble's config lists its members' {task, backbone} configs under "members".
+ENSEMBLE = "ensemble"
+TASKS[ENSEMBLE] = NextItemEnsemble
+MEMBER_TASKS = {MaskedItemPretrainer: "pretrain", NextItemRecommender: "next-item"}
 
 
 def save(model: tf.keras.Model, path: str, task: str, extra: dict | None = None) -> None:
@@ -31,6 +36,10 @@ def save(model: tf.keras.Model, path: str, task: str, extra: dict | None = None)
         raise TfrecError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     with atomic_dir(path) as staging:
         config = {"task": task, "backbone": model.backbone.get_config(), **(extra or {})}
+        if task == ENSEMBLE:
+            config["members"] = [{"task": MEMBER_TASKS[type(m)], "backbone": m.backbone.get_config()}
+                                 for m in model.members]
+            config["member_weights"] = list(model.member_weights)
         with open(os.path.join(staging, CONFIG_FILE), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
         tf.train.Checkpoint(model=model).write(os.path.join(staging, CHECKPOINT_DIR, "model"))
@@ -54,12 +63,20 @@ def load(path: str, for_serving: bool = False) -> tuple[tf.keras.Model, dict]:
     if task not in TASKS:
         raise TfrecError(f"{config_path} names an unknown task {task!r}")
     try:
-        backbone = SequenceBackbone.from_config(config["backbone"])
-        if TASKS[task] is RecommenderModel:
-            args = dict(config["task_args"], **({"retrieval_weight": 0.0} if for_serving else {}))
-            model = RecommenderModel.built(backbone, **args)
+        if task == ENSEMBLE:
+            members = []
+            for member in config["members"]:
+                if member.get("task") not in MEMBER_TASKS.values():
+                    raise ValueError(f"an ensemble member has task {member.get('task')!r}")
+                members.append(TASKS[member["task"]](SequenceBackbone.from_config(member["backbone"])))
+            model = NextItemEnsemble(members, config.get("member_weights"))
         else:
-            model = TASKS[task](backbone)
+            backbone = SequenceBackbone.from_config(config["backbone"])
+            if TASKS[task] is RecommenderModel:
+                args = dict(config["task_args"], **({"retrieval_weight": 0.0} if for_serving else {}))
+                model = RecommenderModel.built(backbone, **args)
+            else:
+                model = TASKS[task](backbone)
     except (TypeError, ValueError, KeyError) as e:
         raise TfrecError(f"{config_path} does not describe a model this tfrec can build: {e}") from None
     status = tf.train.Checkpoint(model=model).read(os.path.join(path, CHECKPOINT_DIR, "model"))

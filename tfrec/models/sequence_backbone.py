@@ -39,6 +39,10 @@ class ItemFeatureEmbedding(tf.keras.layers.Layer):
         summed = tf.reduce_sum(self.embedding(ids) * present, axis=-2)
         return summed / tf.maximum(tf.reduce_sum(present, axis=-2), 1.0)
 
+    def all_items(self):
+        """The pooled feature embedding of every item id, ``[vocabulary_size, dim]``."""
+        return self(tf.range(tf.shape(self.table)[0])[tf.newaxis])[0]
+
     def get_config(self):
         config = super().get_config()
         config.update(feature_table=self.feature_table.tolist(), feature_vocabulary_size=self.feature_vocabulary_size,
@@ -74,6 +78,9 @@ class SequenceBackbone(tf.keras.Model):
         feature_table: optional ``[vocabulary_size, max_features]`` feature ids per item;
             their pooled embedding is added to the item embedding.
         feature_vocabulary_size: size of the feature id space of `feature_table`.
+        output_features: heads score items against the same sum of item and feature
+            embeddings the input uses (not the item embedding alone), so an item seen
+            rarely in training borrows its score from its attributes.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class SequenceBackbone(tf.keras.Model):
         layer_norm_epsilon: float = 1e-12,
         feature_table=None,
         feature_vocabulary_size: int = 0,
+        output_features: bool = False,
         **kwargs,
     ):
         if hidden_dim % num_heads:
@@ -120,6 +128,7 @@ class SequenceBackbone(tf.keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.feature_table = None if feature_table is None else np.asarray(feature_table, np.int32)
         self.feature_vocabulary_size = feature_vocabulary_size
+        self.output_features = bool(output_features) and feature_embedding is not None
         self.token_embedding = token_embedding
         self.feature_embedding = feature_embedding
 
@@ -129,8 +138,15 @@ class SequenceBackbone(tf.keras.Model):
             "num_layers": self.num_layers, "num_heads": self.num_heads, "intermediate_dim": self.intermediate_dim,
             "dropout": self.dropout, "layer_norm_epsilon": self.layer_norm_epsilon,
             "feature_table": None if self.feature_table is None else self.feature_table.tolist(),
-            "feature_vocabulary_size": self.feature_vocabulary_size, "name": self.name,
+            "feature_vocabulary_size": self.feature_vocabulary_size, "output_features": self.output_features,
+            "name": self.name,
         }
+
+    def output_item_embeddings(self):
+        """The ``[vocabulary_size, hidden_dim]`` matrix heads score hidden states against."""
+        if self.output_features:
+            return self.token_embedding.embeddings + self.feature_embedding.all_items()
+        return self.token_embedding.embeddings
 
     @classmethod
     def from_config(cls, config):

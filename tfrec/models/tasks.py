@@ -42,7 +42,9 @@ class ItemHead(keras_nlp.layers.MaskedLMHead):
         return self._intermediate_layer_norm(self._intermediate_dense(x))
 
     def project(self, hidden):
-        return self.token_embedding(hidden, reverse=True) + self._bias
+        if self._output_embeddings is None:
+            return self.token_embedding(hidden, reverse=True) + self._bias
+        return tf.matmul(hidden, self._output_embeddings(), transpose_b=True) + self._bias
 
     @property
     def output_bias(self):
@@ -53,8 +55,11 @@ class ItemHead(keras_nlp.layers.MaskedLMHead):
 
 
 def _item_head(backbone: SequenceBackbone) -> ItemHead:
-    return ItemHead(vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
+    head = ItemHead(vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
                     intermediate_activation="gelu", activation=None, name="item_head")
+    # A bound method, not a layer attribute: the head's checkpoint keeps its shape either way.
+    head._output_embeddings = backbone.output_item_embeddings if backbone.output_features else None
+    return head
 
 
 def _sequence_inputs(backbone: SequenceBackbone) -> dict:
@@ -123,7 +128,7 @@ class _ItemPredictionModel(tf.keras.Model):
                 true_classes=tf.cast(labels[:, tf.newaxis], tf.int64), num_true=1, num_sampled=self.num_sampled,
                 unique=True, range_max=self.backbone.vocabulary_size, unigrams=self._unigrams)
             return tf.nn.sampled_softmax_loss(
-                weights=self.backbone.token_embedding.embeddings, biases=self.head.output_bias,
+                weights=self.backbone.output_item_embeddings(), biases=self.head.output_bias,
                 labels=tf.cast(labels[:, tf.newaxis], tf.int64), inputs=hidden, num_sampled=self.num_sampled,
                 num_classes=self.backbone.vocabulary_size, sampled_values=sampled, remove_accidental_hits=True)
         logits = self.head.project(hidden)
@@ -201,16 +206,25 @@ class _ItemPredictionModel(tf.keras.Model):
     def _last_position_hidden(self, item_ids):
         raise NotImplementedError
 
+    def logits(self, item_ids):
+        """Item logits ``[batch, vocabulary_size]`` (a tensor) for histories ending in the mask slot."""
+        return self.head.project(self._last_position_hidden(item_ids))
+
     def score(self, item_ids, batch_size: int = 1024) -> np.ndarray:
-        """Item logits ``[n, vocabulary_size]`` for left-padded histories ending in the mask slot."""
-        if not hasattr(self, "_score_fn"):
-            @tf.function(reduce_retracing=True)
-            def score_fn(ids):
-                return self.head.project(self._last_position_hidden(trim_leading_padding(ids)))
-            self._score_fn = score_fn
-        item_ids = np.asarray(item_ids, np.int32)
-        out = [self._score_fn(tf.constant(item_ids[i:i + batch_size])).numpy() for i in range(0, len(item_ids), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.backbone.vocabulary_size), np.float32)
+        return score_in_batches(self, item_ids, batch_size)
+
+
+def score_in_batches(model, item_ids, batch_size: int = 1024) -> np.ndarray:
+    """``model.logits`` as a ``[n, vocabulary_size]`` array for left-padded histories ending in
+    the mask slot, a batch at a time, each batch trimmed to its longest row."""
+    if not hasattr(model, "_score_fn"):
+        @tf.function(reduce_retracing=True)
+        def score_fn(ids):
+            return model.logits(trim_leading_padding(ids))
+        model._score_fn = score_fn
+    item_ids = np.asarray(item_ids, np.int32)
+    out = [model._score_fn(tf.constant(item_ids[i:i + batch_size])).numpy() for i in range(0, len(item_ids), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.backbone.vocabulary_size), np.float32)
 
 
 class MaskedItemPretrainer(_ItemPredictionModel):

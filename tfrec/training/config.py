@@ -34,6 +34,9 @@ class ModelConfig:
     # Add the pooled embedding of the items' categorical/list features (genres,
     # categories, attributes) to the item embedding, where the dataset has any.
     item_features: bool = True
+    # Score items against their item + feature embedding (the input's item representation)
+    # rather than the item embedding alone, so rarely seen items borrow from their features.
+    output_features: bool = False
 
 
 @dataclasses.dataclass

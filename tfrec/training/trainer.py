@@ -142,7 +142,7 @@ def build_backbone(config: RunConfig, dataset: PreparedDataset) -> SequenceBackb
     return SequenceBackbone(
         len(dataset.item_vocab), max_len=m.max_len, hidden_dim=m.hidden_dim, num_layers=m.num_layers,
         num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
-        feature_table=table, feature_vocabulary_size=size)
+        feature_table=table, feature_vocabulary_size=size, output_features=m.output_features)
 
 
 def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer:
