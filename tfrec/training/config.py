@@ -34,9 +34,6 @@ class ModelConfig:
     # Add the pooled embedding of the items' categorical/list features (genres,
     # categories, attributes) to the item embedding, where the dataset has any.
     item_features: bool = True
-    # Score items against their item + feature embedding (the input's item representation)
-    # rather than the item embedding alone, so rarely seen items borrow from their features.
-    output_features: bool = False
 
 
 @dataclasses.dataclass
@@ -99,6 +96,10 @@ class FinetuneConfig(StageConfig):
     # give matching states, told apart from the batch's other examples (InfoNCE at this temperature).
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 1.0
+    # With model.item_features: score items against their item + feature embedding (the input's
+    # item representation) rather than the item embedding alone, so rarely seen items borrow
+    # from their features.  A head setting: no new weights, any pretrained backbone takes it.
+    output_features: bool = False
 
 
 @dataclasses.dataclass

@@ -131,8 +131,9 @@ class SequenceData:
         return cls(ds, train, valid, vocab, counts)
 
 
-def build_backbone(config: RunConfig, dataset: PreparedDataset) -> SequenceBackbone:
-    """The backbone of `config` over `dataset`'s item vocabulary (and item features, when used)."""
+def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features: bool = False) -> SequenceBackbone:
+    """The backbone of `config` over `dataset`'s item vocabulary (and item features, when used);
+    `output_features`: its heads score items with their feature embedding too."""
     m = config.model
     table, size = None, 0
     if m.item_features:
@@ -142,7 +143,7 @@ def build_backbone(config: RunConfig, dataset: PreparedDataset) -> SequenceBackb
     return SequenceBackbone(
         len(dataset.item_vocab), max_len=m.max_len, hidden_dim=m.hidden_dim, num_layers=m.num_layers,
         num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
-        feature_table=table, feature_vocabulary_size=size, output_features=m.output_features)
+        feature_table=table, feature_vocabulary_size=size, output_features=output_features)
 
 
 def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer:
@@ -456,7 +457,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": data_fingerprint(data.dataset),
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     with strategy.scope():
-        backbone = build_backbone(config, data.dataset)
+        backbone = build_backbone(config, data.dataset, output_features=stage.output_features)
         model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts,
                                     contrastive_weight=stage.contrastive_weight,
                                     contrastive_temperature=stage.contrastive_temperature)
