@@ -2,7 +2,8 @@
 
 Both task models output the head's hidden state at the positions they predict
 (``item_hidden`` ``[batch, positions, hidden_dim]``); the item logits are that state
-times the item embedding (tied) plus a bias, computed in :meth:`compute_loss` (full
+times the item embedding (tied; plus each item's pooled feature embedding when the
+backbone has ``output_features``) plus a bias, computed in :meth:`compute_loss` (full
 softmax, or sampled softmax with log-q correction) and in :meth:`score`.  Keeping the
 logits out of the forward pass is what lets the sampled loss skip the full
 ``[batch, vocabulary]`` product.
@@ -211,6 +212,7 @@ class _ItemPredictionModel(tf.keras.Model):
         return self.head.project(self._last_position_hidden(item_ids))
 
     def score(self, item_ids, batch_size: int = 1024) -> np.ndarray:
+        """Item logits ``[n, vocabulary_size]`` for left-padded histories ending in the mask slot."""
         return score_in_batches(self, item_ids, batch_size)
 
 
