@@ -44,10 +44,11 @@ def main() -> None:
         checked(run_measured(tfrec("evaluate", "--model", target, "--data", args.data, "--split", "test", "--out", out),
                              log(f"eval_{i}")), f"evaluate {labels[i]}", log(f"eval_{i}"))
         tests[labels[i]] = json.load(open(f"{out}.json"))["metrics"]
+    from tfrec.training.trainer import resolve_model_dir
+
     configs = []
     for m in args.models:
-        folder = m if os.path.isfile(os.path.join(m, "config.json")) else os.path.join(m, "model")
-        config = json.load(open(os.path.join(folder, "config.json")))
+        config = json.load(open(os.path.join(resolve_model_dir(m), "config.json")))
         configs.append({"pretrained": config.get("pretrained"), "epoch": config.get("epoch"),
                         "finetune": config.get("run_config", {}).get("finetune")})
     valid = dict(zip(labels, summary.get("member_valid_metrics", []) + [summary.get("valid_metrics")]))

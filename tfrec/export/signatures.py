@@ -148,6 +148,11 @@ class SequenceServing(_Base):
                 features[USER_INDEX] = users
             query = self.model.query_tower(features, training=False)
             return tf.matmul(query, self.candidates, transpose_b=True)
+        if self.serves_embeddings:
+            # The matrix snapshot taken at export: a feature-aware head does not rebuild every
+            # item's feature embedding per request.  Equal to the model's logits.
+            hidden = self.model._last_position_hidden(packed)
+            return tf.matmul(hidden, self.candidates, transpose_b=True) + self.bias
         return self.model.logits(packed)
 
     def recommend(self, history, user_id=None):
