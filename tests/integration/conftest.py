@@ -16,12 +16,15 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     data = str(root / "data")
     prepare(generate_synthetic(num_users=120, num_items=40, seed=11), data)
-    runs = {"next-item": str(root / "next"), **{task: str(root / task) for task in ("retrieval", "ranking", "multitask")}}
+    runs = {"next-item": str(root / "next"), "causal": str(root / "causal"),
+            **{task: str(root / task) for task in ("retrieval", "ranking", "multitask")}}
     # One process trains them all (the CLI's own process starts are tested elsewhere).
     results = run_cli_batch(
         ("pretrain", "--data", data, "--out", root / "pre", "--epochs", "1", *SMALL),
         ("finetune", "--task", "next-item", "--data", data, "--pretrained", root / "pre", "--out", runs["next-item"],
          "--epochs", "1", *SMALL),
+        ("finetune", "--task", "next-item", "--data", data, "--pretrained", root / "pre", "--out", runs["causal"],
+         "--epochs", "1", "--set", "finetune.examples=causal", *SMALL),
         *(("finetune", "--task", task, "--data", data, "--from-scratch", "--split", "random", "--out", runs[task],
            *SMALL, *TASK) for task in ("retrieval", "ranking", "multitask")))
     for r in results:

@@ -132,15 +132,16 @@ def test_ensemble_combines_evaluates_and_exports(trained, tmp_path):
     ens = str(tmp_path / "ens")
     serving = str(tmp_path / "serving")
     made, evaluated, exported, one, again = run_cli_batch(
-        ("ensemble", "--models", runs["next-item"], str(root / "pre"), "--out", ens, "--weights", "2", "1"),
+        ("ensemble", "--models", runs["next-item"], str(root / "pre"), runs["causal"], "--out", ens,
+         "--weights", "2", "1", "1"),
         ("evaluate", "--model", ens, "--data", data, "--split", "valid", "--out", str(tmp_path / "ev")),
         ("export", "--model", ens, "--serving-root", serving, "--name", "ens", "--top-k", "5"),
         ("ensemble", "--models", runs["next-item"], "--out", str(tmp_path / "one")),
         ("ensemble", "--models", runs["next-item"], str(root / "pre"), "--out", ens))
     assert made.returncode == 0, made.stderr[-2000:]
-    assert "| ensemble |" in made.stdout and "weights 0.667, 0.333" in made.stdout
+    assert "| ensemble |" in made.stdout and "weights 0.5, 0.25, 0.25" in made.stdout
     summary = json.load(open(os.path.join(ens, "validation.json")))
-    assert len(summary["member_valid_metrics"]) == 2 and 0 <= summary["valid_metrics"]["ndcg@10"] <= 1
+    assert len(summary["member_valid_metrics"]) == 3 and 0 <= summary["valid_metrics"]["ndcg@10"] <= 1
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     report = json.load(open(str(tmp_path / "ev") + ".json"))
     assert report["metrics"]["ndcg@10"] == pytest.approx(summary["valid_metrics"]["ndcg@10"], abs=1e-6)
@@ -151,15 +152,17 @@ def test_ensemble_combines_evaluates_and_exports(trained, tmp_path):
     got = probe(version, {"serving_default": {"history": [["i3", "i7", "i9"]]}})
     assert got["modules"] == []
     assert set(got["signatures"]) == {"serving_default", "serving_tf_example"}  # no item_embeddings for an ensemble
-    # the served top 5 is the weighted mean of the members' log-softmax scores
+    # the served top 5 is the weighted mean of the members' log-softmax scores (members: a next-item
+    # model, a pretrained one and a causal next-item one, which scores from its mask slot's state)
     ds = PreparedDataset(data)
     ids = inputs.with_mask_slot([ds.item_vocab.lookup(["i3", "i7", "i9"])], 12)
     parts = []
-    for path in (runs["next-item"], str(root / "pre")):
+    for path in (runs["next-item"], str(root / "pre"), runs["causal"]):
         member, _ = persistence.load(os.path.join(path, "model"))
         logits = member.score(ids)[0].astype(np.float64)
         parts.append(logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max())
-    scores = (2 * parts[0] + parts[1]) / 3
+    assert member.backbone.causal and not persistence.load(os.path.join(runs["next-item"], "model"))[0].backbone.causal
+    scores = (2 * parts[0] + parts[1] + parts[2]) / 4
     scores[:3] = -np.inf
     scores[ds.item_vocab.lookup(["i3", "i7", "i9"])] = -np.inf
     top = [ds.item_vocab.token(int(i)) for i in np.argsort(-scores, kind="stable")[:5]]

@@ -41,6 +41,54 @@ def test_padding_does_not_change_outputs_of_real_positions():
     np.testing.assert_allclose(bb(b2)[SEQUENCE_OUTPUT].numpy()[0, -1], ref, atol=1e-5)
 
 
+def test_causal_backbone_positions_see_only_the_past_and_round_trip(tmp_path):
+    bb = small_backbone(dropout=0.0, causal=True)
+    assert bb.get_config()["causal"] is True and SequenceBackbone.from_config(bb.get_config()).causal
+    b = batch(2)
+    ref = bb(b)[SEQUENCE_OUTPUT].numpy()
+    later = {"item_ids": b["item_ids"].copy(), "padding_mask": b["padding_mask"]}
+    later["item_ids"][:, 5:] = (later["item_ids"][:, 5:] + 1 - 3) % (V - 3) + 3  # other items from position 5 on
+    out = bb(later)[SEQUENCE_OUTPUT].numpy()
+    np.testing.assert_allclose(out[:, 3:5], ref[:, 3:5], atol=1e-5)  # real positions before 5: unchanged
+    assert np.abs(out[:, 5:] - ref[:, 5:]).max() > 1e-3
+    # the same weights without the causal mask see the whole sequence
+    both = small_backbone(dropout=0.0)
+    both.set_weights(bb.get_weights())
+    assert np.abs(both(b)[SEQUENCE_OUTPUT].numpy()[:, 3:5] - ref[:, 3:5]).max() > 1e-3
+    np.testing.assert_allclose(both(b)[SEQUENCE_OUTPUT].numpy()[:, -1], ref[:, -1], atol=1e-5)  # the last sees all
+    # a causal next-item model states every position and scores from the mask slot's;
+    # it saves and loads as causal, and takes a bidirectional backbone's weights as they are
+    rec = NextItemRecommender(bb)
+    ids = b["item_ids"].copy()
+    ids[:, -1] = schema.MASK_ID
+    hidden = rec({"item_ids": ids, "padding_mask": ids != 0})[ITEM_HIDDEN]
+    assert hidden.shape == (2, L, 16)
+    np.testing.assert_allclose(rec.score(ids), rec.head.project(hidden[:, -1]).numpy(), atol=1e-5)
+    persistence.save(rec, str(tmp_path / "m"), "next-item")
+    loaded, _ = persistence.load(str(tmp_path / "m"))
+    assert loaded.backbone.causal
+    np.testing.assert_allclose(loaded.score(ids), rec.score(ids), atol=1e-5)
+    persistence.load_backbone_weights(small_backbone(causal=True), str(tmp_path / "m"))
+
+
+def test_causal_next_item_model_trains_on_every_position():
+    tf.keras.utils.set_random_seed(4)
+    rng = np.random.default_rng(1)
+    # item t+1 follows item t: learnable from every position
+    seqs = [(rng.integers(3, V) + np.arange(rng.integers(2, 2 * L))) % (V - 3) + 3 for _ in range(128)]
+    x, y = inputs.causal_next_item_examples([s.astype(np.int32) for s in seqs], L)
+    rec = NextItemRecommender(small_backbone(dropout=0.1, causal=True), contrastive_weight=0.1)
+    rec.compile(tf.keras.optimizers.Adam(1e-2))
+    hist = rec.fit(inputs.causal_next_item_dataset(x, y, batch_size=32, trim=True, sort_window=2), epochs=30,
+                   verbose=0).history
+    assert hist["item_loss"][-1] < 0.5 * hist["item_loss"][0] and np.isfinite(hist["contrastive_loss"]).all()
+    histories = [s[:-1].astype(np.int32) for s in seqs[:64]]
+    targets = np.array([s[-1] for s in seqs[:64]])
+    scores = rec.score(inputs.with_mask_slot(histories, L))
+    ranks = ranking.target_ranks(scores, targets, None)
+    assert np.mean(ranks < 1) > 0.8
+
+
 def test_item_features_change_the_embedding():
     table = np.zeros((V, 2), np.int32)
     table[3:, 0] = np.arange(3, V) % 4 + 1

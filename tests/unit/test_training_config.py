@@ -35,6 +35,8 @@ def test_defaults_round_trip_and_overrides(tmp_path):
     ("finetune:\n  last_weight: 0\n", "last_weight must be a positive weight"),
     ("finetune:\n  contrastive_temperature: 0\n", "contrastive_temperature must be positive"),
     ("finetune:\n  contrastive_weight: -0.1\n", "must not be negative"),
+    ("finetune:\n  examples: causal\n  last_weight: 2\n", "takes neither finetune.last_weight"),
+    ("finetune:\n  examples: every\n", "use all-prefixes or random-prefix or causal"),
 ])
 def test_bad_config_files_say_what_is_wrong(tmp_path, text, message):
     p = tmp_path / "bad.yaml"

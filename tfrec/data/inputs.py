@@ -220,6 +220,28 @@ def next_item_examples(sequences: list[np.ndarray], max_len: int, min_history: i
     return x, np.concatenate(targets).astype(np.int32)
 
 
+def causal_next_item_examples(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows for next-item training at every position of a causal backbone.
+
+    Each sequence (cut into windows of `max_len` by :func:`sliding_windows`) gives one row:
+    ``inputs [N, max_len]``, its items but the last, then the mask id, left-padded; and
+    ``targets [N, max_len]``, at each item's position the item after it and at the mask
+    slot the last item (each row's most recent target, predicted from the whole history
+    as at serving time); 0 at padding.  Sequences of one item give no row.
+    """
+    rows = [np.asarray(w, np.int32) for w in sliding_windows(sequences, max_len)]
+    rows = [w for w in rows if len(w) >= 2]
+    inputs = np.zeros((len(rows), max_len), np.int32)
+    targets = np.zeros((len(rows), max_len), np.int32)
+    for i, w in enumerate(rows):
+        n = len(w)
+        inputs[i, max_len - n:-1] = w[:-1]
+        inputs[i, -1] = schema.MASK_ID
+        targets[i, max_len - n:-1] = w[1:]
+        targets[i, -1] = w[-1]
+    return inputs, targets
+
+
 def last_example_weights(sequences: list[np.ndarray], last_weight: float, min_history: int = 1) -> np.ndarray:
     """Per-example weights in the order of :func:`next_item_examples`: `last_weight` for
     each sequence's last (most recent) example, 1 for the others."""
@@ -542,6 +564,38 @@ def next_item_dataset(
         return _trim(*out) if trim else out
 
     return _batched(arrays, split, batch_size, shuffle, seed, repeat, sort_window=sort_window)
+
+
+def causal_next_item_dataset(
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int = 256,
+    shuffle: bool = True,
+    repeat: bool = False,
+    seed: int = 0,
+    trim: bool = False,
+    sort_window: int = 0,
+) -> tf.data.Dataset:
+    """Batches ``(features, labels, sample_weights)`` from :func:`causal_next_item_examples`.
+
+    features: ``item_ids`` and ``padding_mask`` [batch, max_len]; labels ``items``
+    [batch, max_len] (the next item at every position, 0 at padding); sample_weights
+    [batch, max_len], 1 where there is a target.  `trim` drops leading all-padding columns
+    of features, labels and weights alike.
+    """
+    if inputs.shape != targets.shape:
+        raise TfrecError(f"inputs {inputs.shape} and targets {targets.shape} differ in shape")
+
+    def split(index, batch):
+        ids, target = batch[ITEM_IDS], batch[TARGET]
+        if trim:
+            start = leading_padding(ids)
+            ids, target = ids[:, start:], target[:, start:]
+        features = {ITEM_IDS: ids, PADDING_MASK: ids != schema.PAD_ID}
+        return features, {ITEMS: target}, tf.cast(target != schema.PAD_ID, tf.float32)
+
+    return _batched({ITEM_IDS: inputs, TARGET: targets}, split, batch_size, shuffle, seed, repeat,
+                    sort_window=sort_window)
 
 
 def retrieval_dataset(

@@ -62,8 +62,15 @@ class RightAlignedPositionEmbedding(keras_nlp.layers.PositionEmbedding):
         return super().call(inputs, start_index=self.sequence_length - tf.shape(inputs)[-2])
 
 
+def causal_attention_mask(item_ids):
+    """``[batch, seq_len, seq_len]`` bool: position ``i`` may attend to positions ``j <= i``."""
+    width = tf.shape(item_ids)[1]
+    lower = tf.linalg.band_part(tf.ones([width, width], tf.bool), -1, 0)
+    return tf.broadcast_to(lower[tf.newaxis], [tf.shape(item_ids)[0], width, width])
+
+
 class SequenceBackbone(tf.keras.Model):
-    """Bidirectional Transformer encoder over left-padded item sequences.
+    """Transformer encoder over left-padded item sequences, bidirectional or causal.
 
     Inputs: ``item_ids`` ``[batch, seq_len]`` int32 (0 = padding, 1 = mask) and
     ``padding_mask`` ``[batch, seq_len]`` bool, with ``seq_len <= max_len`` (batches may be
@@ -81,6 +88,11 @@ class SequenceBackbone(tf.keras.Model):
         output_features: heads score items against the same sum of item and feature
             embeddings the input uses (not the item embedding alone), so an item seen
             rarely in training borrows its score from its attributes.
+        causal: each position attends to itself and the positions before it only, so
+            every position's output can be trained to predict the item after it in one
+            pass over a sequence (next-item fine-tuning with ``finetune.examples: causal``).
+            The weights are those of the bidirectional encoder: a causal backbone starts
+            from a bidirectionally pretrained one unchanged.
     """
 
     def __init__(
@@ -96,6 +108,7 @@ class SequenceBackbone(tf.keras.Model):
         feature_table=None,
         feature_vocabulary_size: int = 0,
         output_features: bool = False,
+        causal: bool = False,
         **kwargs,
     ):
         if hidden_dim % num_heads:
@@ -113,10 +126,12 @@ class SequenceBackbone(tf.keras.Model):
         x = x + RightAlignedPositionEmbedding(max_len, name="position_embedding")(x)
         x = tf.keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="embeddings_layer_norm")(x)
         x = tf.keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
+        attention_mask = tf.keras.layers.Lambda(causal_attention_mask, name="causal_mask")(item_ids) if causal else None
         for i in range(num_layers):
             x = keras_nlp.layers.TransformerEncoder(
                 intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout, activation="gelu",
-                layer_norm_epsilon=layer_norm_epsilon, name=f"transformer_layer_{i}")(x, padding_mask=padding_mask)
+                layer_norm_epsilon=layer_norm_epsilon, name=f"transformer_layer_{i}")(
+                    x, padding_mask=padding_mask, attention_mask=attention_mask)
         super().__init__(inputs={ITEM_IDS: item_ids, PADDING_MASK: padding_mask}, outputs={SEQUENCE_OUTPUT: x}, **kwargs)
         self.vocabulary_size = vocabulary_size
         self.max_len = max_len
@@ -129,6 +144,7 @@ class SequenceBackbone(tf.keras.Model):
         self.feature_table = None if feature_table is None else np.asarray(feature_table, np.int32)
         self.feature_vocabulary_size = feature_vocabulary_size
         self.output_features = bool(output_features) and feature_embedding is not None
+        self.causal = bool(causal)
         self.token_embedding = token_embedding
         self.feature_embedding = feature_embedding
 
@@ -139,7 +155,7 @@ class SequenceBackbone(tf.keras.Model):
             "dropout": self.dropout, "layer_norm_epsilon": self.layer_norm_epsilon,
             "feature_table": None if self.feature_table is None else self.feature_table.tolist(),
             "feature_vocabulary_size": self.feature_vocabulary_size, "output_features": self.output_features,
-            "name": self.name,
+            "causal": self.causal, "name": self.name,
         }
 
     def output_item_embeddings(self):

@@ -175,13 +175,15 @@ class _ItemPredictionModel(tf.keras.Model):
         return total
 
     def _contrastive_loss(self, x, hidden, labels, sample_weight):
-        """Two dropout views of each row's predicted state should match each other better than
-        the other rows of the batch (InfoNCE, both directions); rows with the same target
-        item are not counted as negatives.  Only for one predicted position per row."""
-        first = hidden[:, 0]
-        second = self(x, training=True)[ITEM_HIDDEN][:, 0]
+        """Two dropout views of each predicted state should match each other better than the
+        batch's other predicted states (InfoNCE, both directions); states with the same target
+        item are not counted as negatives.  Every position with a target takes part: one per
+        row for a history ending in the mask slot, each item's for a causal backbone."""
+        keep = sample_weight > 0
+        first = tf.boolean_mask(hidden, keep)
+        second = tf.boolean_mask(self(x, training=True)[ITEM_HIDDEN], keep)
+        target = tf.boolean_mask(labels, keep)
         logits = tf.matmul(first, second, transpose_b=True) / self.contrastive_temperature
-        target = labels[:, 0]
         rows = tf.shape(first)[0]
         diagonal = tf.eye(rows, dtype=tf.bool)
         same = tf.equal(target[:, tf.newaxis], target[tf.newaxis, :]) & ~diagonal
@@ -189,8 +191,7 @@ class _ItemPredictionModel(tf.keras.Model):
         index = tf.range(rows)
         per_row = 0.5 * (tf.nn.sparse_softmax_cross_entropy_with_logits(labels=index, logits=logits)
                          + tf.nn.sparse_softmax_cross_entropy_with_logits(labels=index, logits=tf.transpose(logits)))
-        weight = tf.cast(sample_weight[:, 0] > 0, per_row.dtype)
-        return tf.reduce_sum(per_row * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+        return tf.reduce_sum(per_row) / tf.maximum(tf.cast(rows, per_row.dtype), 1.0)
 
     def compute_metrics(self, x, y, y_pred, sample_weight):
         return {name: t.result() for name, t in self._trackers.items()}
@@ -291,9 +292,15 @@ class NextItemRecommender(_ItemPredictionModel):
                  contrastive_weight: float = 0.0, contrastive_temperature: float = 1.0, **kwargs):
         inputs = _sequence_inputs(backbone)
         sequence = backbone(inputs)[SEQUENCE_OUTPUT]
-        positions = tf.keras.layers.Lambda(
-            lambda ids: tf.fill([tf.shape(ids)[0], 1], tf.cast(tf.shape(ids)[1] - 1, tf.int64)),
-            name="slot_position")(inputs[ITEM_IDS])
+        if backbone.causal:
+            # Every position's state predicts the item after it; the mask slot's, the next one.
+            positions = tf.keras.layers.Lambda(
+                lambda ids: tf.tile(tf.range(tf.shape(ids, out_type=tf.int64)[1])[tf.newaxis], [tf.shape(ids)[0], 1]),
+                name="all_positions")(inputs[ITEM_IDS])
+        else:
+            positions = tf.keras.layers.Lambda(
+                lambda ids: tf.fill([tf.shape(ids)[0], 1], tf.cast(tf.shape(ids)[1] - 1, tf.int64)),
+                name="slot_position")(inputs[ITEM_IDS])
         head = _item_head(backbone)
         hidden = head(sequence, mask_positions=positions)
         super().__init__(inputs=inputs, outputs={ITEM_HIDDEN: hidden}, **kwargs)
@@ -301,4 +308,4 @@ class NextItemRecommender(_ItemPredictionModel):
                     contrastive_temperature=contrastive_temperature)
 
     def _last_position_hidden(self, item_ids):
-        return self({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN][:, 0]
+        return self({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN][:, -1]

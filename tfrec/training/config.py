@@ -15,7 +15,7 @@ from typing import Any
 from tfrec.errors import TfrecError
 
 STRATEGIES = ("mirrored", "default", "one-device", "multi-worker")
-EXAMPLES = ("all-prefixes", "random-prefix")
+EXAMPLES = ("all-prefixes", "random-prefix", "causal")
 LR_SCHEDULES = ("constant", "cosine")
 SPLITS = ("loo", "random", "cold")
 OBJECTIVES = ("rating", "binary")
@@ -83,8 +83,10 @@ class FinetuneConfig(StageConfig):
     epochs: int = 20
     learning_rate: float = 1e-3
     patience: int = 3
-    # "all-prefixes" (one example per position of every history) or "random-prefix"
-    # (one row per user per epoch, cheaper epochs).
+    # "all-prefixes" (one example per position of every history), "random-prefix" (one row
+    # per user per epoch, cheaper epochs) or "causal" (a causal backbone: each position attends
+    # to the ones before it only, so one pass over a history trains every position's next item,
+    # and an epoch costs about as much as a pretraining epoch).
     examples: str = "all-prefixes"
     # random-prefix: share of rows whose target is drawn from an earlier point of the sequence.
     prefix_rate: float = 0.5
@@ -194,6 +196,9 @@ class RunConfig:
                              f"not {self.finetune.contrastive_temperature}")
         if not self.finetune.last_weight > 0:
             raise TfrecError(f"{where}: finetune.last_weight must be a positive weight, not {self.finetune.last_weight}")
+        if self.finetune.examples == "causal" and (self.finetune.last_weight != 1 or self.finetune.augmentations):
+            raise TfrecError(f"{where}: finetune.examples causal trains every position of a history at once; "
+                             "it takes neither finetune.last_weight nor finetune.augmentations")
         if self.refit and self.split != "loo":
             raise TfrecError(f"{where}: refit trains on the validation items of the leave-one-out split; "
                              f"it does not apply to split {self.split!r}")

@@ -131,9 +131,11 @@ class SequenceData:
         return cls(ds, train, valid, vocab, counts)
 
 
-def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features: bool = False) -> SequenceBackbone:
+def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features: bool = False,
+                   causal: bool = False) -> SequenceBackbone:
     """The backbone of `config` over `dataset`'s item vocabulary (and item features, when used);
-    `output_features`: its heads score items with their feature embedding too."""
+    `output_features`: its heads score items with their feature embedding too; `causal`:
+    each position attends to the ones before it only."""
     m = config.model
     table, size = None, 0
     if m.item_features:
@@ -143,7 +145,7 @@ def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features:
     return SequenceBackbone(
         len(dataset.item_vocab), max_len=m.max_len, hidden_dim=m.hidden_dim, num_layers=m.num_layers,
         num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
-        feature_table=table, feature_vocabulary_size=size, output_features=output_features)
+        feature_table=table, feature_vocabulary_size=size, output_features=output_features, causal=causal)
 
 
 def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer:
@@ -445,6 +447,11 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         train_ds = inputs.next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
                                             trim=True, sort_window=stage.sort_window, weights=weights)
         n = len(y)
+    elif stage.examples == "causal":
+        x, y = inputs.causal_next_item_examples(data.train, max_len)
+        train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
+                                                   trim=True, sort_window=stage.sort_window)
+        n = len(y)
     elif stage.examples == "random-prefix":
         sequences = inputs.sliding_windows(data.train, max_len)
         train_ds = inputs.next_item_sequence_dataset(
@@ -452,12 +459,13 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
             augmentations=stage.augmentations, repeat=True, seed=config.seed, trim=True, sort_window=stage.sort_window)
         n = len(sequences)
     else:
-        raise TfrecError(f"unknown finetune.examples {stage.examples!r}; use random-prefix or all-prefixes")
+        raise TfrecError(f"unknown finetune.examples {stage.examples!r}; use all-prefixes, random-prefix or causal")
     steps = _steps(stage, n)
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": data_fingerprint(data.dataset),
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     with strategy.scope():
-        backbone = build_backbone(config, data.dataset, output_features=stage.output_features)
+        backbone = build_backbone(config, data.dataset, output_features=stage.output_features,
+                                  causal=stage.examples == "causal")
         model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts,
                                     contrastive_weight=stage.contrastive_weight,
                                     contrastive_temperature=stage.contrastive_temperature)
