@@ -37,18 +37,18 @@ def test_causal_next_item_examples_by_hand():
     x, y = inputs.causal_next_item_examples([arr(3, 4, 5, 6), arr(7), arr(8, 9)], max_len=3)
     # the windows of 3 of the first sequence, [3, 4, 5] and [4, 5, 6]; [7] alone gives no row
     np.testing.assert_array_equal(x, [[3, 4, MASK], [4, 5, MASK], [0, 8, MASK]])
-    np.testing.assert_array_equal(y, [[4, 5, 5], [5, 6, 6], [0, 9, 9]])
+    np.testing.assert_array_equal(y, [[4, 5, 0], [5, 6, 0], [0, 9, 0]])  # no target at the slot
     ds = inputs.causal_next_item_dataset(x[:2], y[:2], batch_size=2, shuffle=False, trim=True)
     features, labels, weights = next(iter(ds))
     np.testing.assert_array_equal(features["item_ids"], x[:2])  # no column is padding in every row
     np.testing.assert_array_equal(labels["items"], y[:2])
     np.testing.assert_array_equal(weights, y[:2] != 0)
-    short = inputs.causal_next_item_dataset(np.array([[0, 0, 8, MASK]], np.int32), np.array([[0, 0, 9, 9]], np.int32),
+    short = inputs.causal_next_item_dataset(np.array([[0, 0, 8, MASK]], np.int32), np.array([[0, 0, 9, 0]], np.int32),
                                             batch_size=1, shuffle=False, trim=True)
     features, labels, weights = next(iter(short))  # leading padding trimmed from labels and weights too
     np.testing.assert_array_equal(features["item_ids"], [[8, MASK]])
-    np.testing.assert_array_equal(labels["items"], [[9, 9]])
-    np.testing.assert_array_equal(weights, [[1.0, 1.0]])
+    np.testing.assert_array_equal(labels["items"], [[9, 0]])
+    np.testing.assert_array_equal(weights, [[1.0, 0.0]])
     np.testing.assert_array_equal(features["padding_mask"], [[True, True]])
 
 

@@ -56,14 +56,21 @@ def test_causal_backbone_positions_see_only_the_past_and_round_trip(tmp_path):
     both.set_weights(bb.get_weights())
     assert np.abs(both(b)[SEQUENCE_OUTPUT].numpy()[:, 3:5] - ref[:, 3:5]).max() > 1e-3
     np.testing.assert_allclose(both(b)[SEQUENCE_OUTPUT].numpy()[:, -1], ref[:, -1], atol=1e-5)  # the last sees all
-    # a causal next-item model states every position and scores from the mask slot's;
-    # it saves and loads as causal, and takes a bidirectional backbone's weights as they are
+    # a causal next-item model states every position and scores from the last item's state,
+    # from the mask slot's for an empty history; it saves and loads as causal, and takes a
+    # bidirectional backbone's weights as they are
     rec = NextItemRecommender(bb)
     ids = b["item_ids"].copy()
     ids[:, -1] = schema.MASK_ID
+    assert (ids[:, -2] != 0).all()
     hidden = rec({"item_ids": ids, "padding_mask": ids != 0})[ITEM_HIDDEN]
     assert hidden.shape == (2, L, 16)
-    np.testing.assert_allclose(rec.score(ids), rec.head.project(hidden[:, -1]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(rec.score(ids), rec.head.project(hidden[:, -2]).numpy(), atol=1e-5)
+    assert np.abs(rec.score(ids) - rec.head.project(hidden[:, -1]).numpy()).max() > 1e-3
+    empty = np.zeros((1, L), np.int32)
+    empty[0, -1] = schema.MASK_ID
+    slot = rec({"item_ids": empty, "padding_mask": empty != 0})[ITEM_HIDDEN][:, -1]
+    np.testing.assert_allclose(rec.score(empty), rec.head.project(slot).numpy(), atol=1e-4)  # a batch trimmed to the slot
     persistence.save(rec, str(tmp_path / "m"), "next-item")
     loaded, _ = persistence.load(str(tmp_path / "m"))
     assert loaded.backbone.causal

@@ -225,9 +225,9 @@ def causal_next_item_examples(sequences: list[np.ndarray], max_len: int) -> tupl
 
     Each sequence (cut into windows of `max_len` by :func:`sliding_windows`) gives one row:
     ``inputs [N, max_len]``, its items but the last, then the mask id, left-padded; and
-    ``targets [N, max_len]``, at each item's position the item after it and at the mask
-    slot the last item (each row's most recent target, predicted from the whole history
-    as at serving time); 0 at padding.  Sequences of one item give no row.
+    ``targets [N, max_len]``, at each item's position the item after it; 0 at padding and
+    at the mask slot (a causal model is read at the last item, not at the slot, so the
+    row's last target is its last input item's).  Sequences of one item give no row.
     """
     rows = [np.asarray(w, np.int32) for w in sliding_windows(sequences, max_len)]
     rows = [w for w in rows if len(w) >= 2]
@@ -238,7 +238,6 @@ def causal_next_item_examples(sequences: list[np.ndarray], max_len: int) -> tupl
         inputs[i, max_len - n:-1] = w[:-1]
         inputs[i, -1] = schema.MASK_ID
         targets[i, max_len - n:-1] = w[1:]
-        targets[i, -1] = w[-1]
     return inputs, targets
 
 

@@ -293,7 +293,7 @@ class NextItemRecommender(_ItemPredictionModel):
         inputs = _sequence_inputs(backbone)
         sequence = backbone(inputs)[SEQUENCE_OUTPUT]
         if backbone.causal:
-            # Every position's state predicts the item after it; the mask slot's, the next one.
+            # Every item's state predicts the item after it (the slot has no target in training).
             positions = tf.keras.layers.Lambda(
                 lambda ids: tf.tile(tf.range(tf.shape(ids, out_type=tf.int64)[1])[tf.newaxis], [tf.shape(ids)[0], 1]),
                 name="all_positions")(inputs[ITEM_IDS])
@@ -308,4 +308,12 @@ class NextItemRecommender(_ItemPredictionModel):
                     contrastive_temperature=contrastive_temperature)
 
     def _last_position_hidden(self, item_ids):
-        return self({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN][:, -1]
+        hidden = self({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN]
+        if not self.backbone.causal:
+            return hidden[:, -1]
+        # A causal model is read at the history's last item, whose state was trained to predict
+        # the item after it; the mask slot's state stands in only for an empty history.
+        # One column of padding on the left lets a batch trimmed to the slot alone be read too.
+        hidden = tf.pad(hidden, [[0, 0], [1, 0], [0, 0]])
+        has_item = tf.pad(item_ids, [[0, 0], [1, 0]])[:, -2] != schema.PAD_ID
+        return tf.where(has_item[:, tf.newaxis], hidden[:, -2], hidden[:, -1])
