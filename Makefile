@@ -20,9 +20,11 @@ $(STAMP): setup.py
 quickstart: $(STAMP)
 	$(VENV)/bin/tfrec quickstart
 
-# The whole suite; pytest exits non-zero (5) if it collects nothing.
+# The whole suite, on TEST_WORKERS processes (pytest-xdist; each file's tests stay on one worker,
+# so its fixtures are built once); pytest exits non-zero (5) if it collects nothing.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Skips tests marked slow.
 test-fast: $(STAMP)

@@ -22,7 +22,7 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "dev": ["pytest", "nbclient", "nbformat", "ipykernel", "matplotlib", "psutil"],
+        "dev": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "matplotlib", "psutil"],
     },
     entry_points={"console_scripts": ["tfrec=tfrec.cli:main"]},
 )
