@@ -12,6 +12,8 @@ from the per-epoch validation curve (validation is what a run may look at).
     python benchmarks/sequential_quality.py beauty --refit   (final models also trained on the validation items)
     python benchmarks/sequential_quality.py beauty --workdir W --reuse pretrain   (new fine-tuning settings over
         the pretraining run an earlier benchmark left in W, with the wall time and memory measured then)
+    python benchmarks/sequential_quality.py beauty --scratch-only --config C   (a config meant to train from
+        scratch: the from-scratch run alone, its test figure read once after its whole wall time)
 
 With the from-scratch run, the pretrained + fine-tuned and the from-scratch models are also combined
 (`tfrec ensemble`, the mean of their log-probabilities) and the ensemble is tested as one more row.
@@ -110,11 +112,15 @@ def main() -> None:
                     help="train the final models on the training and validation items (refit: true), with the "
                          "epochs the config chose on validation; results go to <dataset>-refit.json")
     ap.add_argument("--no-scratch", action="store_true", help="skip the from-scratch run")
+    ap.add_argument("--scratch-only", action="store_true",
+                    help="only the from-scratch run (no pretraining): for configs meant to train from scratch")
     ap.add_argument("--reuse", default="", metavar="STAGES",
                     help="comma-separated stages (pretrain, finetune, scratch) to keep from an earlier benchmark in "
                          "WORKDIR when they ran on the same data and settings (a kept pretraining run may have had "
                          "other fine-tuning settings); their wall time and peak memory are those measured then")
     args = ap.parse_args()
+    if args.no_scratch and args.scratch_only:
+        sys.exit("--no-scratch and --scratch-only leave nothing to run; pass one of them")
     reuse = {name for name in args.reuse.split(",") if name}
     unknown = reuse - {"pretrain", "finetune", "scratch"}
     if unknown:
@@ -135,7 +141,7 @@ def main() -> None:
                      f"{work}/finetune"],
         "scratch": ["finetune", "--task", "next-item", "--data", data, "--from-scratch", "--out", f"{work}/scratch"],
     }
-    stages = ["pretrain", "finetune"] + ([] if args.no_scratch else ["scratch"])
+    stages = ["scratch"] if args.scratch_only else ["pretrain", "finetune"] + ([] if args.no_scratch else ["scratch"])
     runs = {}
     for name in stages:
         if name == "finetune" and name in reuse and not runs["pretrain"].get("reused"):
@@ -153,7 +159,7 @@ def main() -> None:
         with open(os.path.join(work, name, MEASURED), "w") as f:
             json.dump({k: runs[name][k] for k in ("seconds", "peak_rss_mb", "started")}, f)
     ensemble = None
-    if "scratch" in stages:
+    if "scratch" in stages and "finetune" in stages:
         # The pretrained + fine-tuned and the from-scratch model start from different weights; their
         # mean log-probabilities rank better than either (tfrec ensemble, which also scores both on validation).
         ens = run_measured(tfrec("ensemble", "--models", f"{work}/finetune", f"{work}/scratch", "--out",
@@ -175,24 +181,24 @@ def main() -> None:
                 f"evaluate {name}", log(f"eval_{name}"))
         tests[name] = json.load(open(f"{out}.json"))["metrics"]
 
-    pre_s = runs["pretrain"]["seconds"]
-    curves = {
-        "pretrained": curve(f"{work}/finetune", pre_s, runs["finetune"]["started"]),
-    }
+    curves = {}
+    if "finetune" in runs:
+        curves["pretrained"] = curve(f"{work}/finetune", runs["pretrain"]["seconds"], runs["finetune"]["started"])
     if "scratch" in runs:
         curves["scratch"] = curve(f"{work}/scratch", 0.0, runs["scratch"]["started"])
     peer_ndcg, peer_seconds = PEER[args.dataset]
     # A refit trains on the validation items: its validation curve is not held out, so no time-to-reach.
     reach = {k: None if args.refit else next((p["seconds"] for p in c if p["ndcg@10"] >= peer_ndcg), None)
              for k, c in curves.items()}
-    params = json.load(open(os.path.join(work, "finetune", "model", "config.json")))["parameters"]
+    main_run = "finetune" if "finetune" in runs else "scratch"  # the run the config is for
+    params = json.load(open(os.path.join(work, main_run, "model", "config.json")))["parameters"]
     summaries = {k: json.load(open(os.path.join(work, k, "run.json")))["summary"] for k in stages}
     for k, s in summaries.items():  # epochs trained (validation may run every few epochs)
         state = json.load(open(os.path.join(work, k, "validation.json")))
         s["epochs_run"] = state.get("last_epoch") or max(int(e) for e in state["epochs"])
 
     result = {
-        "config": os.path.relpath(config, REPO), "config_settings": json.load(open(os.path.join(work, "finetune", "run.json")))["identity"]["config"],
+        "config": os.path.relpath(config, REPO), "config_settings": json.load(open(os.path.join(work, main_run, "run.json")))["identity"]["config"],
         "test": tests, "runs": {k: {kk: v[kk] for kk in ("seconds", "peak_rss_mb")} for k, v in runs.items()},
         "reused": sorted(k for k, v in runs.items() if v.get("reused")),
         "best_epochs": {k: s["best_epoch"] for k, s in summaries.items()},
@@ -201,7 +207,7 @@ def main() -> None:
         "validation_curves": curves, "seconds_to_peer_ndcg10_on_valid": reach,
         "peer": {"ndcg@10": peer_ndcg, "seconds": peer_seconds, "third_of_seconds": peer_seconds / 3},
         "parameters": params, "anchors": ANCHORS[args.dataset], "machine": machine(), "workdir": work,
-        "refit": args.refit,
+        "refit": args.refit, "scratch_only": args.scratch_only,
     }
     if ensemble is not None:
         result["ensemble"] = {"members": ["finetune", "scratch"], "valid": ensemble.get("valid_metrics"),
@@ -231,12 +237,14 @@ def main() -> None:
         r = runs[k]
         label = f"{k} (reused: measured when it ran)" if r.get("reused") else k
         print(f"| {label} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {summaries[k]['epochs_run']} ({summaries[k]['best_epoch']}) |")
-    total = runs["pretrain"]["seconds"] + runs["finetune"]["seconds"]
-    print(f"\nparameters: {params:,}; pretrain + fine-tune: {total:.0f} s; peer: {peer_seconds:.0f} s "
+    total = runs["scratch"]["seconds"] if args.scratch_only else runs["pretrain"]["seconds"] + runs["finetune"]["seconds"]
+    what = "from scratch" if args.scratch_only else "pretrain + fine-tune"
+    print(f"\nparameters: {params:,}; {what}: {total:.0f} s; peer: {peer_seconds:.0f} s "
           f"(a third: {peer_seconds / 3:.0f} s)")
-    if args.refit:
-        print(f"test NDCG@10 of the refit pretrained + fine-tuned model, read once after the whole "
-              f"{total:.0f} s: {tests['finetune']['ndcg@10']:.4f} (peer: {peer_ndcg} in {peer_seconds:.0f} s)")
+    if args.refit or args.scratch_only:
+        model = "refit " * args.refit + ("from-scratch" if args.scratch_only else "pretrained + fine-tuned")
+        print(f"test NDCG@10 of the {model} model, read once after the whole "
+              f"{total:.0f} s: {tests[main_run]['ndcg@10']:.4f} (peer: {peer_ndcg} in {peer_seconds:.0f} s)")
     for k, s in reach.items():
         if args.refit:
             print(f"validation NDCG@10 ({k}): not held out in a refit, no time-to-reach figure")
