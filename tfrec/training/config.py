@@ -86,7 +86,7 @@ class FinetuneConfig(StageConfig):
     # "all-prefixes" (one example per position of every history), "random-prefix" (one row
     # per user per epoch, cheaper epochs) or "causal" (a causal backbone: each position attends
     # to the ones before it only, so one pass over a history trains every position's next item,
-    # and an epoch costs about as much as a pretraining epoch).
+    # an epoch costs about as much as a pretraining epoch, and scores are read at the last item).
     examples: str = "all-prefixes"
     # random-prefix: share of rows whose target is drawn from an earlier point of the sequence.
     prefix_rate: float = 0.5
