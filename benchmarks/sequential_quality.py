@@ -15,8 +15,13 @@ from the per-epoch validation curve (validation is what a run may look at).
     python benchmarks/sequential_quality.py beauty --scratch-only --config C   (a config meant to train from
         scratch: the from-scratch run alone, its test figure read once after its whole wall time)
 
+    python benchmarks/sequential_quality.py beauty --no-scratch --with-scratch configs/beauty-causal-scratch.yaml:0
+        (one more model trained from scratch with another config and seed, for the ensemble)
+
 With the from-scratch run, the pretrained + fine-tuned and the from-scratch models are also combined
 (`tfrec ensemble`, the mean of their log-probabilities) and the ensemble is tested as one more row.
+Each `--with-scratch CONFIG:SEED` trains one more from-scratch model with that config and seed; it is
+tested alone and joins the ensemble.
 """
 
 from __future__ import annotations
@@ -68,9 +73,10 @@ MEASURED = "measured.json"
 
 
 def reusable(stage: str, run_dir: str, config_path: str, data: str, refit: bool,
-             pretrained: str | None = None) -> tuple[dict | None, str]:
+             pretrained: str | None = None, seed: int | None = None) -> tuple[dict | None, str]:
     """The measurements of the finished run in `run_dir` when it can stand for this
-    benchmark's `stage` (``pretrain``, ``finetune`` or ``scratch``), else None; and why not.
+    benchmark's `stage` (``pretrain``, ``finetune``, ``scratch`` or a ``--with-scratch`` member,
+    trained with `seed` when given), else None; and why not.
 
     It can when the benchmark that ran it left its wall time and peak memory in
     ``measured.json``, and it trained the same prepared data with the same settings (for
@@ -89,7 +95,7 @@ def reusable(stage: str, run_dir: str, config_path: str, data: str, refit: bool,
     kind = "pretrain" if stage == "pretrain" else "finetune:next-item"
     if record.get("status") != "done" or identity.get("stage") != kind:
         return None, f"the run there is not a finished {kind} run"
-    wanted = RunConfig.from_file(config_path).updated({"refit": refit}).to_dict()
+    wanted = RunConfig.from_file(config_path).updated({"refit": refit, "seed": seed}).to_dict()
     used = identity["config"]
     ignored = ("finetune", "tasks") if stage == "pretrain" else ()
     differing = sorted(k for k in set(wanted) | set(used) if k not in ignored and wanted.get(k) != used.get(k))
@@ -114,17 +120,33 @@ def main() -> None:
     ap.add_argument("--no-scratch", action="store_true", help="skip the from-scratch run")
     ap.add_argument("--scratch-only", action="store_true",
                     help="only the from-scratch run (no pretraining): for configs meant to train from scratch")
+    ap.add_argument("--with-scratch", action="append", default=[], metavar="CONFIG:SEED",
+                    help="one more model trained from scratch with this config and seed, tested alone and added "
+                         "to the ensemble (repeatable)")
     ap.add_argument("--reuse", default="", metavar="STAGES",
-                    help="comma-separated stages (pretrain, finetune, scratch) to keep from an earlier benchmark in "
+                    help="comma-separated stages (pretrain, finetune, scratch, members: the --with-scratch runs) to keep from an earlier benchmark in "
                          "WORKDIR when they ran on the same data and settings (a kept pretraining run may have had "
                          "other fine-tuning settings); their wall time and peak memory are those measured then")
     args = ap.parse_args()
     if args.no_scratch and args.scratch_only:
         sys.exit("--no-scratch and --scratch-only leave nothing to run; pass one of them")
     reuse = {name for name in args.reuse.split(",") if name}
-    unknown = reuse - {"pretrain", "finetune", "scratch"}
+    unknown = reuse - {"pretrain", "finetune", "scratch", "members"}
     if unknown:
-        sys.exit(f"unknown stage {sorted(unknown)[0]!r} in --reuse; stages: pretrain, finetune, scratch")
+        sys.exit(f"unknown stage {sorted(unknown)[0]!r} in --reuse; stages: pretrain, finetune, scratch, members")
+    members = {}  # stage name -> (config path, seed)
+    for spec in args.with_scratch:
+        path, _, seed = spec.rpartition(":")
+        if not path or not seed.isdigit():
+            sys.exit(f"--with-scratch {spec!r}: expected CONFIG:SEED, e.g. configs/beauty-causal-scratch.yaml:0")
+        if not os.path.isfile(os.path.join(REPO, path)):
+            sys.exit(f"--with-scratch {spec!r}: no config file {path}")
+        name = f"member-{os.path.splitext(os.path.basename(path))[0]}-s{int(seed)}"
+        if name in members:
+            sys.exit(f"--with-scratch {spec!r} is given twice")
+        members[name] = (os.path.join(REPO, path), int(seed))
+    if members and args.scratch_only:
+        sys.exit("--with-scratch adds members to the pretrained model's ensemble; it does not go with --scratch-only")
     extra = ["--set", "refit=true"] if args.refit else []
     prep_args, folder, default_config = DATASETS[args.dataset]
     config = os.path.join(REPO, args.config or default_config)
@@ -142,27 +164,33 @@ def main() -> None:
         "scratch": ["finetune", "--task", "next-item", "--data", data, "--from-scratch", "--out", f"{work}/scratch"],
     }
     stages = ["scratch"] if args.scratch_only else ["pretrain", "finetune"] + ([] if args.no_scratch else ["scratch"])
+    for name, (member_config, seed) in members.items():
+        commands[name] = ["finetune", "--task", "next-item", "--data", data, "--from-scratch", "--out", f"{work}/{name}",
+                          "--seed", str(seed)]
+    stages += list(members)
     runs = {}
     for name in stages:
         if name == "finetune" and name in reuse and not runs["pretrain"].get("reused"):
             print("finetune: not reusing it, since pretraining ran again; running it", flush=True)
-        elif name in reuse:
-            kept, why = reusable(name, f"{work}/{name}", config, data, args.refit,
-                                 f"{work}/pretrain" if name == "finetune" else None)
+        elif name in reuse or (name in members and "members" in reuse):
+            kept, why = reusable(name, f"{work}/{name}", members.get(name, (config,))[0], data, args.refit,
+                                 f"{work}/pretrain" if name == "finetune" else None, members.get(name, (None, None))[1])
             print(f"{name}: reusing {work}/{name}, measured when it ran" if kept else
                   f"{name}: not reusing {work}/{name}: {why}; running it", flush=True)
             if kept:
                 runs[name] = kept
                 continue
-        runs[name] = checked(run_measured(tfrec(*commands[name], "--config", config, "--verbose", "2", "--overwrite",
+        runs[name] = checked(run_measured(tfrec(*commands[name], "--config", members.get(name, (config,))[0],
+                                                "--verbose", "2", "--overwrite",
                                                 *extra), log(name)), name, log(name))
         with open(os.path.join(work, name, MEASURED), "w") as f:
             json.dump({k: runs[name][k] for k in ("seconds", "peak_rss_mb", "started")}, f)
     ensemble = None
-    if "scratch" in stages and "finetune" in stages:
-        # The pretrained + fine-tuned and the from-scratch model start from different weights; their
-        # mean log-probabilities rank better than either (tfrec ensemble, which also scores both on validation).
-        ens = run_measured(tfrec("ensemble", "--models", f"{work}/finetune", f"{work}/scratch", "--out",
+    ensemble_members = [k for k in stages if k not in ("pretrain",)]
+    if "finetune" in stages and len(ensemble_members) > 1:
+        # The pretrained + fine-tuned and the from-scratch models start from different weights; their
+        # mean log-probabilities rank better than either (tfrec ensemble, which also scores them on validation).
+        ens = run_measured(tfrec("ensemble", "--models", *(f"{work}/{k}" for k in ensemble_members), "--out",
                                  f"{work}/ensemble", "--overwrite"), log("ensemble"))
         checked(ens, "ensemble", log("ensemble"))
         ensemble = json.load(open(os.path.join(work, "ensemble", "validation.json")))
@@ -172,7 +200,8 @@ def main() -> None:
         stages_tested = stages
     tests = {}
     for name, target in (("popularity", None), ("finetune", f"{work}/finetune"), ("scratch", f"{work}/scratch"),
-                         ("pretrain", f"{work}/pretrain"), ("ensemble", f"{work}/ensemble")):
+                         ("pretrain", f"{work}/pretrain"), *((k, f"{work}/{k}") for k in members),
+                         ("ensemble", f"{work}/ensemble")):
         if name not in stages_tested + ["popularity"]:
             continue
         which = ["--baseline", "popularity"] if target is None else ["--model", target]
@@ -209,11 +238,14 @@ def main() -> None:
         "parameters": params, "anchors": ANCHORS[args.dataset], "machine": machine(), "workdir": work,
         "refit": args.refit, "scratch_only": args.scratch_only,
     }
+    if members:
+        result["members"] = {k: {"config": os.path.relpath(c, REPO), "seed": sd} for k, (c, sd) in members.items()}
     if ensemble is not None:
-        result["ensemble"] = {"members": ["finetune", "scratch"], "valid": ensemble.get("valid_metrics"),
+        result["ensemble"] = {"members": ensemble_members, "valid": ensemble.get("valid_metrics"),
+                              "member_valid": dict(zip(ensemble_members, ensemble.get("member_valid_metrics", []))),
                               "seconds": ensemble["seconds"], "peak_rss_mb": ensemble["peak_rss_mb"]}
     name = args.dataset + ("-refit" if args.refit else "") + \
-        (f"-{os.path.splitext(os.path.basename(config))[0]}" if args.config else "")
+        (f"-{os.path.splitext(os.path.basename(config))[0]}" if args.config else "") + ("-ensemble" if members else "")
     path = write_result("sequential_quality", name, result)
 
     refit = ", models refit on training + validation items" if args.refit else ""
@@ -224,8 +256,11 @@ def main() -> None:
         print(f"| {name} | {h5:.4f} | {n5:.4f} | {h10:.4f} | {n10:.4f} | | | | {src} |")
     labels = {"popularity": "popularity", "pretrain": "tfrec pretrained only (cloze head, no fine-tuning)",
               "scratch": "tfrec next-item, from scratch", "finetune": "tfrec pretrained + fine-tuned",
-              "ensemble": "tfrec ensemble: pretrained + fine-tuned with from scratch"}
-    for name in ("popularity", "pretrain", "scratch", "finetune", "ensemble"):
+              "ensemble": "tfrec ensemble: " + " + ".join(
+                  {"finetune": "pretrained + fine-tuned", "scratch": "from scratch"}.get(k, k) for k in ensemble_members)}
+    for k, (c, sd) in members.items():
+        labels[k] = f"tfrec next-item, from scratch with {os.path.relpath(c, REPO)}, seed {sd}"
+    for name in ("popularity", "pretrain", "scratch", "finetune", *members, "ensemble"):
         if name not in tests:
             continue
         m = tests[name]
