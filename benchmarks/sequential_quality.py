@@ -16,7 +16,8 @@ from the per-epoch validation curve (validation is what a run may look at).
         scratch: the from-scratch run alone, its test figure read once after its whole wall time)
 
     python benchmarks/sequential_quality.py beauty --no-scratch --with-scratch configs/beauty-causal-scratch.yaml:0
-        (one more model trained from scratch with another config and seed, for the ensemble)
+        --ensemble-weights 1 1   (one more model trained from scratch with another config and seed, for the
+        ensemble, and the members' weights in it)
 
 With the from-scratch run, the pretrained + fine-tuned and the from-scratch models are also combined
 (`tfrec ensemble`, the mean of their log-probabilities) and the ensemble is tested as one more row.
@@ -123,6 +124,9 @@ def main() -> None:
     ap.add_argument("--with-scratch", action="append", default=[], metavar="CONFIG:SEED",
                     help="one more model trained from scratch with this config and seed, tested alone and added "
                          "to the ensemble (repeatable)")
+    ap.add_argument("--ensemble-weights", nargs="+", type=float, metavar="W",
+                    help="one positive weight per ensemble member, in the order pretrained + fine-tuned, from "
+                         "scratch, then the --with-scratch runs (default: equal); choose them on validation")
     ap.add_argument("--reuse", default="", metavar="STAGES",
                     help="comma-separated stages (pretrain, finetune, scratch, members: the --with-scratch runs) to keep from an earlier benchmark in "
                          "WORKDIR when they ran on the same data and settings (a kept pretraining run may have had "
@@ -145,6 +149,13 @@ def main() -> None:
         if name in members:
             sys.exit(f"--with-scratch {spec!r} is given twice")
         members[name] = (os.path.join(REPO, path), int(seed))
+    if args.ensemble_weights:
+        count = (0 if args.scratch_only else 1) + (0 if args.no_scratch else 1) + len(members)
+        if args.scratch_only or count < 2:
+            sys.exit("--ensemble-weights needs an ensemble: the pretrained run with --with-scratch runs or the "
+                     "from-scratch run")
+        if len(args.ensemble_weights) != count or min(args.ensemble_weights) <= 0:
+            sys.exit(f"--ensemble-weights: give {count} positive weights, one per ensemble member")
     if members and args.scratch_only:
         sys.exit("--with-scratch adds members to the pretrained model's ensemble; it does not go with --scratch-only")
     extra = ["--set", "refit=true"] if args.refit else []
@@ -190,7 +201,8 @@ def main() -> None:
     if "finetune" in stages and len(ensemble_members) > 1:
         # The pretrained + fine-tuned and the from-scratch models start from different weights; their
         # mean log-probabilities rank better than either (tfrec ensemble, which also scores them on validation).
-        ens = run_measured(tfrec("ensemble", "--models", *(f"{work}/{k}" for k in ensemble_members), "--out",
+        weights = ["--weights", *map(str, args.ensemble_weights)] if args.ensemble_weights else []
+        ens = run_measured(tfrec("ensemble", "--models", *(f"{work}/{k}" for k in ensemble_members), *weights, "--out",
                                  f"{work}/ensemble", "--overwrite"), log("ensemble"))
         checked(ens, "ensemble", log("ensemble"))
         ensemble = json.load(open(os.path.join(work, "ensemble", "validation.json")))
@@ -241,7 +253,8 @@ def main() -> None:
     if members:
         result["members"] = {k: {"config": os.path.relpath(c, REPO), "seed": sd} for k, (c, sd) in members.items()}
     if ensemble is not None:
-        result["ensemble"] = {"members": ensemble_members, "valid": ensemble.get("valid_metrics"),
+        result["ensemble"] = {"members": ensemble_members, "weights": ensemble.get("member_weights"),
+                              "valid": ensemble.get("valid_metrics"),
                               "member_valid": dict(zip(ensemble_members, ensemble.get("member_valid_metrics", []))),
                               "seconds": ensemble["seconds"], "peak_rss_mb": ensemble["peak_rss_mb"]}
     name = args.dataset + ("-refit" if args.refit else "") + \
