@@ -128,8 +128,8 @@ def main() -> None:
                     help="one positive weight per ensemble member, in the order pretrained + fine-tuned, from "
                          "scratch, then the --with-scratch runs (default: equal); choose them on validation")
     ap.add_argument("--reuse", default="", metavar="STAGES",
-                    help="comma-separated stages (pretrain, finetune, scratch, members: the --with-scratch runs) to keep from an earlier benchmark in "
-                         "WORKDIR when they ran on the same data and settings (a kept pretraining run may have had "
+                    help="comma-separated stages (pretrain, finetune, scratch, members: the --with-scratch runs) "
+                         "to keep from an earlier benchmark in WORKDIR when they ran on the same data and settings (a kept pretraining run may have had "
                          "other fine-tuning settings); their wall time and peak memory are those measured then")
     args = ap.parse_args()
     if args.no_scratch and args.scratch_only:
@@ -175,9 +175,9 @@ def main() -> None:
         "scratch": ["finetune", "--task", "next-item", "--data", data, "--from-scratch", "--out", f"{work}/scratch"],
     }
     stages = ["scratch"] if args.scratch_only else ["pretrain", "finetune"] + ([] if args.no_scratch else ["scratch"])
-    for name, (member_config, seed) in members.items():
-        commands[name] = ["finetune", "--task", "next-item", "--data", data, "--from-scratch", "--out", f"{work}/{name}",
-                          "--seed", str(seed)]
+    for name, (_, seed) in members.items():
+        commands[name] = ["finetune", "--task", "next-item", "--data", data, "--from-scratch",
+                          "--out", f"{work}/{name}", "--seed", str(seed)]
     stages += list(members)
     runs = {}
     for name in stages:
