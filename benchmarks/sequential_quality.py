@@ -181,18 +181,18 @@ def main() -> None:
     stages += list(members)
     runs = {}
     for name in stages:
+        run_config, seed = members.get(name, (config, None))
         if name == "finetune" and name in reuse and not runs["pretrain"].get("reused"):
             print("finetune: not reusing it, since pretraining ran again; running it", flush=True)
         elif name in reuse or (name in members and "members" in reuse):
-            kept, why = reusable(name, f"{work}/{name}", members.get(name, (config,))[0], data, args.refit,
-                                 f"{work}/pretrain" if name == "finetune" else None, members.get(name, (None, None))[1])
+            kept, why = reusable(name, f"{work}/{name}", run_config, data, args.refit,
+                                 f"{work}/pretrain" if name == "finetune" else None, seed)
             print(f"{name}: reusing {work}/{name}, measured when it ran" if kept else
                   f"{name}: not reusing {work}/{name}: {why}; running it", flush=True)
             if kept:
                 runs[name] = kept
                 continue
-        runs[name] = checked(run_measured(tfrec(*commands[name], "--config", members.get(name, (config,))[0],
-                                                "--verbose", "2", "--overwrite",
+        runs[name] = checked(run_measured(tfrec(*commands[name], "--config", run_config, "--verbose", "2", "--overwrite",
                                                 *extra), log(name)), name, log(name))
         with open(os.path.join(work, name, MEASURED), "w") as f:
             json.dump({k: runs[name][k] for k in ("seconds", "peak_rss_mb", "started")}, f)
