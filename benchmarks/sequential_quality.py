@@ -129,8 +129,9 @@ def main() -> None:
                          "scratch, then the --with-scratch runs (default: equal); choose them on validation")
     ap.add_argument("--reuse", default="", metavar="STAGES",
                     help="comma-separated stages (pretrain, finetune, scratch, members: the --with-scratch runs) "
-                         "to keep from an earlier benchmark in WORKDIR when they ran on the same data and settings (a kept pretraining run may have had "
-                         "other fine-tuning settings); their wall time and peak memory are those measured then")
+                         "to keep from an earlier benchmark in WORKDIR when they ran on the same data and settings "
+                         "(a kept pretraining run may have had other fine-tuning settings); their wall time and peak "
+                         "memory are those measured then")
     args = ap.parse_args()
     if args.no_scratch and args.scratch_only:
         sys.exit("--no-scratch and --scratch-only leave nothing to run; pass one of them")
@@ -149,15 +150,18 @@ def main() -> None:
         if name in members:
             sys.exit(f"--with-scratch {spec!r} is given twice")
         members[name] = (os.path.join(REPO, path), int(seed))
-    if args.ensemble_weights:
-        count = (0 if args.scratch_only else 1) + (0 if args.no_scratch else 1) + len(members)
-        if args.scratch_only or count < 2:
-            sys.exit("--ensemble-weights needs an ensemble: the pretrained run with --with-scratch runs or the "
-                     "from-scratch run")
-        if len(args.ensemble_weights) != count or min(args.ensemble_weights) <= 0:
-            sys.exit(f"--ensemble-weights: give {count} positive weights, one per ensemble member")
     if members and args.scratch_only:
         sys.exit("--with-scratch adds members to the pretrained model's ensemble; it does not go with --scratch-only")
+    stages = ["scratch"] if args.scratch_only else ["pretrain", "finetune"] + ([] if args.no_scratch else ["scratch"])
+    stages += list(members)
+    ensemble_members = [k for k in stages if k != "pretrain"]
+    has_ensemble = "finetune" in stages and len(ensemble_members) > 1
+    if args.ensemble_weights:
+        if not has_ensemble:
+            sys.exit("--ensemble-weights needs an ensemble: the pretrained run with --with-scratch runs or the "
+                     "from-scratch run")
+        if len(args.ensemble_weights) != len(ensemble_members) or min(args.ensemble_weights) <= 0:
+            sys.exit(f"--ensemble-weights: give {len(ensemble_members)} positive weights, one per ensemble member")
     extra = ["--set", "refit=true"] if args.refit else []
     prep_args, folder, default_config = DATASETS[args.dataset]
     config = os.path.join(REPO, args.config or default_config)
@@ -174,11 +178,9 @@ def main() -> None:
                      f"{work}/finetune"],
         "scratch": ["finetune", "--task", "next-item", "--data", data, "--from-scratch", "--out", f"{work}/scratch"],
     }
-    stages = ["scratch"] if args.scratch_only else ["pretrain", "finetune"] + ([] if args.no_scratch else ["scratch"])
     for name, (_, seed) in members.items():
         commands[name] = ["finetune", "--task", "next-item", "--data", data, "--from-scratch",
                           "--out", f"{work}/{name}", "--seed", str(seed)]
-    stages += list(members)
     runs = {}
     for name in stages:
         run_config, seed = members.get(name, (config, None))
@@ -197,8 +199,7 @@ def main() -> None:
         with open(os.path.join(work, name, MEASURED), "w") as f:
             json.dump({k: runs[name][k] for k in ("seconds", "peak_rss_mb", "started")}, f)
     ensemble = None
-    ensemble_members = [k for k in stages if k not in ("pretrain",)]
-    if "finetune" in stages and len(ensemble_members) > 1:
+    if has_ensemble:
         # The pretrained + fine-tuned and the from-scratch models start from different weights; their
         # mean log-probabilities rank better than either (tfrec ensemble, which also scores them on validation).
         weights = ["--weights", *map(str, args.ensemble_weights)] if args.ensemble_weights else []
