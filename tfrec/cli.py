@@ -256,12 +256,16 @@ def cmd_finetune(args) -> int:
         raise TfrecError("--pretrained and --from-scratch exclude each other")
     if args.task == "next-item":
         config = _run_config(args, "finetune")
+        if args.teacher:
+            config = config.updated({"finetune.teacher": args.teacher}, where="--teacher")
         record = trainer.finetune(args.data, args.out, config, pretrained=args.pretrained, task=args.task,
                                   overwrite=args.overwrite, verbose=args.verbose)
         _print_summary(record, args.out)
         return 0
     from tfrec.training import task_trainer
 
+    if args.teacher:
+        raise TfrecError("--teacher distils into the next-item task only")
     if args.task not in task_trainer.TASKS:
         raise TfrecError(f"unknown task {args.task!r}; known: next-item, {', '.join(task_trainer.TASKS)}")
     config = _run_config(args, "tasks")
@@ -473,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="next-item (default), retrieval, ranking, cold-start or multitask")
     ft.add_argument("--pretrained", help="pretraining run folder (or its model/ folder)")
     ft.add_argument("--from-scratch", action="store_true", help="start from fresh weights instead of --pretrained")
+    ft.add_argument("--teacher", help="next-item: a trained next-item model or ensemble (run or model/ folder) to "
+                    "distil from (finetune.teacher; finetune.distill_* settings)")
     _training_options(ft)
     ft.set_defaults(func=cmd_finetune)
     en = sub.add_parser("ensemble", help="combine next-item models into one that averages their log-probabilities")

@@ -159,6 +159,46 @@ def test_training_bad_input(prepared, pretrained, tmp_path):
     assert not os.path.exists(out) and not os.path.exists(tmp_path / "o2")  # refused before anything was written
 
 
+def test_distillation_from_a_teacher(prepared, pretrained, tmp_path):
+    import numpy as np
+
+    from tfrec.data import inputs
+    from tfrec.errors import TfrecError
+    from tfrec.training import distill
+    from tfrec.training.trainer import SequenceData
+
+    pre, _ = pretrained
+    teacher, student, o = str(tmp_path / "teacher"), str(tmp_path / "student"), str(tmp_path / "o")
+    distil = ("finetune", "--data", prepared, "--pretrained", pre, "--out", student, "--epochs", "2",
+              "--teacher", teacher, "--set", "finetune.distill_top_k=7", "--set", "finetune.distill_weight=0.5", *SMALL)
+    t, s, again, missing, causal, retrieval = run_cli_batch(
+        ("finetune", "--data", prepared, "--pretrained", pre, "--out", teacher, "--epochs", "1", *SMALL),
+        distil, distil,
+        ("finetune", "--data", prepared, "--from-scratch", "--out", o, "--teacher", str(tmp_path / "nope"), *SMALL),
+        ("finetune", "--data", prepared, "--from-scratch", "--out", o, "--teacher", teacher,
+         "--set", "finetune.examples=causal", *SMALL),
+        ("finetune", "--task", "retrieval", "--data", prepared, "--pretrained", pre, "--out", o, "--teacher", teacher))
+    assert t.returncode == 0 and s.returncode == 0, t.stderr[-2000:] + s.stderr[-2000:]
+    assert "scoring" in s.stdout and "with the teacher at" in s.stdout
+    run = json.load(open(os.path.join(student, "run.json")))
+    assert run["status"] == "done" and run["identity"]["teacher"] == os.path.join(teacher, "model")
+    epochs = json.load(open(os.path.join(student, "validation.json")))["epochs"]
+    assert all(e["distill_loss"] > 0 and e["loss"] > e["item_loss"] for e in epochs.values())
+    # the cached targets: the teacher's top 7 items of every training example
+    x, _ = inputs.next_item_examples(SequenceData.load(prepared).train, 12)
+    with np.load(os.path.join(student, distill.CACHE_FILE)) as cached:
+        assert cached["ids"].shape == cached["probs"].shape == (len(x), 7)
+        np.testing.assert_allclose(cached["probs"].sum(1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(cached["examples"], x)
+    assert again.returncode == 0 and "finished fine-tuning run" in again.stdout
+    assert_clean_error(missing, "does not exist")
+    assert_clean_error(causal, "takes finetune.examples all-prefixes")
+    assert_clean_error(retrieval, "next-item task only")
+    assert not os.path.exists(o)
+    with pytest.raises(TfrecError, match="other data"):
+        distill.load_teacher(teacher, 1000, "another-fingerprint", refit=False)
+
+
 def test_same_seed_same_run(prepared, tmp_path):
     outs = []
     for name in ("a", "b"):

@@ -231,6 +231,62 @@ def test_contrastive_regulariser_matches_its_definition_and_trains():
     assert hist["loss"][0] > hist["item_loss"][0]
 
 
+def test_distillation_targets_and_loss_match_their_definitions():
+    from tfrec.training.distill import teacher_targets
+
+    tf.keras.utils.set_random_seed(3)
+    teacher = NextItemRecommender(small_backbone(dropout=0.0))
+    b = batch(5)
+    b["item_ids"][:, -1] = schema.MASK_ID
+    # The teacher's top items at temperature 2, reserved ids left out, probabilities renormalised.
+    ids, probs = teacher_targets(teacher, b["item_ids"], top_k=6, temperature=2.0, batch_size=2)
+    assert ids.shape == probs.shape == (5, 6) and ids.dtype == np.int32
+    logits = teacher.score(b["item_ids"]) / 2.0
+    logits[:, :schema.NUM_ITEM_RESERVED] = -np.inf
+    expected = np.argsort(-logits, axis=1)[:, :6]
+    np.testing.assert_array_equal(ids, expected)
+    top = np.take_along_axis(logits, expected, axis=1)
+    np.testing.assert_allclose(probs, np.exp(top) / np.exp(top).sum(1, keepdims=True), rtol=1e-4)
+    assert (ids >= schema.NUM_ITEM_RESERVED).all() and (np.diff(probs, axis=1) <= 1e-7).all()
+    # The whole catalogue when top_k exceeds it.
+    assert teacher_targets(teacher, b["item_ids"][:1], top_k=10 ** 6)[0].shape == (1, V - schema.NUM_ITEM_RESERVED)
+
+    # The loss: temperature^2 x cross-entropy of the teacher's probabilities against the
+    # student's softened log-softmax, weighted over rows.
+    student = NextItemRecommender(small_backbone(dropout=0.0), distill_weight=0.5, distill_temperature=2.0)
+    hidden = student(b)[ITEM_HIDDEN]
+    weight = tf.constant([[1.0], [0.0], [2.0], [1.0], [1.0]])
+    got = float(student._distill_loss(hidden, tf.constant(ids), tf.constant(probs), weight))
+    z = student.score(b["item_ids"]) / 2.0
+    log_q = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    rows = -(probs * np.take_along_axis(log_q, ids, axis=1)).sum(1)
+    w = weight.numpy()[:, 0]
+    assert got == pytest.approx(4.0 * (rows * w).sum() / w.sum(), rel=1e-4)
+    # A one-hot teacher at temperature 1 is the plain next-item cross-entropy.
+    plain = NextItemRecommender(small_backbone(dropout=0.0), distill_weight=1.0)
+    labels = np.array([5, 6, 7, 8, 9], np.int32)
+    one_hot = float(plain._distill_loss(plain(b)[ITEM_HIDDEN], tf.constant(labels[:, None]), tf.ones([5, 1]),
+                                        tf.ones([5, 1])))
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=plain.score(b["item_ids"]))
+    assert one_hot == pytest.approx(float(tf.reduce_mean(ce)), rel=1e-4)
+
+    # Training: the batches carry the targets, the loss adds the weighted term, and the model
+    # moves towards the teacher.
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(3, V, size=rng.integers(2, L + 1)).astype(np.int32) for _ in range(64)]
+    x, y = inputs.next_item_examples(seqs, L)
+    soft = teacher_targets(teacher, x, top_k=8)
+    ds = inputs.next_item_dataset(x, y, batch_size=32, trim=True, soft_targets=soft)
+    _, labels_batch, _ = next(iter(ds))
+    assert labels_batch[inputs.TEACHER_ITEMS].shape == (32, 8) and labels_batch[inputs.TEACHER_PROBS].shape == (32, 8)
+    with pytest.raises(TfrecError, match="teacher targets"):
+        inputs.next_item_dataset(x, y, soft_targets=(soft[0][:-1], soft[1][:-1]))
+    student.compile(tf.keras.optimizers.Adam(1e-2))
+    hist = student.fit(ds, epochs=4, verbose=0).history
+    assert hist["distill_loss"][-1] < hist["distill_loss"][0]
+    assert hist["loss"][0] == pytest.approx(hist["item_loss"][0] + 0.5 * hist["distill_loss"][0], rel=1e-3)
+
+
 def test_save_load_and_pretrained_transfer(tmp_path):
     bb = small_backbone()
     rec = NextItemRecommender(bb)

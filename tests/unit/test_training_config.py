@@ -37,6 +37,9 @@ def test_defaults_round_trip_and_overrides(tmp_path):
     ("finetune:\n  contrastive_weight: -0.1\n", "must not be negative"),
     ("finetune:\n  examples: causal\n  last_weight: 2\n", "takes neither finetune.last_weight"),
     ("finetune:\n  examples: every\n", "use all-prefixes or random-prefix or causal"),
+    ("finetune:\n  examples: causal\n  teacher: t\n", "teacher \\(distillation\\) takes finetune.examples"),
+    ("finetune:\n  teacher: t\n  distill_temperature: 0\n", "positive finetune.distill_temperature"),
+    ("finetune:\n  teacher: t\n  distill_top_k: 0\n", "distill_top_k of at least 1"),
 ])
 def test_bad_config_files_say_what_is_wrong(tmp_path, text, message):
     p = tmp_path / "bad.yaml"

@@ -32,6 +32,8 @@ WEIGHT = "weight"
 # Label keys of the item-prediction batches.
 ITEMS = "items"
 CONTINUES = "continues"
+TEACHER_ITEMS = "teacher_items"
+TEACHER_PROBS = "teacher_probs"
 
 
 # ---------------------------------------------------------------------------
@@ -537,15 +539,25 @@ def next_item_dataset(
     trim: bool = False,
     sort_window: int = 0,
     weights: np.ndarray | None = None,
+    soft_targets: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Next-item batches ``(features, labels, sample_weights)`` from :func:`next_item_examples`.
 
     features: ``item_ids`` [batch, max_len] int32 ending in the mask slot, ``padding_mask``
     [batch, max_len] bool, and ``user_index`` [batch] when `user_indices` is given;
-    labels: ``items`` [batch, 1] int32 item index; sample_weights [batch, 1]: `weights`
-    (one per example, e.g. :func:`last_example_weights`), or ones.
+    labels: ``items`` [batch, 1] int32 item index, and with `soft_targets` (a teacher's
+    ``[N, k]`` item ids and probabilities per example) ``teacher_items`` and ``teacher_probs``
+    [batch, k]; sample_weights [batch, 1]: `weights` (one per example, e.g.
+    :func:`last_example_weights`), or ones.
     """
     arrays = {ITEM_IDS: inputs, TARGET: targets}
+    if soft_targets is not None:
+        ids, probs = soft_targets
+        if len(ids) != len(targets) or np.shape(ids) != np.shape(probs):
+            raise TfrecError(f"teacher targets of shape {np.shape(ids)} and {np.shape(probs)} "
+                             f"for {len(targets)} examples")
+        arrays[TEACHER_ITEMS] = np.asarray(ids, np.int32)
+        arrays[TEACHER_PROBS] = np.asarray(probs, np.float32)
     if user_indices is not None:
         arrays[USER_INDEX] = user_indices
     if weights is not None:
@@ -559,7 +571,10 @@ def next_item_dataset(
             features[USER_INDEX] = batch[USER_INDEX]
         target = batch[TARGET][:, tf.newaxis]
         weight = batch[WEIGHT][:, tf.newaxis] if WEIGHT in batch else tf.ones_like(target, tf.float32)
-        out = features, {ITEMS: target}, weight
+        labels = {ITEMS: target}
+        if TEACHER_ITEMS in batch:
+            labels[TEACHER_ITEMS], labels[TEACHER_PROBS] = batch[TEACHER_ITEMS], batch[TEACHER_PROBS]
+        out = features, labels, weight
         return _trim(*out) if trim else out
 
     return _batched(arrays, split, batch_size, shuffle, seed, repeat, sort_window=sort_window)

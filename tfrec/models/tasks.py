@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.data import schema  # noqa: E402
-from tfrec.data.inputs import CONTINUES, ITEM_IDS, ITEMS, MASK_POSITIONS, PADDING_MASK, leading_padding  # noqa: E402
+from tfrec.data.inputs import (  # noqa: E402
+    CONTINUES, ITEM_IDS, ITEMS, MASK_POSITIONS, PADDING_MASK, TEACHER_ITEMS, TEACHER_PROBS, leading_padding)
 from tfrec.models.sequence_backbone import SEQUENCE_OUTPUT, SequenceBackbone  # noqa: E402
 
 ITEM_HIDDEN = "item_hidden"
@@ -93,8 +94,10 @@ class _ItemPredictionModel(tf.keras.Model):
 
     def _setup(self, backbone, head, num_sampled=0, item_counts=None, attribute_table=None,
                attribute_size=0, attribute_weight=0.0, continuation_weight=0.0, contrastive_weight=0.0,
-               contrastive_temperature=1.0):
+               contrastive_temperature=1.0, distill_weight=0.0, distill_temperature=1.0):
         self.backbone = backbone
+        self.distill_weight = float(distill_weight)
+        self.distill_temperature = float(distill_temperature)
         self.contrastive_weight = float(contrastive_weight)
         self.contrastive_temperature = float(contrastive_temperature)
         self.head = head
@@ -117,6 +120,8 @@ class _ItemPredictionModel(tf.keras.Model):
             names += ["continuation_loss", "continuation_accuracy"]
         if self.contrastive_weight:
             names.append("contrastive_loss")
+        if self.distill_weight:
+            names.append("distill_loss")
         self._trackers = {n: tf.keras.metrics.Mean(name=n) for n in names}
 
     @property
@@ -169,10 +174,24 @@ class _ItemPredictionModel(tf.keras.Model):
             contrastive_loss = self._contrastive_loss(x, hidden, labels, sample_weight)
             self._trackers["contrastive_loss"].update_state(contrastive_loss)
             total += self.contrastive_weight * contrastive_loss
+        if self.distill_weight and training and isinstance(y, dict) and TEACHER_ITEMS in y:
+            distill_loss = self._distill_loss(hidden, y[TEACHER_ITEMS], y[TEACHER_PROBS], sample_weight)
+            self._trackers["distill_loss"].update_state(distill_loss)
+            total += self.distill_weight * distill_loss
         if self.losses:
             total += tf.add_n(self.losses)
         self._trackers["loss"].update_state(total)
         return total
+
+    def _distill_loss(self, hidden, teacher_items, teacher_probs, sample_weight):
+        """Cross-entropy of the model's item distribution (full softmax, softened by the
+        temperature) against a teacher's ``[batch, k]`` top items and their probabilities,
+        times temperature^2 so its gradients keep their scale (one predicted position per row)."""
+        t = self.distill_temperature
+        log_q = tf.nn.log_softmax(self.head.project(hidden[:, -1]) / t)
+        per_row = -tf.reduce_sum(teacher_probs * tf.gather(log_q, teacher_items, batch_dims=1), axis=-1)
+        weight = sample_weight[:, -1]
+        return t * t * tf.reduce_sum(per_row * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
     def _contrastive_loss(self, x, hidden, labels, sample_weight):
         """Two dropout views of each predicted state should match each other better than the
@@ -289,7 +308,8 @@ class NextItemRecommender(_ItemPredictionModel):
     """
 
     def __init__(self, backbone: SequenceBackbone, num_sampled: int = 0, item_counts=None,
-                 contrastive_weight: float = 0.0, contrastive_temperature: float = 1.0, **kwargs):
+                 contrastive_weight: float = 0.0, contrastive_temperature: float = 1.0, distill_weight: float = 0.0,
+                 distill_temperature: float = 1.0, **kwargs):
         inputs = _sequence_inputs(backbone)
         sequence = backbone(inputs)[SEQUENCE_OUTPUT]
         if backbone.causal:
@@ -305,7 +325,8 @@ class NextItemRecommender(_ItemPredictionModel):
         hidden = head(sequence, mask_positions=positions)
         super().__init__(inputs=inputs, outputs={ITEM_HIDDEN: hidden}, **kwargs)
         self._setup(backbone, head, num_sampled, item_counts, contrastive_weight=contrastive_weight,
-                    contrastive_temperature=contrastive_temperature)
+                    contrastive_temperature=contrastive_temperature, distill_weight=distill_weight,
+                    distill_temperature=distill_temperature)
 
     def _last_position_hidden(self, item_ids):
         hidden = self({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN]

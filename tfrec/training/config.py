@@ -102,6 +102,15 @@ class FinetuneConfig(StageConfig):
     # item representation) rather than the item embedding alone, so rarely seen items borrow
     # from their features.  A head setting: no new weights, any pretrained backbone takes it.
     output_features: bool = False
+    # Knowledge distillation (all-prefixes only): a trained next-item model or ensemble (run or
+    # model/ folder, trained on the same data) whose item distribution on each training example
+    # the model learns beside the observed next item.  The teacher's distribution is cut to its
+    # distill_top_k most likely items (renormalised), both sides are softened by
+    # distill_temperature, and the loss adds distill_weight x temperature^2 x their cross-entropy.
+    teacher: str = ""
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
+    distill_top_k: int = 100
 
 
 @dataclasses.dataclass
@@ -199,6 +208,13 @@ class RunConfig:
         if self.finetune.examples == "causal" and (self.finetune.last_weight != 1 or self.finetune.augmentations):
             raise TfrecError(f"{where}: finetune.examples causal trains every position of a history at once; "
                              "it takes neither finetune.last_weight nor finetune.augmentations")
+        if self.finetune.teacher:
+            if self.finetune.examples != "all-prefixes":
+                raise TfrecError(f"{where}: finetune.teacher (distillation) takes finetune.examples all-prefixes, "
+                                 f"not {self.finetune.examples!r}")
+            if not self.finetune.distill_temperature > 0 or not self.finetune.distill_top_k >= 1:
+                raise TfrecError(f"{where}: distillation needs a positive finetune.distill_temperature and "
+                                 "finetune.distill_top_k of at least 1")
         if self.refit and self.split != "loo":
             raise TfrecError(f"{where}: refit trains on the validation items of the leave-one-out split; "
                              f"it does not apply to split {self.split!r}")

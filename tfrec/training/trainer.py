@@ -441,11 +441,19 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     set_seed(config)
     stage = config.finetune
     max_len = config.model.max_len
+    teacher = resolve_model_dir(stage.teacher) if stage.teacher else None
+    train_ds = None
     if stage.examples == "all-prefixes":
         x, y = inputs.next_item_examples(data.train, max_len)
         weights = inputs.last_example_weights(data.train, stage.last_weight) if stage.last_weight != 1 else None
-        train_ds = inputs.next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
-                                            trim=True, sort_window=stage.sort_window, weights=weights)
+
+        def prefix_dataset(soft_targets=None):
+            return inputs.next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
+                                            trim=True, sort_window=stage.sort_window, weights=weights,
+                                            soft_targets=soft_targets)
+
+        if not teacher:  # with a teacher, built once its targets are in (below)
+            train_ds = prefix_dataset()
         n = len(y)
     elif stage.examples == "causal":
         x, y = inputs.causal_next_item_examples(data.train, max_len)
@@ -463,12 +471,16 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     steps = _steps(stage, n)
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": data_fingerprint(data.dataset),
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
+    if teacher:
+        identity["teacher"] = os.path.abspath(teacher)
     with strategy.scope():
         backbone = build_backbone(config, data.dataset, output_features=stage.output_features,
                                   causal=stage.examples == "causal")
         model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts,
                                     contrastive_weight=stage.contrastive_weight,
-                                    contrastive_temperature=stage.contrastive_temperature)
+                                    contrastive_temperature=stage.contrastive_temperature,
+                                    distill_weight=stage.distill_weight if teacher else 0.0,
+                                    distill_temperature=stage.distill_temperature)
         if pretrained_model:
             source, source_config = persistence.load(pretrained_model)
             if source_config.get("run_config", {}).get("refit") and not config.refit:
@@ -484,8 +496,16 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
             print(f"{out} holds a finished fine-tuning run; pass --overwrite to run it again", flush=True)
             return done
         model.compile(optimizer=make_optimizer(stage, steps))
+    if teacher:
+        from tfrec.training import distill
+
+        soft = distill.cached_teacher_targets(
+            out if chief else None, teacher, x, data.vocabulary_size,
+            identity["data"], config.refit, stage.distill_top_k, stage.distill_temperature, config.eval_batch_size)
+        train_ds = prefix_dataset(soft)
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
-             "pretrained": identity["pretrained"], "parameters": count_parameters(model)}
+             "pretrained": identity["pretrained"], "teacher": identity.get("teacher"),
+             "parameters": count_parameters(model)}
     summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose)
     return _finish(out, summary, chief)
 
