@@ -18,11 +18,15 @@ from the per-epoch validation curve (validation is what a run may look at).
     python benchmarks/sequential_quality.py beauty --no-scratch --with-scratch configs/beauty-causal-scratch.yaml:0
         --ensemble-weights 1 1   (one more model trained from scratch with another config and seed, for the
         ensemble, and the members' weights in it)
+    python benchmarks/sequential_quality.py beauty ... --ensemble-weights ... --distill configs/beauty-distill.yaml
+        (then the pretrained model fine-tuned once more with that config, learning from the ensemble:
+        `tfrec finetune --teacher`, one model)
 
 With the from-scratch run, the pretrained + fine-tuned and the from-scratch models are also combined
 (`tfrec ensemble`, the mean of their log-probabilities) and the ensemble is tested as one more row.
 Each `--with-scratch CONFIG:SEED` trains one more from-scratch model with that config and seed; it is
-tested alone and joins the ensemble.
+tested alone and joins the ensemble.  `--distill CONFIG` fine-tunes the pretrained backbone once more with
+CONFIG, the ensemble as its teacher (knowledge distillation), and tests that single model too.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ MEASURED = "measured.json"
 
 
 def reusable(stage: str, run_dir: str, config_path: str, data: str, refit: bool,
-             pretrained: str | None = None, seed: int | None = None) -> tuple[dict | None, str]:
+             pretrained: str | None = None, seed: int | None = None,
+             teacher: dict | None = None) -> tuple[dict | None, str]:
     """The measurements of the finished run in `run_dir` when it can stand for this
     benchmark's `stage` (``pretrain``, ``finetune``, ``scratch`` or a ``--with-scratch`` member,
     trained with `seed` when given), else None; and why not.
@@ -82,7 +87,8 @@ def reusable(stage: str, run_dir: str, config_path: str, data: str, refit: bool,
     It can when the benchmark that ran it left its wall time and peak memory in
     ``measured.json``, and it trained the same prepared data with the same settings (for
     pretraining, apart from the fine-tuning ones, ``finetune`` and ``tasks``) and, for
-    fine-tuning, from the same pretrained run."""
+    fine-tuning, from the same pretrained run; for distillation (`teacher`: the ensemble's
+    members and weights), from the same teacher."""
     from tfrec.data.dataset import PreparedDataset
     from tfrec.training.config import RunConfig
     from tfrec.training.trainer import data_fingerprint, resolve_model_dir
@@ -98,6 +104,8 @@ def reusable(stage: str, run_dir: str, config_path: str, data: str, refit: bool,
         return None, f"the run there is not a finished {kind} run"
     wanted = RunConfig.from_file(config_path).updated({"refit": refit, "seed": seed}).to_dict()
     used = identity["config"]
+    if teacher is not None:  # the teacher comes from --teacher, checked below
+        wanted["finetune"]["teacher"] = used.get("finetune", {}).get("teacher")
     ignored = ("finetune", "tasks") if stage == "pretrain" else ()
     differing = sorted(k for k in set(wanted) | set(used) if k not in ignored and wanted.get(k) != used.get(k))
     if differing:
@@ -107,6 +115,9 @@ def reusable(stage: str, run_dir: str, config_path: str, data: str, refit: bool,
     if stage != "pretrain" and identity.get("pretrained") != (
             os.path.abspath(resolve_model_dir(pretrained)) if pretrained else None):
         return None, "it started from other weights"
+    if teacher is not None and (measured.get("teacher") != teacher or identity.get("teacher") != os.path.abspath(
+            resolve_model_dir(os.path.join(os.path.dirname(os.path.abspath(run_dir)), "ensemble")))):
+        return None, "it learnt from another teacher"
     return dict(measured, reused=True), ""
 
 
@@ -127,8 +138,12 @@ def main() -> None:
     ap.add_argument("--ensemble-weights", nargs="+", type=float, metavar="W",
                     help="one positive weight per ensemble member, in the order pretrained + fine-tuned, from "
                          "scratch, then the --with-scratch runs (default: equal); choose them on validation")
+    ap.add_argument("--distill", metavar="CONFIG",
+                    help="after the ensemble, fine-tune the pretrained model once more with this config, the "
+                         "ensemble as its teacher (tfrec finetune --teacher), and test that single model too")
     ap.add_argument("--reuse", default="", metavar="STAGES",
-                    help="comma-separated stages (pretrain, finetune, scratch, members: the --with-scratch runs) "
+                    help="comma-separated stages (pretrain, finetune, scratch, members: the --with-scratch runs, "
+                         "distilled: the --distill run, kept when its teacher is the same ensemble) "
                          "to keep from an earlier benchmark in WORKDIR when they ran on the same data and settings "
                          "(a kept pretraining run may have had other fine-tuning settings); their wall time and peak "
                          "memory are those measured then")
@@ -136,9 +151,10 @@ def main() -> None:
     if args.no_scratch and args.scratch_only:
         sys.exit("--no-scratch and --scratch-only leave nothing to run; pass one of them")
     reuse = {name for name in args.reuse.split(",") if name}
-    unknown = reuse - {"pretrain", "finetune", "scratch", "members"}
+    unknown = reuse - {"pretrain", "finetune", "scratch", "members", "distilled"}
     if unknown:
-        sys.exit(f"unknown stage {sorted(unknown)[0]!r} in --reuse; stages: pretrain, finetune, scratch, members")
+        sys.exit(f"unknown stage {sorted(unknown)[0]!r} in --reuse; stages: pretrain, finetune, scratch, members, "
+                 "distilled")
     members = {}  # stage name -> (config path, seed)
     for spec in args.with_scratch:
         path, _, seed = spec.rpartition(":")
@@ -162,6 +178,12 @@ def main() -> None:
                      "from-scratch run")
         if len(args.ensemble_weights) != len(ensemble_members) or min(args.ensemble_weights) <= 0:
             sys.exit(f"--ensemble-weights: give {len(ensemble_members)} positive weights, one per ensemble member")
+    if args.distill:
+        if not has_ensemble:
+            sys.exit("--distill needs an ensemble to learn from: the pretrained run with --with-scratch runs or the "
+                     "from-scratch run")
+        if not os.path.isfile(os.path.join(REPO, args.distill)):
+            sys.exit(f"--distill: no config file {args.distill}")
     extra = ["--set", "refit=true"] if args.refit else []
     prep_args, folder, default_config = DATASETS[args.dataset]
     config = os.path.join(REPO, args.config or default_config)
@@ -211,10 +233,32 @@ def main() -> None:
         stages_tested = stages + ["ensemble"]
     else:
         stages_tested = stages
+    if args.distill:
+        # One model that learns the ensemble's item distribution on every training example.
+        teacher = {"members": ensemble["members"], "weights": ensemble["member_weights"]}
+        distill_config = os.path.join(REPO, args.distill)
+        kept, why = None, "not asked to"
+        if "distilled" in reuse:
+            kept, why = reusable("distilled", f"{work}/distilled", distill_config, data, args.refit,
+                                 f"{work}/pretrain", teacher=teacher)
+            print(f"distilled: reusing {work}/distilled, measured when it ran" if kept else
+                  f"distilled: not reusing {work}/distilled: {why}; running it", flush=True)
+        if kept:
+            runs["distilled"] = kept
+        else:
+            runs["distilled"] = checked(run_measured(tfrec(
+                "finetune", "--task", "next-item", "--data", data, "--pretrained", f"{work}/pretrain",
+                "--teacher", f"{work}/ensemble", "--out", f"{work}/distilled", "--config", distill_config,
+                "--verbose", "2", "--overwrite", *extra), log("distilled")), "distilled", log("distilled"))
+            with open(os.path.join(work, "distilled", MEASURED), "w") as f:
+                json.dump(dict({k: runs["distilled"][k] for k in ("seconds", "peak_rss_mb", "started")},
+                               teacher=teacher), f)
+        stages = stages + ["distilled"]
+        stages_tested = stages_tested + ["distilled"]
     tests = {}
     for name, target in (("popularity", None), ("finetune", f"{work}/finetune"), ("scratch", f"{work}/scratch"),
                          ("pretrain", f"{work}/pretrain"), *((k, f"{work}/{k}") for k in members),
-                         ("ensemble", f"{work}/ensemble")):
+                         ("ensemble", f"{work}/ensemble"), ("distilled", f"{work}/distilled")):
         if name not in stages_tested + ["popularity"]:
             continue
         which = ["--baseline", "popularity"] if target is None else ["--model", target]
@@ -253,13 +297,18 @@ def main() -> None:
     }
     if members:
         result["members"] = {k: {"config": os.path.relpath(c, REPO), "seed": sd} for k, (c, sd) in members.items()}
+    if args.distill:
+        result["distilled"] = {"config": args.distill, "teacher": f"{work}/ensemble",
+                               "seconds_whole_pipeline": sum(r["seconds"] for r in runs.values())
+                               + ensemble["seconds"]}
     if ensemble is not None:
         result["ensemble"] = {"members": ensemble_members, "weights": ensemble.get("member_weights"),
                               "valid": ensemble.get("valid_metrics"),
                               "member_valid": dict(zip(ensemble_members, ensemble.get("member_valid_metrics", []))),
                               "seconds": ensemble["seconds"], "peak_rss_mb": ensemble["peak_rss_mb"]}
     name = args.dataset + ("-refit" if args.refit else "") + \
-        (f"-{os.path.splitext(os.path.basename(config))[0]}" if args.config else "") + ("-ensemble" if members else "")
+        (f"-{os.path.splitext(os.path.basename(config))[0]}" if args.config else "") + ("-ensemble" if members else "") + \
+        ("-distilled" if args.distill else "")
     path = write_result("sequential_quality", name, result)
 
     refit = ", models refit on training + validation items" if args.refit else ""
@@ -271,10 +320,11 @@ def main() -> None:
     labels = {"popularity": "popularity", "pretrain": "tfrec pretrained only (cloze head, no fine-tuning)",
               "scratch": "tfrec next-item, from scratch", "finetune": "tfrec pretrained + fine-tuned",
               "ensemble": "tfrec ensemble: " + " + ".join(
-                  {"finetune": "pretrained + fine-tuned", "scratch": "from scratch"}.get(k, k) for k in ensemble_members)}
+                  {"finetune": "pretrained + fine-tuned", "scratch": "from scratch"}.get(k, k) for k in ensemble_members),
+              "distilled": f"tfrec pretrained + fine-tuned with {args.distill}, distilled from the ensemble (one model)"}
     for k, (c, sd) in members.items():
         labels[k] = f"tfrec next-item, from scratch with {os.path.relpath(c, REPO)}, seed {sd}"
-    for name in ("popularity", "pretrain", "scratch", "finetune", *members, "ensemble"):
+    for name in ("popularity", "pretrain", "scratch", "finetune", *members, "ensemble", "distilled"):
         if name not in tests:
             continue
         m = tests[name]
@@ -290,6 +340,9 @@ def main() -> None:
     what = "from scratch" if args.scratch_only else "pretrain + fine-tune"
     print(f"\nparameters: {params:,}; {what}: {total:.0f} s; peer: {peer_seconds:.0f} s "
           f"(a third: {peer_seconds / 3:.0f} s)")
+    if args.distill:
+        print(f"the distilled model's whole pipeline (pretraining, every ensemble member, the ensemble, "
+              f"distillation): {result['distilled']['seconds_whole_pipeline']:.0f} s")
     if args.refit or args.scratch_only:
         model = "refit " * args.refit + ("from-scratch" if args.scratch_only else "pretrained + fine-tuned")
         print(f"test NDCG@10 of the {model} model, read once after the whole "
