@@ -195,8 +195,18 @@ def test_distillation_from_a_teacher(prepared, pretrained, tmp_path):
     assert_clean_error(causal, "takes finetune.examples all-prefixes")
     assert_clean_error(retrieval, "next-item task only")
     assert not os.path.exists(o)
-    with pytest.raises(TfrecError, match="other data"):
-        distill.load_teacher(teacher, 1000, "another-fingerprint", refit=False)
+    for check in (distill.check_teacher, distill.load_teacher):
+        with pytest.raises(TfrecError, match="other data"):
+            check(teacher, 1000, "another-fingerprint", refit=False)
+    # a teacher from other data is refused before the run folder is made
+    other = str(tmp_path / "other")
+    from tfrec.data.dataset import prepare
+    from tfrec.data.synthetic import generate_synthetic
+
+    prepare(generate_synthetic(num_users=50, num_items=30, seed=9), other)
+    r = run_cli("finetune", "--data", other, "--from-scratch", "--out", o, "--teacher", teacher, *SMALL)
+    assert_clean_error(r, "other data")
+    assert not os.path.exists(o)
 
 
 def test_same_seed_same_run(prepared, tmp_path):

@@ -25,24 +25,48 @@ from tfrec.models.tasks import trim_leading_padding  # noqa: E402
 CACHE_FILE = "teacher_targets.npz"
 
 
+def check_teacher(path: str, vocabulary_size: int, fingerprint: str, refit: bool) -> str:
+    """The model folder of the teacher at `path` (a run or model folder), once its saved config
+    shows it can teach a student on this data: a next-item (or pretrained) model or an ensemble,
+    trained on the same prepared dataset, and not refit on the validation items unless the student
+    is.  Reads the config only, so a run refuses a wrong teacher before it writes anything."""
+    import json
+
+    from tfrec.training.trainer import resolve_model_dir
+
+    model_dir = resolve_model_dir(path)
+    try:
+        with open(os.path.join(model_dir, persistence.CONFIG_FILE)) as f:
+            config = json.load(f)
+        vocab = config["backbone"]["vocabulary_size"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TfrecError(f"the teacher's config at {model_dir} cannot be read ({e})") from None
+    _check(config, vocab, model_dir, vocabulary_size, fingerprint, refit)
+    return model_dir
+
+
+def _check(config: dict, vocab: int, model_dir: str, vocabulary_size: int, fingerprint: str, refit: bool) -> None:
+    if config.get("task") not in set(persistence.MEMBER_TASKS.values()) | {persistence.ENSEMBLE}:
+        raise TfrecError(f"the teacher at {model_dir} is a {config.get('task')} model; distillation takes a next-item "
+                         "model or an ensemble")
+    if config.get("data_fingerprint") and config["data_fingerprint"] != fingerprint:
+        raise TfrecError(f"the teacher at {model_dir} was trained on other data; it must share the student's "
+                         "prepared dataset")
+    if vocab != vocabulary_size:
+        raise TfrecError(f"the teacher at {model_dir} has {vocab} item ids and the data "
+                         f"{vocabulary_size}; it must be trained on the same prepared dataset")
+    if config.get("run_config", {}).get("refit") and not refit:
+        raise TfrecError(f"the teacher at {model_dir} was refit on the validation items, so validating the student "
+                         "on them would not be held out; distil it with refit too, or use a teacher without refit")
+
+
 def load_teacher(path: str, vocabulary_size: int, fingerprint: str, refit: bool):
     """The teacher model saved at `path` (a run or model folder), checked against the student's data."""
     from tfrec.training.trainer import resolve_model_dir
 
     model_dir = resolve_model_dir(path)
     model, config = persistence.load(model_dir)
-    if config["task"] not in set(persistence.MEMBER_TASKS.values()) | {persistence.ENSEMBLE}:
-        raise TfrecError(f"the teacher at {model_dir} is a {config['task']} model; distillation takes a next-item "
-                         "model or an ensemble")
-    if config.get("data_fingerprint") and config["data_fingerprint"] != fingerprint:
-        raise TfrecError(f"the teacher at {model_dir} was trained on other data; it must share the student's "
-                         "prepared dataset")
-    if model.backbone.vocabulary_size != vocabulary_size:
-        raise TfrecError(f"the teacher at {model_dir} has {model.backbone.vocabulary_size} item ids and the data "
-                         f"{vocabulary_size}; it must be trained on the same prepared dataset")
-    if config.get("run_config", {}).get("refit") and not refit:
-        raise TfrecError(f"the teacher at {model_dir} was refit on the validation items, so validating the student "
-                         "on them would not be held out; distil it with refit too, or use a teacher without refit")
+    _check(config, model.backbone.vocabulary_size, model_dir, vocabulary_size, fingerprint, refit)
     return model, model_dir
 
 

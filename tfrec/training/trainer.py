@@ -441,7 +441,12 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     set_seed(config)
     stage = config.finetune
     max_len = config.model.max_len
-    teacher = resolve_model_dir(stage.teacher) if stage.teacher else None
+    teacher = None
+    if stage.teacher:  # checked now, so a wrong teacher is refused before the run folder is made
+        from tfrec.training import distill
+
+        teacher = distill.check_teacher(stage.teacher, data.vocabulary_size, data_fingerprint(data.dataset),
+                                        config.refit)
     train_ds = None
     if stage.examples == "all-prefixes":
         x, y = inputs.next_item_examples(data.train, max_len)
@@ -497,8 +502,6 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
             return done
         model.compile(optimizer=make_optimizer(stage, steps))
     if teacher:
-        from tfrec.training import distill
-
         soft = distill.cached_teacher_targets(
             out if chief else None, teacher, x, data.vocabulary_size,
             identity["data"], config.refit, stage.distill_top_k, stage.distill_temperature, config.eval_batch_size)
