@@ -441,12 +441,12 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     set_seed(config)
     stage = config.finetune
     max_len = config.model.max_len
+    fingerprint = data_fingerprint(data.dataset)
     teacher = None
     if stage.teacher:  # checked now, so a wrong teacher is refused before the run folder is made
         from tfrec.training import distill
 
-        teacher = distill.check_teacher(stage.teacher, data.vocabulary_size, data_fingerprint(data.dataset),
-                                        config.refit)
+        teacher = distill.check_teacher(stage.teacher, data.vocabulary_size, fingerprint, config.refit)
     train_ds = None
     if stage.examples == "all-prefixes":
         x, y = inputs.next_item_examples(data.train, max_len)
@@ -474,7 +474,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     else:
         raise TfrecError(f"unknown finetune.examples {stage.examples!r}; use all-prefixes, random-prefix or causal")
     steps = _steps(stage, n)
-    identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": data_fingerprint(data.dataset),
+    identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": fingerprint,
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     if teacher:
         identity["teacher"] = os.path.abspath(teacher)
