@@ -256,7 +256,7 @@ def test_distillation_targets_and_loss_match_their_definitions():
     student = NextItemRecommender(small_backbone(dropout=0.0), distill_weight=0.5, distill_temperature=2.0)
     hidden = student(b)[ITEM_HIDDEN]
     weight = tf.constant([[1.0], [0.0], [2.0], [1.0], [1.0]])
-    got = float(student._distill_loss(hidden, tf.constant(ids), tf.constant(probs), weight))
+    got = float(student._distill_loss(student.head.project(hidden[:, -1]), tf.constant(ids), tf.constant(probs), weight))
     z = student.score(b["item_ids"]) / 2.0
     log_q = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
     rows = -(probs * np.take_along_axis(log_q, ids, axis=1)).sum(1)
@@ -265,8 +265,8 @@ def test_distillation_targets_and_loss_match_their_definitions():
     # A one-hot teacher at temperature 1 is the plain next-item cross-entropy.
     plain = NextItemRecommender(small_backbone(dropout=0.0), distill_weight=1.0)
     labels = np.array([5, 6, 7, 8, 9], np.int32)
-    one_hot = float(plain._distill_loss(plain(b)[ITEM_HIDDEN], tf.constant(labels[:, None]), tf.ones([5, 1]),
-                                        tf.ones([5, 1])))
+    one_hot = float(plain._distill_loss(plain.head.project(plain(b)[ITEM_HIDDEN][:, -1]), tf.constant(labels[:, None]),
+                                        tf.ones([5, 1]), tf.ones([5, 1])))
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=plain.score(b["item_ids"]))
     assert one_hot == pytest.approx(float(tf.reduce_mean(ce)), rel=1e-4)
 
@@ -281,6 +281,16 @@ def test_distillation_targets_and_loss_match_their_definitions():
     assert labels_batch[inputs.TEACHER_ITEMS].shape == (32, 8) and labels_batch[inputs.TEACHER_PROBS].shape == (32, 8)
     with pytest.raises(TfrecError, match="teacher targets"):
         inputs.next_item_dataset(x, y, soft_targets=(soft[0][:-1], soft[1][:-1]))
+    # One batch's loss, from logits projected once for both terms: the weighted cross-entropy of
+    # the observed items plus the weight x the distillation term.
+    xb, yb, wb = next(iter(inputs.next_item_dataset(x, y, batch_size=16, trim=True, soft_targets=soft)))
+    wb = tf.cast(wb, tf.float32) * tf.constant([[0.0]] + [[1.0]] * 15)
+    total = float(student.compute_loss(x=xb, y=yb, y_pred=student(xb), sample_weight=wb))
+    z = student.score(xb["item_ids"].numpy())
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb[inputs.ITEMS][:, -1], logits=z).numpy()
+    w = wb.numpy()[:, -1]
+    distill_term = float(student._distill_loss(tf.constant(z), yb[inputs.TEACHER_ITEMS], yb[inputs.TEACHER_PROBS], wb))
+    assert total == pytest.approx((ce * w).sum() / w.sum() + 0.5 * distill_term, rel=1e-4)
     student.compile(tf.keras.optimizers.Adam(1e-2))
     hist = student.fit(ds, epochs=4, verbose=0).history
     assert hist["distill_loss"][-1] < hist["distill_loss"][0]

@@ -152,7 +152,17 @@ class _ItemPredictionModel(tf.keras.Model):
         flat_labels = tf.cast(tf.boolean_mask(labels, keep), tf.int32)
         flat_weight = tf.boolean_mask(sample_weight, keep)
         denominator = tf.maximum(tf.reduce_sum(flat_weight), 1.0)
-        item_loss = tf.reduce_sum(self._item_loss(flat_hidden, flat_labels, training) * flat_weight) / denominator
+        distilling = bool(self.distill_weight) and training and isinstance(y, dict) and TEACHER_ITEMS in y
+        last_logits = None
+        if distilling and not self.num_sampled and hidden.shape[1] == 1:
+            # One predicted position per row: the item loss and the distillation loss read the
+            # same logits, so the catalogue is projected once per step, not twice.
+            last_logits = self.head.project(hidden[:, -1])
+            per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.cast(labels[:, -1], tf.int32), logits=last_logits)
+            item_loss = tf.reduce_sum(per_row * sample_weight[:, -1]) / denominator
+        else:
+            item_loss = tf.reduce_sum(self._item_loss(flat_hidden, flat_labels, training) * flat_weight) / denominator
         total = item_loss
         self._trackers["item_loss"].update_state(item_loss)
         if self.attribute_weight:
@@ -174,8 +184,10 @@ class _ItemPredictionModel(tf.keras.Model):
             contrastive_loss = self._contrastive_loss(x, hidden, labels, sample_weight)
             self._trackers["contrastive_loss"].update_state(contrastive_loss)
             total += self.contrastive_weight * contrastive_loss
-        if self.distill_weight and training and isinstance(y, dict) and TEACHER_ITEMS in y:
-            distill_loss = self._distill_loss(hidden, y[TEACHER_ITEMS], y[TEACHER_PROBS], sample_weight)
+        if distilling:
+            if last_logits is None:
+                last_logits = self.head.project(hidden[:, -1])
+            distill_loss = self._distill_loss(last_logits, y[TEACHER_ITEMS], y[TEACHER_PROBS], sample_weight)
             self._trackers["distill_loss"].update_state(distill_loss)
             total += self.distill_weight * distill_loss
         if self.losses:
@@ -183,12 +195,13 @@ class _ItemPredictionModel(tf.keras.Model):
         self._trackers["loss"].update_state(total)
         return total
 
-    def _distill_loss(self, hidden, teacher_items, teacher_probs, sample_weight):
-        """Cross-entropy of the model's item distribution (full softmax, softened by the
-        temperature) against a teacher's ``[batch, k]`` top items and their probabilities,
-        times temperature^2 so its gradients keep their scale (one predicted position per row)."""
+    def _distill_loss(self, logits, teacher_items, teacher_probs, sample_weight):
+        """Cross-entropy of the model's item distribution (full softmax over the last position's
+        ``[batch, vocabulary_size]`` logits, softened by the temperature) against a teacher's
+        ``[batch, k]`` top items and their probabilities, times temperature^2 so its gradients
+        keep their scale (one predicted position per row)."""
         t = self.distill_temperature
-        log_q = tf.nn.log_softmax(self.head.project(hidden[:, -1]) / t)
+        log_q = tf.nn.log_softmax(logits / t)
         per_row = -tf.reduce_sum(teacher_probs * tf.gather(log_q, teacher_items, batch_dims=1), axis=-1)
         weight = sample_weight[:, -1]
         return t * t * tf.reduce_sum(per_row * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
