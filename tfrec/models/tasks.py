@@ -153,11 +153,10 @@ class _ItemPredictionModel(tf.keras.Model):
         flat_weight = tf.boolean_mask(sample_weight, keep)
         denominator = tf.maximum(tf.reduce_sum(flat_weight), 1.0)
         distilling = bool(self.distill_weight) and training and isinstance(y, dict) and TEACHER_ITEMS in y
-        last_logits = None
-        if distilling and not self.num_sampled and hidden.shape[1] == 1:
-            # One predicted position per row: the item loss and the distillation loss read the
-            # same logits, so the catalogue is projected once per step, not twice.
-            last_logits = self.head.project(hidden[:, -1])
+        # The distillation loss reads the last position's logits; with one predicted position per
+        # row and a full softmax, the item loss reads the same ones (one projection per step).
+        last_logits = self.head.project(hidden[:, -1]) if distilling else None
+        if last_logits is not None and not self.num_sampled and hidden.shape[1] == 1:
             per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=tf.cast(labels[:, -1], tf.int32), logits=last_logits)
             item_loss = tf.reduce_sum(per_row * sample_weight[:, -1]) / denominator
@@ -185,8 +184,6 @@ class _ItemPredictionModel(tf.keras.Model):
             self._trackers["contrastive_loss"].update_state(contrastive_loss)
             total += self.contrastive_weight * contrastive_loss
         if distilling:
-            if last_logits is None:
-                last_logits = self.head.project(hidden[:, -1])
             distill_loss = self._distill_loss(last_logits, y[TEACHER_ITEMS], y[TEACHER_PROBS], sample_weight)
             self._trackers["distill_loss"].update_state(distill_loss)
             total += self.distill_weight * distill_loss
