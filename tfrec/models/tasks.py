@@ -148,7 +148,6 @@ class _ItemPredictionModel(tf.keras.Model):
             sample_weight = tf.ones_like(labels, tf.float32)
         sample_weight = tf.cast(sample_weight, tf.float32)
         keep = sample_weight > 0
-        flat_hidden = tf.boolean_mask(hidden, keep)
         flat_labels = tf.cast(tf.boolean_mask(labels, keep), tf.int32)
         flat_weight = tf.boolean_mask(sample_weight, keep)
         denominator = tf.maximum(tf.reduce_sum(flat_weight), 1.0)
@@ -161,6 +160,7 @@ class _ItemPredictionModel(tf.keras.Model):
                 labels=tf.cast(labels[:, -1], tf.int32), logits=last_logits)
             item_loss = tf.reduce_sum(per_row * sample_weight[:, -1]) / denominator
         else:
+            flat_hidden = tf.boolean_mask(hidden, keep)
             item_loss = tf.reduce_sum(self._item_loss(flat_hidden, flat_labels, training) * flat_weight) / denominator
         total = item_loss
         self._trackers["item_loss"].update_state(item_loss)
