@@ -133,6 +133,54 @@ def test_output_features_score_against_item_plus_feature_embedding(tmp_path):
     assert small_backbone(output_features=True).output_features is False
 
 
+def test_output_extra_dim_widens_the_item_vectors_and_starts_as_the_tied_head(tmp_path):
+    from tfrec.models.tasks import copy_head_weights
+
+    b = batch()
+    source = NextItemRecommender(small_backbone(dropout=0.0))
+    source(b)
+    wide = NextItemRecommender(small_backbone(dropout=0.0, output_extra_dim=8))
+    wide(b)
+    assert wide.backbone.get_config()["output_extra_dim"] == 8
+    assert count_parameters(wide) == count_parameters(source) + V * 8 + 16 * 8 + 8
+    wide.backbone.set_weights(source.backbone.get_weights())
+    copy_head_weights(wide.head, source.head)
+    hidden = wide(b)[ITEM_HIDDEN][:, 0]
+    assert hidden.shape == (3, 16 + 8)
+    assert wide.head.item_matrix().shape == (V, 16 + 8)
+    # the extra state starts at zero: the same logits as the head it was copied from
+    np.testing.assert_allclose(hidden.numpy()[:, 16:], 0.0)
+    np.testing.assert_allclose(wide.score(b["item_ids"]), source.score(b["item_ids"]), atol=1e-5)
+    # once the extra state moves, the logits are the state times [tied, extra] plus the bias
+    wide.head._extra_dense.kernel.assign(tf.random.normal(wide.head._extra_dense.kernel.shape, seed=1))
+    hidden = wide(b)[ITEM_HIDDEN][:, 0].numpy()
+    matrix = np.concatenate([wide.backbone.token_embedding.embeddings.numpy(), wide.head._extra_items.numpy()], 1)
+    expected = hidden @ matrix.T + wide.head.output_bias.numpy()
+    np.testing.assert_allclose(wide.score(b["item_ids"]), expected, atol=1e-4)
+    assert np.abs(expected - source.score(b["item_ids"])).max() > 1e-3
+    persistence.save(wide, str(tmp_path / "m"), "next-item")
+    loaded, _ = persistence.load(str(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.score(b["item_ids"]), wide.score(b["item_ids"]), atol=1e-5)
+    # the serving graph scores against the snapshot [tied, extra] and serves those item vectors
+    from tfrec.export.signatures import EMBEDDINGS, SequenceServing
+
+    vocab = tmp_path / "items.txt"
+    vocab.write_text("".join(f"i{i}\n" for i in range(V)))
+    serving = SequenceServing(wide, str(vocab), None, L, k=5)
+    packed = tf.constant(b["item_ids"][:, 3:])
+    np.testing.assert_allclose(serving.scores(packed).numpy(), wide.logits(packed).numpy(), atol=1e-4)
+    vectors = serving.embeddings(["i3", "i9"])[EMBEDDINGS].numpy()
+    assert vectors.shape == (2, 16 + 8 + 1)
+    np.testing.assert_allclose(vectors[:, :-1], matrix[[3, 9]], atol=1e-6)
+    # a head without the extra vectors takes the tied part of a head with them
+    narrow = NextItemRecommender(small_backbone(dropout=0.0))
+    narrow(b)
+    copy_head_weights(narrow.head, wide.head)
+    np.testing.assert_allclose(narrow.head.output_bias.numpy(), wide.head.output_bias.numpy())
+    with pytest.raises(ValueError):
+        small_backbone(output_extra_dim=-1)
+
+
 def test_heads_are_tied_to_the_item_embedding():
     bb = small_backbone()
     pre = MaskedItemPretrainer(bb)

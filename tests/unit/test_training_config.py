@@ -40,6 +40,8 @@ def test_defaults_round_trip_and_overrides(tmp_path):
     ("finetune:\n  examples: causal\n  teacher: t\n", "teacher \\(distillation\\) takes finetune.examples"),
     ("finetune:\n  teacher: t\n  distill_temperature: 0\n", "positive finetune.distill_temperature"),
     ("finetune:\n  teacher: t\n  distill_top_k: 0\n", "distill_top_k of at least 1"),
+    ("finetune:\n  output_extra_dim: -8\n", "output_extra_dim"),
+    ("finetune:\n  output_extra_dim: wide\n", "output_extra_dim"),
 ])
 def test_bad_config_files_say_what_is_wrong(tmp_path, text, message):
     p = tmp_path / "bad.yaml"

@@ -135,8 +135,9 @@ class SequenceServing(_Base):
             self.candidates = tf.Variable(model.candidate_matrix(), trainable=False, name="candidate_embeddings")
         elif self.serves_embeddings:
             # The matrix the head scores against (item embedding, plus the feature embedding
-            # where the model scores with features), so [h, 1] . [e_i, b_i] is the model's logit.
-            self.candidates = tf.Variable(model.backbone.output_item_embeddings(), trainable=False,
+            # where the model scores with features, then any output-only item vectors), so
+            # [h, 1] . [e_i, b_i] is the model's logit.
+            self.candidates = tf.Variable(model.head.item_matrix(), trainable=False,
                                           name="item_embeddings")
             self.bias = tf.Variable(model.head.output_bias, trainable=False, name="item_bias")
 

@@ -90,7 +90,7 @@ class RecommenderModel(tfrs.Model):
         if task == "ranking":
             self.retrieval_weight = 0.0
         self.objective, self.like_threshold = objective, float(like_threshold)
-        self.head = _item_head(backbone)
+        self.head = _item_head(backbone, extra=False)
         self.query_tower = QueryTower(backbone, self.head, user_table, user_table_size, user_numeric, num_users,
                                       name="query_tower")
         if task == "cold-start":

@@ -93,6 +93,11 @@ class SequenceBackbone(tf.keras.Model):
             pass over a sequence (next-item fine-tuning with ``finetune.examples: causal``).
             The weights are those of the bidirectional encoder: a causal backbone starts
             from a bidirectionally pretrained one unchanged.
+        output_extra_dim: width of output-only item vectors the item heads score with beside
+            the tied ones (0 = none): item logits get ``hidden_dim + output_extra_dim`` dimensions
+            instead of ``hidden_dim``.  Those weights live in the heads, so any pretrained
+            backbone takes it; the extra part starts at zero, so a head starts where its source's
+            left off (:class:`tfrec.models.tasks.ItemHead`).
     """
 
     def __init__(
@@ -109,8 +114,11 @@ class SequenceBackbone(tf.keras.Model):
         feature_vocabulary_size: int = 0,
         output_features: bool = False,
         causal: bool = False,
+        output_extra_dim: int = 0,
         **kwargs,
     ):
+        if output_extra_dim < 0:
+            raise ValueError(f"output_extra_dim {output_extra_dim} is negative")
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
         item_ids = tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_IDS)
@@ -145,6 +153,7 @@ class SequenceBackbone(tf.keras.Model):
         self.feature_vocabulary_size = feature_vocabulary_size
         self.output_features = bool(output_features) and feature_embedding is not None
         self.causal = bool(causal)
+        self.output_extra_dim = int(output_extra_dim)
         self.token_embedding = token_embedding
         self.feature_embedding = feature_embedding
 
@@ -155,7 +164,7 @@ class SequenceBackbone(tf.keras.Model):
             "dropout": self.dropout, "layer_norm_epsilon": self.layer_norm_epsilon,
             "feature_table": None if self.feature_table is None else self.feature_table.tolist(),
             "feature_vocabulary_size": self.feature_vocabulary_size, "output_features": self.output_features,
-            "causal": self.causal, "name": self.name,
+            "causal": self.causal, "output_extra_dim": self.output_extra_dim, "name": self.name,
         }
 
     def output_item_embeddings(self):

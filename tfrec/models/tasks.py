@@ -36,31 +36,80 @@ class ItemHead(keras_nlp.layers.MaskedLMHead):
     head's dense + layer-norm transform (``[batch, positions, hidden_dim]``);
     :meth:`project` turns such states into item logits with the tied embedding and
     the output bias.  ``project(head(x, p))`` is exactly ``MaskedLMHead``'s output.
+
+    With ``extra_dim > 0`` (the backbone's ``output_extra_dim``) items also get
+    output-only vectors of that width, and the state a linear map of the gathered
+    encoder output to match (``[batch, positions, hidden_dim + extra_dim]``): logits
+    of rank ``hidden_dim + extra_dim``, for a model that must express more than its
+    input embedding's width holds (a distilled ensemble, say).  The map starts at zero,
+    so the logits start as the tied head's; its weights are the head's own, so a head
+    copied from one without them (:func:`copy_head_weights`) keeps the rest.
     """
+
+    extra_dim = 0
+
+    def build(self, inputs_shape, mask_positions_shape=None):
+        super().build(inputs_shape, mask_positions_shape)
+        if self.extra_dim:
+            self._extra_dense = tf.keras.layers.Dense(self.extra_dim, kernel_initializer="zeros",
+                                                      name="extra_state_dense")
+            self._extra_dense.build((inputs_shape[0], None, inputs_shape[-1]))
+            self._extra_items = self.add_weight(
+                name="extra_item_embeddings", shape=[self.vocabulary_size, self.extra_dim],
+                initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02), dtype=self.dtype)
 
     def call(self, inputs, mask_positions):
         positions = tf.cast(mask_positions, tf.int32)[..., tf.newaxis]
         x = tf.gather_nd(inputs, positions, batch_dims=1)
-        return self._intermediate_layer_norm(self._intermediate_dense(x))
+        hidden = self._intermediate_layer_norm(self._intermediate_dense(x))
+        if self.extra_dim:
+            hidden = tf.concat([hidden, self._extra_dense(x)], axis=-1)
+        return hidden
+
+    def item_matrix(self):
+        """``[vocabulary_size, state width]``: what a state is scored against, before the bias."""
+        tied = self.token_embedding.embeddings if self._output_embeddings is None else self._output_embeddings()
+        return tf.concat([tied, self._extra_items], axis=1) if self.extra_dim else tied
 
     def project(self, hidden):
-        if self._output_embeddings is None:
+        if self._output_embeddings is None and not self.extra_dim:
             return self.token_embedding(hidden, reverse=True) + self._bias
-        return tf.matmul(hidden, self._output_embeddings(), transpose_b=True) + self._bias
+        return tf.matmul(hidden, self.item_matrix(), transpose_b=True) + self._bias
 
     @property
     def output_bias(self):
         return self._bias
 
     def compute_output_shape(self, inputs_shape, mask_positions_shape):
-        return tuple(mask_positions_shape) + (inputs_shape[-1],)
+        return tuple(mask_positions_shape) + (inputs_shape[-1] + self.extra_dim,)
 
 
-def _item_head(backbone: SequenceBackbone) -> ItemHead:
+def copy_head_weights(target: ItemHead, source: ItemHead) -> None:
+    """Copies `source`'s head weights into `target`: the tied head's always, the extra item
+    vectors where both heads have them at the same width (a head gaining them keeps its fresh,
+    zero-started extra part; a head without them leaves the source's out)."""
+    def split(head):
+        extra = [head._extra_items, *head._extra_dense.weights] if head.extra_dim else []
+        ids = {id(w) for w in extra}
+        return [w for w in head.weights if id(w) not in ids], extra
+
+    (mine, my_extra), (theirs, their_extra) = split(target), split(source)
+    if [tuple(w.shape) for w in mine] != [tuple(w.shape) for w in theirs]:
+        raise ValueError("the source head's weights do not match this head's")
+    if [tuple(w.shape) for w in my_extra] == [tuple(w.shape) for w in their_extra]:
+        mine, theirs = mine + my_extra, theirs + their_extra
+    for w, value in zip(mine, theirs):
+        w.assign(value)
+
+
+def _item_head(backbone: SequenceBackbone, extra: bool = True) -> ItemHead:
+    """The item head over `backbone`; `extra`: with the backbone's output-only item vectors
+    (``output_extra_dim``), which towers of the TFRS tasks do not take."""
     head = ItemHead(vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
                     intermediate_activation="gelu", activation=None, name="item_head")
     # A bound method, not a layer attribute: the head's checkpoint keeps its shape either way.
     head._output_embeddings = backbone.output_item_embeddings if backbone.output_features else None
+    head.extra_dim = getattr(backbone, "output_extra_dim", 0) if extra else 0
     return head
 
 
@@ -134,7 +183,7 @@ class _ItemPredictionModel(tf.keras.Model):
                 true_classes=tf.cast(labels[:, tf.newaxis], tf.int64), num_true=1, num_sampled=self.num_sampled,
                 unique=True, range_max=self.backbone.vocabulary_size, unigrams=self._unigrams)
             return tf.nn.sampled_softmax_loss(
-                weights=self.backbone.output_item_embeddings(), biases=self.head.output_bias,
+                weights=self.head.item_matrix(), biases=self.head.output_bias,
                 labels=tf.cast(labels[:, tf.newaxis], tf.int64), inputs=hidden, num_sampled=self.num_sampled,
                 num_classes=self.backbone.vocabulary_size, sampled_values=sampled, remove_accidental_hits=True)
         logits = self.head.project(hidden)

@@ -102,6 +102,11 @@ class FinetuneConfig(StageConfig):
     # item representation) rather than the item embedding alone, so rarely seen items borrow
     # from their features.  A head setting: no new weights, any pretrained backbone takes it.
     output_features: bool = False
+    # Output-only item vectors of this width beside the tied item embedding (0 = none): the head
+    # scores a state of hidden_dim + output_extra_dim dimensions, so the model can express item
+    # distributions of higher rank than its input width (a distilled ensemble's, say).  New head
+    # weights (vocabulary x width), started so the first step scores as the pretrained head does.
+    output_extra_dim: int = 0
     # Knowledge distillation (all-prefixes only): a trained next-item model or ensemble (run or
     # model/ folder, trained on the same data) whose item distribution on each training example
     # the model learns beside the observed next item.  The teacher's distribution is cut to its

@@ -27,7 +27,7 @@ from tfrec.evaluation import ranking  # noqa: E402
 from tfrec.models import persistence  # noqa: E402
 from tfrec.models.recommender import (  # noqa: E402
     HOUR, RATING, RETRIEVAL_KS, TASK_WEIGHTS, WEEKDAY, RecommenderModel)
-from tfrec.models.tasks import count_parameters  # noqa: E402
+from tfrec.models.tasks import copy_head_weights, count_parameters  # noqa: E402
 from tfrec.training import cluster, trainer  # noqa: E402
 from tfrec.training.config import RunConfig  # noqa: E402
 
@@ -296,7 +296,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
         if source is not None:
             persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
             backbone.set_weights(source.backbone.get_weights())
-            model.head.set_weights(source.head.get_weights())
+            copy_head_weights(model.head, source.head)
         model.apply_freeze()
         chief = cluster.is_chief(strategy)
         done = trainer._prepare_run_dir(out, identity, overwrite, chief)

@@ -34,7 +34,8 @@ from tfrec.errors import TfrecError  # noqa: E402
 from tfrec.evaluation import ranking  # noqa: E402
 from tfrec.models import persistence  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
-from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender, count_parameters  # noqa: E402
+from tfrec.models.tasks import (  # noqa: E402
+    MaskedItemPretrainer, NextItemRecommender, copy_head_weights, count_parameters)
 from tfrec.training import cluster  # noqa: E402
 from tfrec.training.config import STRATEGIES, RunConfig  # noqa: E402
 
@@ -132,10 +133,11 @@ class SequenceData:
 
 
 def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features: bool = False,
-                   causal: bool = False) -> SequenceBackbone:
+                   causal: bool = False, output_extra_dim: int = 0) -> SequenceBackbone:
     """The backbone of `config` over `dataset`'s item vocabulary (and item features, when used);
     `output_features`: its heads score items with their feature embedding too; `causal`:
-    each position attends to the ones before it only."""
+    each position attends to the ones before it only; `output_extra_dim`: its item heads
+    score with output-only item vectors of that width too."""
     m = config.model
     table, size = None, 0
     if m.item_features:
@@ -145,7 +147,8 @@ def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features:
     return SequenceBackbone(
         len(dataset.item_vocab), max_len=m.max_len, hidden_dim=m.hidden_dim, num_layers=m.num_layers,
         num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
-        feature_table=table, feature_vocabulary_size=size, output_features=output_features, causal=causal)
+        feature_table=table, feature_vocabulary_size=size, output_features=output_features, causal=causal,
+        output_extra_dim=output_extra_dim)
 
 
 def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer:
@@ -480,7 +483,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         identity["teacher"] = os.path.abspath(teacher)
     with strategy.scope():
         backbone = build_backbone(config, data.dataset, output_features=stage.output_features,
-                                  causal=stage.examples == "causal")
+                                  causal=stage.examples == "causal", output_extra_dim=stage.output_extra_dim)
         model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts,
                                     contrastive_weight=stage.contrastive_weight,
                                     contrastive_temperature=stage.contrastive_temperature,
@@ -494,7 +497,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
                                  "or pretrain without refit")
             persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
             backbone.set_weights(source.backbone.get_weights())
-            model.head.set_weights(source.head.get_weights())
+            copy_head_weights(model.head, source.head)
         chief = cluster.is_chief(strategy)
         done = _prepare_run_dir(out, identity, overwrite, chief)
         if done:
