@@ -109,7 +109,7 @@ def _item_head(backbone: SequenceBackbone, extra: bool = True) -> ItemHead:
                     intermediate_activation="gelu", activation=None, name="item_head")
     # A bound method, not a layer attribute: the head's checkpoint keeps its shape either way.
     head._output_embeddings = backbone.output_item_embeddings if backbone.output_features else None
-    head.extra_dim = getattr(backbone, "output_extra_dim", 0) if extra else 0
+    head.extra_dim = backbone.output_extra_dim if extra else 0
     return head
 
 
