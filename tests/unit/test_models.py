@@ -181,6 +181,61 @@ def test_output_extra_dim_widens_the_item_vectors_and_starts_as_the_tied_head(tm
         small_backbone(output_extra_dim=-1)
 
 
+def test_output_last_item_adds_the_last_items_vector_to_the_state(tmp_path):
+    from tfrec.models.tasks import copy_head_weights
+
+    b = batch()
+    ids = b["item_ids"]
+    x8 = NextItemRecommender(small_backbone(dropout=0.0, output_extra_dim=8))
+    x8(b)
+    x8.head._extra_dense.kernel.assign(tf.random.normal(x8.head._extra_dense.kernel.shape, seed=2))
+    model = NextItemRecommender(small_backbone(dropout=0.0, output_extra_dim=8, output_last_item=True))
+    model(b)
+    assert model.backbone.get_config()["output_last_item"] is True
+    assert count_parameters(model) == count_parameters(x8) + V * (16 + 8)
+    model.backbone.set_weights(x8.backbone.get_weights())
+    # a source without the vectors: its extra part is taken, the new vectors start at zero
+    copy_head_weights(model.head, x8.head)
+    np.testing.assert_allclose(model.head._extra_items.numpy(), x8.head._extra_items.numpy())
+    np.testing.assert_allclose(model.score(ids), x8.score(ids), atol=1e-5)
+    vectors = tf.random.normal([V, 16 + 8], seed=3)
+    model.head._last_item_vectors.assign(vectors)
+    # the state gains the vector of the item before the slot (the history's last item)
+    moved = model(b)[ITEM_HIDDEN][:, 0].numpy() - x8(b)[ITEM_HIDDEN][:, 0].numpy()
+    np.testing.assert_allclose(moved, vectors.numpy()[ids[:, -2]], atol=1e-5)
+    # a history trimmed to the slot alone reads the padding row
+    alone = model.logits(tf.constant(ids[:, -1:])).numpy() - x8.logits(tf.constant(ids[:, -1:])).numpy()
+    np.testing.assert_allclose(alone, np.tile(vectors.numpy()[0] @ x8.head.item_matrix().numpy().T, (3, 1)),
+                               atol=1e-4)
+    persistence.save(model, str(tmp_path / "m"), "next-item")
+    loaded, _ = persistence.load(str(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.score(ids), model.score(ids), atol=1e-5)
+    from tfrec.export.signatures import SequenceServing
+
+    vocab = tmp_path / "items.txt"
+    vocab.write_text("".join(f"i{i}\n" for i in range(V)))
+    serving = SequenceServing(model, str(vocab), None, L, k=5)
+    packed = tf.constant(ids[:, 3:])
+    np.testing.assert_allclose(serving.scores(packed).numpy(), model.logits(packed).numpy(), atol=1e-4)
+    # between heads that both have them, the vectors are copied; a head without them leaves them out
+    twin = NextItemRecommender(small_backbone(dropout=0.0, output_last_item=True, output_extra_dim=8))
+    twin(b)
+    copy_head_weights(twin.head, model.head)
+    np.testing.assert_allclose(twin.head._last_item_vectors.numpy(), vectors.numpy())
+    copy_head_weights(x8.head, model.head)
+    # a causal model's every position is followed by the item at that position
+    causal = NextItemRecommender(small_backbone(dropout=0.0, causal=True, output_last_item=True))
+    plain = NextItemRecommender(small_backbone(dropout=0.0, causal=True))
+    causal(b), plain(b)
+    causal.backbone.set_weights(plain.backbone.get_weights())
+    copy_head_weights(causal.head, plain.head)
+    causal.head._last_item_vectors.assign(vectors[:, :16])
+    moved = causal(b)[ITEM_HIDDEN].numpy() - plain(b)[ITEM_HIDDEN].numpy()
+    np.testing.assert_allclose(moved, vectors.numpy()[:, :16][ids], atol=1e-5)
+    with pytest.raises(ValueError, match="previous_items"):
+        model.head(model.backbone(b)[SEQUENCE_OUTPUT], mask_positions=np.full((3, 1), L - 1, np.int64))
+
+
 def test_heads_are_tied_to_the_item_embedding():
     bb = small_backbone()
     pre = MaskedItemPretrainer(bb)

@@ -42,6 +42,7 @@ def test_defaults_round_trip_and_overrides(tmp_path):
     ("finetune:\n  teacher: t\n  distill_top_k: 0\n", "distill_top_k of at least 1"),
     ("finetune:\n  output_extra_dim: -8\n", "output_extra_dim"),
     ("finetune:\n  output_extra_dim: wide\n", "output_extra_dim"),
+    ("finetune:\n  output_last_item: sometimes\n", "output_last_item"),
 ])
 def test_bad_config_files_say_what_is_wrong(tmp_path, text, message):
     p = tmp_path / "bad.yaml"

@@ -98,6 +98,9 @@ class SequenceBackbone(tf.keras.Model):
             instead of ``hidden_dim``.  Those weights live in the heads, so any pretrained
             backbone takes it; the extra part starts at zero, so a head starts where its source's
             left off (:class:`tfrec.models.tasks.ItemHead`).
+        output_last_item: next-item heads also add a vector of the history's last item to
+            the state they score with (a learnt item-to-item transition term, started at
+            zero; vocabulary x state width new weights in the head).
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class SequenceBackbone(tf.keras.Model):
         output_features: bool = False,
         causal: bool = False,
         output_extra_dim: int = 0,
+        output_last_item: bool = False,
         **kwargs,
     ):
         if output_extra_dim < 0:
@@ -154,6 +158,7 @@ class SequenceBackbone(tf.keras.Model):
         self.output_features = bool(output_features) and feature_embedding is not None
         self.causal = bool(causal)
         self.output_extra_dim = int(output_extra_dim)
+        self.output_last_item = bool(output_last_item)
         self.token_embedding = token_embedding
         self.feature_embedding = feature_embedding
 
@@ -164,7 +169,8 @@ class SequenceBackbone(tf.keras.Model):
             "dropout": self.dropout, "layer_norm_epsilon": self.layer_norm_epsilon,
             "feature_table": None if self.feature_table is None else self.feature_table.tolist(),
             "feature_vocabulary_size": self.feature_vocabulary_size, "output_features": self.output_features,
-            "causal": self.causal, "output_extra_dim": self.output_extra_dim, "name": self.name,
+            "causal": self.causal, "output_extra_dim": self.output_extra_dim,
+            "output_last_item": self.output_last_item, "name": self.name,
         }
 
     def output_item_embeddings(self):

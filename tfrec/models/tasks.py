@@ -44,9 +44,16 @@ class ItemHead(keras_nlp.layers.MaskedLMHead):
     input embedding's width holds (a distilled ensemble, say).  The map starts at zero,
     so the logits start as the tied head's; its weights are the head's own, so a head
     copied from one without them (:func:`copy_head_weights`) keeps the rest.
+
+    With ``last_item`` (the backbone's ``output_last_item``) every item also gets a vector
+    added to the state of a history that ends with it (``head(x, p, previous_items=ids)``,
+    ``ids`` ``[batch, positions]`` the item each state follows): a transition term
+    ``v[last] . e[next]`` of the item pair itself, of the state's full width, beside what the
+    encoder makes of the whole history.  The vectors start at zero, like the extra map.
     """
 
     extra_dim = 0
+    last_item = False
 
     def build(self, inputs_shape, mask_positions_shape=None):
         super().build(inputs_shape, mask_positions_shape)
@@ -57,14 +64,33 @@ class ItemHead(keras_nlp.layers.MaskedLMHead):
             self._extra_items = self.add_weight(
                 name="extra_item_embeddings", shape=[self.vocabulary_size, self.extra_dim],
                 initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02), dtype=self.dtype)
+        if self.last_item:
+            self._last_item_vectors = self.add_weight(
+                name="last_item_vectors", shape=[self.vocabulary_size, inputs_shape[-1] + self.extra_dim],
+                initializer="zeros", dtype=self.dtype)
 
-    def call(self, inputs, mask_positions):
+    def call(self, inputs, mask_positions, previous_items=None):
         positions = tf.cast(mask_positions, tf.int32)[..., tf.newaxis]
         x = tf.gather_nd(inputs, positions, batch_dims=1)
         hidden = self._intermediate_layer_norm(self._intermediate_dense(x))
         if self.extra_dim:
             hidden = tf.concat([hidden, self._extra_dense(x)], axis=-1)
+        if self.last_item:
+            if previous_items is None:
+                raise ValueError("a head with last-item vectors needs previous_items")
+            hidden = hidden + tf.gather(self._last_item_vectors, tf.cast(previous_items, tf.int32))
         return hidden
+
+    def own_weights(self) -> dict:
+        """The weights this head adds to ``MaskedLMHead``'s, by role: the output-only item
+        vectors and their state map, the last-item vectors (those it has)."""
+        out = {}
+        if self.extra_dim:
+            out.update(extra_items=self._extra_items, extra_kernel=self._extra_dense.kernel,
+                       extra_bias=self._extra_dense.bias)
+        if self.last_item:
+            out["last_item"] = self._last_item_vectors
+        return out
 
     def item_matrix(self):
         """``[vocabulary_size, state width]``: what a state is scored against, before the bias."""
@@ -85,20 +111,27 @@ class ItemHead(keras_nlp.layers.MaskedLMHead):
 
 
 def copy_head_weights(target: ItemHead, source: ItemHead) -> None:
-    """Copies `source`'s head weights into `target`: the tied head's always, the extra item
-    vectors where both heads have them at the same width (a head gaining them keeps its fresh,
-    zero-started extra part; a head without them leaves the source's out)."""
+    """Copies `source`'s head weights into `target`: the tied head's always; of the head's own
+    weights (:meth:`ItemHead.own_weights`), each one both heads have at the same shape (a head
+    gaining output-only or last-item vectors keeps its fresh, zero-started ones; a head without
+    them leaves the source's out)."""
     def split(head):
-        extra = [head._extra_items, *head._extra_dense.weights] if head.extra_dim else []
-        ids = {id(w) for w in extra}
-        return [w for w in head.weights if id(w) not in ids], extra
+        own = head.own_weights()
+        ids = {id(w) for w in own.values()}
+        return [w for w in head.weights if id(w) not in ids], own
 
-    (mine, my_extra), (theirs, their_extra) = split(target), split(source)
+    (mine, my_own), (theirs, their_own) = split(target), split(source)
     if [tuple(w.shape) for w in mine] != [tuple(w.shape) for w in theirs]:
         raise ValueError("the source head's weights do not match this head's")
-    if [tuple(w.shape) for w in my_extra] == [tuple(w.shape) for w in their_extra]:
-        mine, theirs = mine + my_extra, theirs + their_extra
-    for w, value in zip(mine, theirs):
+    # The extra map and vectors go together: at another width, none of them is taken.
+    extra = [k for k in my_own if k.startswith("extra_")]
+    if all(k in their_own and their_own[k].shape == my_own[k].shape for k in extra):
+        pairs = [(my_own[k], their_own[k]) for k in extra]
+    else:
+        pairs = []
+    if "last_item" in my_own and "last_item" in their_own and my_own["last_item"].shape == their_own["last_item"].shape:
+        pairs.append((my_own["last_item"], their_own["last_item"]))
+    for w, value in list(zip(mine, theirs)) + pairs:
         w.assign(value)
 
 
@@ -110,6 +143,7 @@ def _item_head(backbone: SequenceBackbone, extra: bool = True) -> ItemHead:
     # A bound method, not a layer attribute: the head's checkpoint keeps its shape either way.
     head._output_embeddings = backbone.output_item_embeddings if backbone.output_features else None
     head.extra_dim = backbone.output_extra_dim if extra else 0
+    head.last_item = backbone.output_last_item and extra
     return head
 
 
@@ -381,7 +415,14 @@ class NextItemRecommender(_ItemPredictionModel):
                 lambda ids: tf.fill([tf.shape(ids)[0], 1], tf.cast(tf.shape(ids)[1] - 1, tf.int64)),
                 name="slot_position")(inputs[ITEM_IDS])
         head = _item_head(backbone)
-        hidden = head(sequence, mask_positions=positions)
+        previous = None
+        if head.last_item:
+            # The item each state follows: a causal state's own position's; the slot's, the
+            # history's last item (padding for an empty history or a batch trimmed to the slot).
+            previous = tf.keras.layers.Lambda(
+                (lambda ids: ids) if backbone.causal else (lambda ids: tf.pad(ids, [[0, 0], [1, 0]])[:, -2:-1]),
+                name="previous_items")(inputs[ITEM_IDS])
+        hidden = head(sequence, mask_positions=positions, previous_items=previous)
         super().__init__(inputs=inputs, outputs={ITEM_HIDDEN: hidden}, **kwargs)
         self._setup(backbone, head, num_sampled, item_counts, contrastive_weight=contrastive_weight,
                     contrastive_temperature=contrastive_temperature, distill_weight=distill_weight,

@@ -107,6 +107,10 @@ class FinetuneConfig(StageConfig):
     # distributions of higher rank than its input width (a distilled ensemble's, say).  New head
     # weights (vocabulary x width), started so the first step scores as the pretrained head does.
     output_extra_dim: int = 0
+    # Next-item: add a vector of the history's last item to the head's state (a learnt transition
+    # from that item to each next one, beside what the encoder reads from the whole history).
+    # New head weights (vocabulary x state width), started at zero like output_extra_dim's.
+    output_last_item: bool = False
     # Knowledge distillation (all-prefixes only): a trained next-item model or ensemble (run or
     # model/ folder, trained on the same data) whose item distribution on each training example
     # the model learns beside the observed next item.  The teacher's distribution is cut to its

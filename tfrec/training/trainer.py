@@ -133,11 +133,13 @@ class SequenceData:
 
 
 def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features: bool = False,
-                   causal: bool = False, output_extra_dim: int = 0) -> SequenceBackbone:
+                   causal: bool = False, output_extra_dim: int = 0,
+                   output_last_item: bool = False) -> SequenceBackbone:
     """The backbone of `config` over `dataset`'s item vocabulary (and item features, when used);
     `output_features`: its heads score items with their feature embedding too; `causal`:
     each position attends to the ones before it only; `output_extra_dim`: its item heads
-    score with output-only item vectors of that width too."""
+    score with output-only item vectors of that width too; `output_last_item`: next-item heads
+    add a vector of the history's last item to their state."""
     m = config.model
     table, size = None, 0
     if m.item_features:
@@ -148,7 +150,7 @@ def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features:
         len(dataset.item_vocab), max_len=m.max_len, hidden_dim=m.hidden_dim, num_layers=m.num_layers,
         num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
         feature_table=table, feature_vocabulary_size=size, output_features=output_features, causal=causal,
-        output_extra_dim=output_extra_dim)
+        output_extra_dim=output_extra_dim, output_last_item=output_last_item)
 
 
 def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer:
@@ -483,7 +485,8 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         identity["teacher"] = os.path.abspath(teacher)
     with strategy.scope():
         backbone = build_backbone(config, data.dataset, output_features=stage.output_features,
-                                  causal=stage.examples == "causal", output_extra_dim=stage.output_extra_dim)
+                                  causal=stage.examples == "causal", output_extra_dim=stage.output_extra_dim,
+                                  output_last_item=stage.output_last_item)
         model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts,
                                     contrastive_weight=stage.contrastive_weight,
                                     contrastive_temperature=stage.contrastive_temperature,
