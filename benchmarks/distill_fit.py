@@ -39,7 +39,7 @@ def main() -> None:
 
     from tfrec.errors import TfrecError
     from tfrec.models import persistence
-    from tfrec.models.tasks import trim_leading_padding
+    from tfrec.models.tasks import teacher_cross_entropy, trim_leading_padding
     from tfrec.training.trainer import resolve_model_dir
 
     try:
@@ -54,8 +54,7 @@ def main() -> None:
     entropy = float(np.mean(-np.sum(probs * np.log(np.maximum(probs, 1e-30)), axis=1)))
 
     def cross_entropy(logits, rows):
-        log_q = tf.nn.log_softmax(logits)
-        return tf.reduce_sum(-tf.reduce_sum(probs[rows] * tf.gather(log_q, ids[rows], batch_dims=1), axis=-1))
+        return tf.reduce_sum(teacher_cross_entropy(logits, ids[rows], probs[rows]))
 
     rows_all = np.arange(len(examples))
     result = {"targets": os.path.abspath(args.targets), "sample": len(examples), "top_k": int(ids.shape[1]),

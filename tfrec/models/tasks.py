@@ -135,6 +135,13 @@ def copy_head_weights(target: ItemHead, source: ItemHead) -> None:
         w.assign(value)
 
 
+def teacher_cross_entropy(logits, teacher_items, teacher_probs):
+    """``[batch]`` cross-entropy of the full softmax over ``logits`` ``[batch, vocabulary_size]``
+    against a teacher's ``[batch, k]`` top items and their probabilities."""
+    log_q = tf.nn.log_softmax(logits)
+    return -tf.reduce_sum(teacher_probs * tf.gather(log_q, teacher_items, batch_dims=1), axis=-1)
+
+
 def _item_head(backbone: SequenceBackbone, extra: bool = True) -> ItemHead:
     """The item head over `backbone`; `extra`: with the backbone's output-only item vectors
     (``output_extra_dim``), which towers of the TFRS tasks do not take."""
@@ -281,8 +288,7 @@ class _ItemPredictionModel(tf.keras.Model):
         ``[batch, k]`` top items and their probabilities, times temperature^2 so its gradients
         keep their scale (one predicted position per row)."""
         t = self.distill_temperature
-        log_q = tf.nn.log_softmax(logits / t)
-        per_row = -tf.reduce_sum(teacher_probs * tf.gather(log_q, teacher_items, batch_dims=1), axis=-1)
+        per_row = teacher_cross_entropy(logits / t, teacher_items, teacher_probs)
         weight = sample_weight[:, -1]
         return t * t * tf.reduce_sum(per_row * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
