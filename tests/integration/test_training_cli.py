@@ -170,7 +170,9 @@ def test_distillation_from_a_teacher(prepared, pretrained, tmp_path):
     pre, _ = pretrained
     teacher, student, o = str(tmp_path / "teacher"), str(tmp_path / "student"), str(tmp_path / "o")
     distil = ("finetune", "--data", prepared, "--pretrained", pre, "--out", student, "--epochs", "2",
-              "--teacher", teacher, "--set", "finetune.distill_top_k=7", "--set", "finetune.distill_weight=0.5", *SMALL)
+              "--teacher", teacher, "--set", "finetune.distill_top_k=7", "--set", "finetune.distill_weight=0.5",
+              # the student with output-only and last-item vectors, as configs/beauty-distill.yaml's
+              "--set", "finetune.output_extra_dim=4", "--set", "finetune.output_last_item=true", *SMALL)
     t, s, again, missing, causal, retrieval = run_cli_batch(
         ("finetune", "--data", prepared, "--pretrained", pre, "--out", teacher, "--epochs", "1", *SMALL),
         distil, distil,
@@ -191,6 +193,27 @@ def test_distillation_from_a_teacher(prepared, pretrained, tmp_path):
         np.testing.assert_allclose(cached["probs"].sum(1), 1.0, rtol=1e-5)
         np.testing.assert_array_equal(cached["examples"], x)
     assert again.returncode == 0 and "finished fine-tuning run" in again.stdout
+    # the head's new vectors trained from zero, and the export (core ops, loaded by TensorFlow
+    # alone) answers with the model's own top items
+    from tests.integration.test_export import probe
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.models import persistence
+
+    model, _ = persistence.load(os.path.join(student, "model"))
+    assert model.head.item_matrix().shape[1] == model.backbone.hidden_dim + 4
+    assert np.abs(model.head._last_item_vectors.numpy()).max() > 0
+    root = str(tmp_path / "serving")
+    exported = run_cli_batch(("export", "--model", student, "--serving-root", root, "--name", "s", "--top-k", "5"))[0]
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    ds = PreparedDataset(prepared)
+    ids = [3, 4, 5]
+    answer = probe(os.path.join(root, "s", "1"), {"serving_default": {"history": [[ds.item_vocab.token(i)
+                                                                                   for i in ids]]}})
+    scores = model.score(inputs.with_mask_slot([np.array(ids)], 12))[0]
+    scores[:3] = -np.inf
+    scores[ids] = -np.inf
+    top = [ds.item_vocab.token(int(i)) for i in np.argsort(-scores, kind="stable")[:5]]
+    assert answer["answers"]["serving_default"]["item_ids"][0] == top
     assert_clean_error(missing, "does not exist")
     assert_clean_error(causal, "takes finetune.examples all-prefixes")
     assert_clean_error(retrieval, "next-item task only")
