@@ -52,6 +52,20 @@ def probe(export_dir, calls) -> dict:
     return probe_all((export_dir, calls))[0]
 
 
+def model_top(model, vocab, history: list[str], k: int, max_len: int = 12) -> list[str]:
+    """The Keras next-item model's own top `k` item tokens for one history, reserved ids and the
+    history's items left out: what the export's serving_default should answer."""
+    import numpy as np
+
+    from tfrec.data import inputs
+
+    ids = vocab.lookup(history)
+    scores = model.score(inputs.with_mask_slot([ids], max_len))[0]
+    scores[:3] = -np.inf
+    scores[ids] = -np.inf
+    return [vocab.token(int(i)) for i in np.argsort(-scores, kind="stable")[:k]]
+
+
 @pytest.fixture(scope="module")
 def seq_export(trained, tmp_path_factory):
     """One export of the next-item model with the default settings, for the tests that only read it."""
@@ -90,17 +104,12 @@ def test_next_item_export_has_the_documented_signatures_and_answers(trained, tmp
     # the answer equals the Keras model's own top 5
     import numpy as np
 
-    from tfrec.data import inputs
     from tfrec.data.dataset import PreparedDataset
     from tfrec.models import persistence
 
     ds = PreparedDataset(data)
     model, _ = persistence.load(os.path.join(runs["next-item"], "model"))
-    scores = model.score(inputs.with_mask_slot([ds.item_vocab.lookup(["i3", "i7", "i9"])], 12))[0]
-    scores[:3] = -np.inf
-    scores[ds.item_vocab.lookup(["i3", "i7", "i9"])] = -np.inf
-    top = [ds.item_vocab.token(int(i)) for i in np.argsort(-scores, kind="stable")[:5]]
-    assert answer["item_ids"][0] == top
+    assert answer["item_ids"][0] == model_top(model, ds.item_vocab, ["i3", "i7", "i9"], 5)
     # a batch is packed no wider than its longest history: a short history scores the same beside
     # a long one (wider than max_len) as alone
     import tensorflow as tf

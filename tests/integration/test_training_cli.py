@@ -195,7 +195,7 @@ def test_distillation_from_a_teacher(prepared, pretrained, tmp_path):
     assert again.returncode == 0 and "finished fine-tuning run" in again.stdout
     # the head's new vectors trained from zero, and the export (core ops, loaded by TensorFlow
     # alone) answers with the model's own top items
-    from tests.integration.test_export import probe
+    from tests.integration.test_export import model_top, probe
     from tfrec.data.dataset import PreparedDataset
     from tfrec.models import persistence
 
@@ -205,15 +205,10 @@ def test_distillation_from_a_teacher(prepared, pretrained, tmp_path):
     root = str(tmp_path / "serving")
     exported = run_cli_batch(("export", "--model", student, "--serving-root", root, "--name", "s", "--top-k", "5"))[0]
     assert exported.returncode == 0, exported.stderr[-2000:]
-    ds = PreparedDataset(prepared)
-    ids = [3, 4, 5]
-    answer = probe(os.path.join(root, "s", "1"), {"serving_default": {"history": [[ds.item_vocab.token(i)
-                                                                                   for i in ids]]}})
-    scores = model.score(inputs.with_mask_slot([np.array(ids)], 12))[0]
-    scores[:3] = -np.inf
-    scores[ids] = -np.inf
-    top = [ds.item_vocab.token(int(i)) for i in np.argsort(-scores, kind="stable")[:5]]
-    assert answer["answers"]["serving_default"]["item_ids"][0] == top
+    vocab = PreparedDataset(prepared).item_vocab
+    history = [vocab.token(i) for i in (3, 4, 5)]
+    answer = probe(os.path.join(root, "s", "1"), {"serving_default": {"history": [history]}})
+    assert answer["answers"]["serving_default"]["item_ids"][0] == model_top(model, vocab, history, 5)
     assert_clean_error(missing, "does not exist")
     assert_clean_error(causal, "takes finetune.examples all-prefixes")
     assert_clean_error(retrieval, "next-item task only")

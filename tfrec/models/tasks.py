@@ -82,14 +82,14 @@ class ItemHead(keras_nlp.layers.MaskedLMHead):
         return hidden
 
     def own_weights(self) -> dict:
-        """The weights this head adds to ``MaskedLMHead``'s, by role: the output-only item
-        vectors and their state map, the last-item vectors (those it has)."""
+        """The weights this head adds to ``MaskedLMHead``'s, in the groups that are taken or left
+        together: ``extra`` (the output-only item vectors and their state map) and
+        ``last_item`` (the last-item vectors), those it has."""
         out = {}
         if self.extra_dim:
-            out.update(extra_items=self._extra_items, extra_kernel=self._extra_dense.kernel,
-                       extra_bias=self._extra_dense.bias)
+            out["extra"] = [self._extra_items, *self._extra_dense.weights]
         if self.last_item:
-            out["last_item"] = self._last_item_vectors
+            out["last_item"] = [self._last_item_vectors]
         return out
 
     def item_matrix(self):
@@ -112,26 +112,23 @@ class ItemHead(keras_nlp.layers.MaskedLMHead):
 
 def copy_head_weights(target: ItemHead, source: ItemHead) -> None:
     """Copies `source`'s head weights into `target`: the tied head's always; of the head's own
-    weights (:meth:`ItemHead.own_weights`), each one both heads have at the same shape (a head
-    gaining output-only or last-item vectors keeps its fresh, zero-started ones; a head without
-    them leaves the source's out)."""
+    weight groups (:meth:`ItemHead.own_weights`), each one both heads have at the same shapes (a
+    head gaining output-only or last-item vectors keeps its fresh, zero-started ones; a head
+    without them leaves the source's out)."""
     def split(head):
         own = head.own_weights()
-        ids = {id(w) for w in own.values()}
+        ids = {id(w) for group in own.values() for w in group}
         return [w for w in head.weights if id(w) not in ids], own
 
     (mine, my_own), (theirs, their_own) = split(target), split(source)
     if [tuple(w.shape) for w in mine] != [tuple(w.shape) for w in theirs]:
         raise ValueError("the source head's weights do not match this head's")
-    # The extra map and vectors go together: at another width, none of them is taken.
-    extra = [k for k in my_own if k.startswith("extra_")]
-    if all(k in their_own and their_own[k].shape == my_own[k].shape for k in extra):
-        pairs = [(my_own[k], their_own[k]) for k in extra]
-    else:
-        pairs = []
-    if "last_item" in my_own and "last_item" in their_own and my_own["last_item"].shape == their_own["last_item"].shape:
-        pairs.append((my_own["last_item"], their_own["last_item"]))
-    for w, value in list(zip(mine, theirs)) + pairs:
+    pairs = list(zip(mine, theirs))
+    for name, group in my_own.items():
+        other = their_own.get(name, [])
+        if [tuple(w.shape) for w in group] == [tuple(w.shape) for w in other]:
+            pairs += zip(group, other)
+    for w, value in pairs:
         w.assign(value)
 
 
