@@ -16,6 +16,8 @@ setup(
         "tensorflow-recommenders==0.7.7",
         "keras-nlp==0.12.1",
         "tensorflow-serving-api==2.21.*",
+        # grpc.health.v1 for the embedded server, from gRPC's own maintained implementation.
+        "grpcio-health-checking",
         "tensorboard==2.21.*",  # TensorBoard logs of training runs
         "pandas",
         "pyarrow",

@@ -176,7 +176,7 @@ def _quickstart_serve(workdir: str, data: str, model: str) -> None:
         port = s.getsockname()[1]
     manager = ModelManager(single_model_config("movielens-100k", os.path.abspath(os.path.join(root, "movielens-100k"))),
                            poll_seconds=0, warmup=True, log=lambda m: print(f"      server: {m}", flush=True))
-    server = Server(manager, port=port, rest_api_port=-1)
+    server = Server(manager, port=port, rest_api_port=None)
     server.start()
     print(f"[7/7] serving on 127.0.0.1:{port} (TensorFlow Serving's gRPC API); asking it for a sample user", flush=True)
     try:
@@ -341,50 +341,101 @@ def cmd_push(args) -> int:
     return 1
 
 
-def cmd_serve(args) -> int:
-    from tfrec.serving.models import ModelManager, ServingError, read_config, single_model_config
-    from tfrec.serving.server import Server
+def _flag_bool(text: str) -> bool:
+    """A boolean flag value as tensorflow_model_server takes it: true/false or 1/0."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _serve_options(args):
+    """The server's settings from `args`, each checked; one sentence (TfrecError) for the first bad one."""
+    from tfrec.serving.models import ServerOptions
+    from tfrec.serving.tensors import Limits
 
     if bool(args.model_config_file) == bool(args.model_base_path):
         raise TfrecError("serve needs --model_base_path (with --model_name) or --model_config_file")
-    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism", "max_num_load_retries",
+                 "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds", "rest_api_timeout_in_ms"):
         if getattr(args, flag) < 0:
-            raise TfrecError(f"--{flag} must be 0 (TensorFlow's choice) or a number of threads, got {getattr(args, flag)}")
+            raise TfrecError(f"--{flag} must not be negative, got {getattr(args, flag)}")
+    for flag in ("grpc_max_threads", "rest_api_num_threads", "grpc_max_concurrent_rpcs", "max_request_rows",
+                 "max_tensor_elements", "max_history_length", "rest_api_max_body_bytes"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise TfrecError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    for flag in ("port", "rest_api_port"):
+        if not 0 <= getattr(args, flag) <= 65535:
+            raise TfrecError(f"--{flag} must be a port number from 0 to 65535, got {getattr(args, flag)}")
+    if args.port == 0 and not args.grpc_socket_path:
+        raise TfrecError("--port 0 turns gRPC's TCP port off; give --grpc_socket_path then "
+                         "(at least one of them must be set)")
+    if args.rest_api_port and args.rest_api_port == args.port:
+        raise TfrecError(f"--rest_api_port must differ from --port (both are {args.port})")
+    if args.batching_parameters_file and not args.enable_batching:
+        raise TfrecError("--batching_parameters_file is set without --enable_batching=true")
+    roots = tuple(os.path.abspath(r) for r in (args.model_base_path_roots or "").split(",") if r)
+    options = ServerOptions(poll_seconds=args.file_system_poll_wait_seconds, warmup=args.enable_model_warmup,
+                            max_num_load_retries=args.max_num_load_retries,
+                            load_retry_interval_micros=args.load_retry_interval_micros,
+                            allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+                            allowed_roots=roots)
+    limits = Limits(max_rows=args.max_request_rows, max_elements=args.max_tensor_elements,
+                    max_history_length=args.max_history_length)
+    return options, limits
+
+
+def cmd_serve(args) -> int:
+    from tfrec.serving.errors import ServingError
+    from tfrec.serving.models import ModelManager, read_config, single_model_config
+
+    options, limits = _serve_options(args)
     import tensorflow as tf
 
     # Before any model loads: TensorFlow fixes its thread pools when it starts.
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
-    try:
-        config = read_config(args.model_config_file) if args.model_config_file else \
-            single_model_config(args.model_name, os.path.abspath(args.model_base_path))
-        manager = ModelManager(config, poll_seconds=args.file_system_poll_wait_seconds,
-                               warmup=args.enable_model_warmup, log=lambda m: print(f"tfrec serve: {m}", flush=True))
-    except ServingError as e:
-        raise TfrecError(str(e)) from None
-    from tfrec.serving.batching import read_batching_parameters, read_monitoring_config
+    from tfrec.serving import protos
+    from tfrec.serving.batching import BatchingOptions, batching_options
+    from tfrec.serving.server import Server
 
+    log = lambda m: print(f"tfrec serve: {m}", flush=True)  # noqa: E731
     try:
         batching = None
         if args.enable_batching:
-            batching = read_batching_parameters(args.batching_parameters_file) if args.batching_parameters_file \
-                else None
-            if batching is None:
-                from tfrec.serving.batching import BATCHING_FIELDS
-
-                batching = dict(BATCHING_FIELDS)
-        metrics_path = read_monitoring_config(args.monitoring_config_file) if args.monitoring_config_file else None
+            batching = batching_options(protos.read_text_proto(args.batching_parameters_file, protos.BatchingParameters,
+                                                               "batching_parameters_file")) \
+                if args.batching_parameters_file else BatchingOptions()
+        metrics_path = None
+        if args.monitoring_config_file:
+            monitoring = protos.read_text_proto(args.monitoring_config_file, protos.MonitoringConfig,
+                                                "monitoring_config_file")
+            if monitoring.prometheus_config.enable:
+                metrics_path = monitoring.prometheus_config.path or "/monitoring/prometheus/metrics"
+        ssl = protos.read_text_proto(args.ssl_config_file, protos.SSLConfig, "ssl_config_file") \
+            if args.ssl_config_file else None
+        config = read_config(args.model_config_file) if args.model_config_file else \
+            single_model_config(args.model_name, os.path.abspath(args.model_base_path))
+        manager = ModelManager(config, options, log=log)
     except ServingError as e:
         raise TfrecError(str(e)) from None
     try:
-        server = Server(manager, port=args.port, rest_api_port=args.rest_api_port, host=args.host,
-                        batching=batching, metrics_path=metrics_path)
-    except (OSError, RuntimeError) as e:
+        server = Server(manager, port=args.port or None, rest_api_port=args.rest_api_port or None, host=args.host,
+                        workers=args.grpc_max_threads, batching=batching, metrics_path=metrics_path, limits=limits,
+                        max_concurrent_rpcs=args.grpc_max_concurrent_rpcs, rest_api_num_threads=args.rest_api_num_threads,
+                        rest_api_timeout_ms=args.rest_api_timeout_in_ms, ssl_config=ssl,
+                        health_check=args.enable_grpc_healthcheck_service,
+                        allow_reload=args.enable_reload_config_request, access_log=args.access_log_file,
+                        grpc_socket_path=args.grpc_socket_path, max_rest_body_bytes=args.rest_api_max_body_bytes)
+    except (OSError, RuntimeError, ValueError) as e:
         raise TfrecError(f"cannot start the server: {e}") from None
     server.stop_on_signals()
-    server.start()
+    server.start(args.model_config_file, args.model_config_file_poll_wait_seconds)
     rest = f", REST on {args.host}:{server.rest_port}" if server.rest is not None else ""
-    print(f"tfrec serve: gRPC on {args.host}:{server.port}{rest}; models: {', '.join(manager.models)}", flush=True)
+    where = f"gRPC on {args.host}:{server.port}" if server.port else f"gRPC on unix:{args.grpc_socket_path}"
+    print(f"tfrec serve: {where}{rest}{' (TLS)' if ssl else ''}; models: {', '.join(manager.models)}", flush=True)
     server.wait()
     print("tfrec serve: stopped", flush=True)
     return 0
@@ -508,19 +559,51 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--data", help="prepared dataset folder (default: the one in the export's metadata)")
     pu.set_defaults(func=cmd_push)
     sv = sub.add_parser("serve", help="serve exports over TensorFlow Serving's gRPC and REST APIs")
-    sv.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
-    sv.add_argument("--rest_api_port", type=int, default=8501, help="REST port (default 8501; -1: none)")
+    flag = dict(type=_flag_bool, nargs="?", const=True)  # --flag, --flag=true, --flag=false, as TF Serving takes them
+    sv.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0: none, with --grpc_socket_path)")
+    sv.add_argument("--grpc_socket_path", help="also listen for gRPC on this UNIX socket")
+    sv.add_argument("--rest_api_port", type=int, default=0, help="REST port (default 0: no REST, as TF Serving)")
+    sv.add_argument("--rest_api_num_threads", type=int, help="threads answering REST requests (default 4 per core)")
+    sv.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                    help="time a REST request may take to arrive and to run (default 30000)")
     sv.add_argument("--model_name", default="default", help="name of the model served from --model_base_path")
     sv.add_argument("--model_base_path", help="folder of integer version folders")
     sv.add_argument("--model_config_file", help="ModelServerConfig text proto (several models, version policies, labels)")
+    sv.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
+                    help="seconds between reads of --model_config_file for changes (default 0: read once)")
     sv.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                     help="seconds between looks for new and removed versions (0: load once)")
-    sv.add_argument("--enable_model_warmup", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+    sv.add_argument("--max_num_load_retries", type=int, default=5,
+                    help="retries of a version that failed to load (default 5)")
+    sv.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
+                    help="pause between load retries in microseconds (default 60000000)")
+    sv.add_argument("--allow_version_labels_for_unavailable_models", default=False, **flag,
+                    help="let version_labels name versions not yet AVAILABLE (default false)")
+    sv.add_argument("--enable_model_warmup", default=True, **flag,
                     help="replay assets.extra/tf_serving_warmup_requests at load (default true)")
-    sv.add_argument("--enable_batching", action="store_true", help="server-side dynamic batching")
+    sv.add_argument("--enable_batching", default=False, **flag, help="server-side dynamic batching (default false)")
     sv.add_argument("--batching_parameters_file", help="BatchingParameters text proto (max_batch_size, "
-                    "batch_timeout_micros, num_batch_threads, max_enqueued_batches)")
+                    "batch_timeout_micros, num_batch_threads, max_enqueued_batches, allowed_batch_sizes...)")
     sv.add_argument("--monitoring_config_file", help="MonitoringConfig text proto: Prometheus metrics on the REST port")
+    sv.add_argument("--ssl_config_file", help="SSLConfig text proto (server_key, server_cert, custom_ca, "
+                    "client_verify): TLS for gRPC")
+    sv.add_argument("--enable_grpc_healthcheck_service", default=False, **flag,
+                    help="serve grpc.health.v1 (default false, as TF Serving)")
+    sv.add_argument("--grpc_max_threads", type=int, help="threads answering gRPC calls (default 4 per core)")
+    sv.add_argument("--grpc_max_concurrent_rpcs", type=int,
+                    help="gRPC calls running or waiting at once; more are RESOURCE_EXHAUSTED (default 4 per thread)")
+    sv.add_argument("--max_request_rows", type=int, default=10_000,
+                    help="rows one request may carry (default 10000; more: RESOURCE_EXHAUSTED)")
+    sv.add_argument("--max_tensor_elements", type=int, default=10_000_000,
+                    help="elements one input tensor may have (default 10000000)")
+    sv.add_argument("--max_history_length", type=int, default=10_000,
+                    help="longest dimension after the first, such as a history (default 10000)")
+    sv.add_argument("--rest_api_max_body_bytes", type=int, help="largest REST body (default 16 MiB; more: 413)")
+    sv.add_argument("--model_base_path_roots", help="comma-separated folders every base_path must lie in "
+                    "(startup, config file and reload requests alike; default: anywhere)")
+    sv.add_argument("--enable_reload_config_request", default=True, **flag,
+                    help="accept HandleReloadConfigRequest (default true; false: UNIMPLEMENTED)")
+    sv.add_argument("--access_log_file", help="append one line per request to this file (-: standard output)")
     sv.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
                     help="threads one op may use (default 0: TensorFlow's choice; 1 suits many small requests)")
     sv.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,

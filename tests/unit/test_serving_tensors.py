@@ -59,7 +59,33 @@ def test_other_encodings_are_read_through_tensorflow():
 
 
 def test_values_that_do_not_fit_the_shape_are_refused():
+    from tfrec.serving.errors import ServingError
+
     proto = tensors.to_proto(np.array([b"a", b"b", b"c"], dtype=object))
     proto.tensor_shape.dim[0].size = 2
-    with pytest.raises(Exception):
+    with pytest.raises(ServingError, match=r"declares shape \[2\] \(2 elements\) but carries 3 values") as e:
         tensors.to_array(proto)
+    assert e.value.code == "INVALID_ARGUMENT"
+
+
+def test_a_shape_larger_than_the_limits_is_refused_before_anything_is_allocated():
+    """A 40-byte request declaring [100000, 100000] with one value used to be expanded to 10^10 elements."""
+    from tensorflow.core.framework import tensor_pb2
+
+    from tfrec.serving.errors import ServingError
+
+    limits = tensors.Limits(max_rows=100, max_elements=1000, max_history_length=50)
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"x"])
+    for rows, cols, flag in ((100_000, 100_000, "max_request_rows"), (10, 60, "max_history_length"),
+                             (50, 40, "max_tensor_elements")):
+        del proto.tensor_shape.dim[:]
+        proto.tensor_shape.dim.add(size=rows)
+        proto.tensor_shape.dim.add(size=cols)
+        assert proto.ByteSize() < 60
+        with pytest.raises(ServingError, match=flag) as e:
+            tensors.to_array(proto, limits, "history")
+        assert e.value.code == "RESOURCE_EXHAUSTED"
+    del proto.tensor_shape.dim[:]
+    proto.tensor_shape.dim.add(size=20)
+    proto.tensor_shape.dim.add(size=30)  # 600 elements: TensorFlow's compact form, within the limits
+    assert tensors.to_array(proto, limits, "history").shape == (20, 30)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
@@ -138,7 +140,8 @@ class RestClient:
         inputs = {"history": _padded(histories).tolist()}
         if user_ids is not None:
             inputs["user_id"] = [str(u) for u in user_ids]
-        out = self._request(f"/v1/models/{model}:predict", {"signature_name": signature, "inputs": inputs})["outputs"]
+        out = self._request(f"/v1/models/{urllib.parse.quote(model, safe='')}:predict",
+                            {"signature_name": signature, "inputs": inputs})["outputs"]
         k = len(out["item_ids"][0]) if k is None else k
         return [[(i, float(s)) for i, s in zip(ri[:k], rs[:k])] for ri, rs in zip(out["item_ids"], out["scores"])]
 
@@ -148,15 +151,23 @@ class RestClient:
         inputs = {"user_id": [str(u) for u in user_ids], "item_id": [str(i) for i in item_ids],
                   "history": _padded(histories if histories is not None else [[]] * n).tolist(),
                   "timestamp": [int(t) for t in (timestamps if timestamps is not None else [time.time()] * n)]}
-        return [float(x) for x in self._request(f"/v1/models/{model}:predict",
+        return [float(x) for x in self._request(f"/v1/models/{urllib.parse.quote(model, safe='')}:predict",
                                                 {"signature_name": signature, "inputs": inputs})["outputs"]]
 
     def metadata(self, model: str) -> dict:
-        defs = self._request(f"/v1/models/{model}/metadata")["metadata"]["signature_def"]["signatureDef"]
-        return {name: {"inputs": sorted(s.get("inputs", {})), "outputs": sorted(s.get("outputs", {})),
-                       "method": s.get("methodName")} for name, s in defs.items() if not name.startswith("__")}
+        """Signature name -> {"inputs": {key: (dtype, shape)}, "outputs": {...}, "method": ...}, as
+        :meth:`Client.metadata` gives it, from TF Serving's REST answer (snake_case, as it writes it)."""
+        defs = self._request(f"/v1/models/{urllib.parse.quote(model, safe='')}/metadata")["metadata"]
+        defs = defs["signature_def"]["signature_def"]
+
+        def describe(infos):
+            return {k: (tf.dtypes.as_dtype(getattr(types_pb2, v["dtype"])).name,
+                        [int(d["size"]) for d in v.get("tensor_shape", {}).get("dim", [])]) for k, v in infos.items()}
+
+        return {name: {"inputs": describe(s.get("inputs", {})), "outputs": describe(s.get("outputs", {})),
+                       "method": s.get("method_name")} for name, s in defs.items() if not name.startswith("__")}
 
     def status(self, model: str) -> list[dict]:
-        statuses = self._request(f"/v1/models/{model}")["model_version_status"]
+        statuses = self._request(f"/v1/models/{urllib.parse.quote(model, safe='')}")["model_version_status"]
         return [{"version": int(s["version"]), "state": s["state"], "error": s.get("status", {}).get("error_message", "")}
                 for s in statuses]

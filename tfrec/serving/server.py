@@ -2,514 +2,322 @@
 
 ``tfrec serve`` takes ``tensorflow_model_server``'s flags.  gRPC: ``PredictionService``
 (``Predict``, ``GetModelMetadata``, ``Regress``, ``Classify``; ``MultiInference`` answers
-``UNIMPLEMENTED``) and ``ModelService`` (``GetModelStatus``, ``HandleReloadConfigRequest``),
-with TF Serving's status codes.  REST: ``/v1/models/{name}[/versions/{v}|/labels/{l}]``,
-``.../metadata`` and ``:predict`` (``instances`` or ``inputs``), ``:regress``, ``:classify``,
-errors as ``{"error": "..."}``.  No request, however malformed, stops the server; SIGTERM
-drains the requests in flight, then exits.  Imports TensorFlow, grpc and the serving
-protos only.
+``UNIMPLEMENTED``), ``ModelService`` (``GetModelStatus``, ``HandleReloadConfigRequest``) and, on
+request, the standard health service (``grpc.health.v1``), with TF Serving's status codes; TLS from
+an ``SSLConfig`` file.  Every handler honours the call's deadline, including the time it waited for
+a thread or in the batching queue.  REST is :mod:`tfrec.serving.rest`.  No request, however
+malformed, stops the server; SIGTERM stops taking requests, drains both fronts, then exits.
+Imports TensorFlow, grpc and the serving protos only.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import re
+import os
 import signal
+import sys
 import threading
 import time
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
-import numpy as np
-import tensorflow as tf
-from google.protobuf import json_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2, status_pb2)
 
 from tfrec.serving import tensors
-from tfrec.serving.models import ModelManager, ServingError, Version
+from tfrec.serving.batching import BatchingOptions
+from tfrec.serving.errors import ServingError
+from tfrec.serving.models import ModelManager
+from tfrec.serving.runner import CLASSIFY_METHOD, REGRESS_METHOD, Runner, Spec
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-MAX_REST_BODY_BYTES = 16 * 1024 * 1024
-REGRESS_METHOD = "tensorflow/serving/regress"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-HTTP_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "RESOURCE_EXHAUSTED": 413, "UNIMPLEMENTED": 501,
-               "FAILED_PRECONDITION": 400, "INTERNAL": 500, "UNAVAILABLE": 503}
-STATE_NAMES = {v: k for k, v in get_model_status_pb2.ModelVersionStatus.State.items()}
+HEALTH_SERVICES = ("tensorflow.serving.ModelService", "tensorflow.serving.PredictionService")
+# TF Serving's error codes in a StatusProto (tensorflow/core/protobuf/error_codes.proto).
+ERROR_CODES = {name: code for code, name in enumerate(
+    ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+     "INTERNAL", "UNAVAILABLE", "DATA_LOSS"])}
+ERROR_CODES["UNAUTHENTICATED"] = 16
 
 
-# ---------------------------------------------------------------------------
-# Requests, independent of the transport
+def _spec(proto) -> Spec:
+    version = proto.version.value if proto.HasField("version") else None
+    return Spec(proto.name, version, proto.version_label or None, proto.signature_name)
 
 
-def _version(manager: ModelManager, name: str, version: int | None, label: str | None) -> Version:
-    if not name:
-        raise ServingError("INVALID_ARGUMENT", "the request names no model")
-    return manager.model(name).resolve(version or None, label or None)
+def _deadline(context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
-def _described(value) -> tuple[int, list]:
-    """(DataType enum, shape) of a request input: a numpy array (gRPC) or a tensor (REST)."""
-    if isinstance(value, np.ndarray):
-        return tensors.dtype_enum(value), list(value.shape)
-    return value.dtype.as_datatype_enum, value.shape.as_list()
+class AccessLog:
+    """One line per request (``--access_log_file``): time, front, peer, call, model, status, milliseconds."""
 
-
-def _check_inputs(signature_def, name: str, inputs: dict) -> None:
-    expected = signature_def.inputs
-    missing = sorted(set(expected) - set(inputs))
-    unknown = sorted(set(inputs) - set(expected))
-    if unknown:
-        raise ServingError("INVALID_ARGUMENT", f"signature {name} has no input {unknown[0]!r}; "
-                                               f"its inputs: {', '.join(sorted(expected))}")
-    if missing:
-        raise ServingError("INVALID_ARGUMENT", f"input {missing[0]!r} of signature {name} is missing")
-    for key, info in expected.items():
-        dtype, shape = _described(inputs[key])
-        if dtype != info.dtype:
-            raise ServingError("INVALID_ARGUMENT", f"input {key!r} must be {tf.dtypes.as_dtype(info.dtype).name}, "
-                                                   f"got {tf.dtypes.as_dtype(dtype).name}")
-        if not info.tensor_shape.unknown_rank:
-            dims = [d.size for d in info.tensor_shape.dim]
-            if len(shape) != len(dims) or any(d >= 0 and d != g for d, g in zip(dims, shape)):
-                raise ServingError("INVALID_ARGUMENT", f"input {key!r} must have shape "
-                                                       f"{[d if d >= 0 else -1 for d in dims]}, got {shape}")
-
-
-class Runner:
-    """Runs signatures, through a dynamic batcher per (version, signature) when batching is on,
-    and keeps the request metrics."""
-
-    def __init__(self, batching: dict | None = None):
-        from tfrec.serving.batching import Metrics
-
-        self.batching = batching
-        self.batchers: dict = {}
+    def __init__(self, path: str | None):
         self.lock = threading.Lock()
-        self.metrics = Metrics()
+        self.stream = None if not path else (sys.stdout if path == "-" else open(path, "a", buffering=1,
+                                                                                  encoding="utf-8"))
 
-    def call(self, version: Version, name: str, inputs: dict) -> dict:
-        fn = version.loaded.signatures[name]
-        if not self.batching:
-            return {k: v.numpy() for k, v in fn(**inputs).items()}  # numpy inputs convert in the call
-        from tfrec.serving.batching import Batcher
-
-        key = (version.path, version.number, name)
+    def write(self, front: str, peer: str, call: str, model: str, code: str, seconds: float) -> None:
+        if self.stream is None:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        line = f"{stamp} {front} {peer} {call} model={model or '-'} {code} {seconds * 1000:.1f}ms\n"
         with self.lock:
-            batcher = self.batchers.get(key)
-            if batcher is None:
-                b = self.batching
-                batcher = self.batchers[key] = Batcher(
-                    lambda merged: {k: v.numpy() for k, v in fn(**merged).items()}, b["max_batch_size"],
-                    b["batch_timeout_micros"], b["num_batch_threads"], b["max_enqueued_batches"])
-        return batcher({k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in inputs.items()})
+            try:
+                self.stream.write(line)
+            except (OSError, ValueError):
+                pass
 
 
-RUNNER = Runner()
-
-
-def run_signature(version: Version, name: str, inputs: dict, output_filter=(), runner: Runner | None = None) -> dict:
-    """Calls signature `name` of `version` with tensors; returns numpy outputs."""
-    runner = runner or RUNNER
-    name = name or "serving_default"
-    if name not in version.signature_defs or name not in version.loaded.signatures:
-        raise ServingError("INVALID_ARGUMENT", f"version {version.number} has no signature {name!r}; "
-                                               f"it has {', '.join(sorted(version.signature_defs))}")
-    _check_inputs(version.signature_defs[name], name, inputs)
-    unknown = sorted(set(output_filter) - set(version.signature_defs[name].outputs))
-    if unknown:
-        raise ServingError("INVALID_ARGUMENT", f"signature {name} has no output {unknown[0]!r}")
-    try:
-        outputs = runner.call(version, name, inputs)
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-        message = getattr(e, "message", str(e)).strip().splitlines()[0]
-        raise ServingError("INVALID_ARGUMENT", f"signature {name} rejected the inputs: {message}") from None
-    keys = list(output_filter) or list(outputs)
-    return {k: outputs[k] for k in keys}
-
-
-def _examples(name: str, version: Version, method: str, examples: list[bytes]) -> np.ndarray:
-    signature = version.signature_defs.get(name)
-    if signature is None:
-        raise ServingError("INVALID_ARGUMENT", f"version {version.number} has no signature {name!r}")
-    if signature.method_name != method:
-        raise ServingError("INVALID_ARGUMENT", f"signature {name} is not a {method.rsplit('/', 1)[-1]} signature")
-    if not examples:
-        raise ServingError("INVALID_ARGUMENT", "the request holds no example")
-    key = next(iter(signature.inputs))
-    out = run_signature(version, name, {key: tf.constant(examples, tf.string)})
-    return next(iter(out.values()))
-
-
-def _array(proto) -> np.ndarray:
-    try:
-        return tensors.to_array(proto)
-    except Exception as e:
-        raise ServingError("INVALID_ARGUMENT", f"a tensor of the request cannot be read: {e}") from None
-
-
-# ---------------------------------------------------------------------------
-# gRPC
-
-
-def _guard(method):
-    """Turns any failure of a handler into its gRPC status (the server lives on) and counts the request."""
-    def wrapped(self, request, context):
-        start = time.perf_counter()
-        spec = getattr(request, "model_spec", None)
-        code = None
-        try:
-            return method(self, request, context)
-        except ServingError as e:
-            code = e.code
-            context.abort(getattr(grpc.StatusCode, e.code), str(e))
-        except Exception as e:  # never let a request kill the server
-            code = "INTERNAL"
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
-        finally:
-            if spec is not None:
-                self.runner.metrics.observe(
-                    spec.name, str(spec.version.value) if spec.HasField("version") else "",
-                    spec.signature_name or "serving_default", f"grpc/{method.__name__}", time.perf_counter() - start,
-                    code)
-    wrapped.__name__ = method.__name__
-    return wrapped
+def _guard(api: str | None):
+    """Turns any failure of a handler into its gRPC status (the server lives on), logs and counts it."""
+    def decorate(method):
+        def wrapped(self, request, context):
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded before the request was handled")
+                return method(self, request, context)
+            except ServingError as e:
+                code = e.code
+                context.abort(getattr(grpc.StatusCode, e.code), str(e))
+            except Exception as e:  # never let a request kill the server
+                code = "INTERNAL"
+                context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+            finally:
+                spec = getattr(request, "model_spec", None)
+                name = spec.name if spec is not None else ""
+                if api is not None:
+                    self.runner.observe(name, api, "GRPC", start, code)
+                self.access.write("grpc", context.peer(), method.__name__, name, code, time.perf_counter() - start)
+        wrapped.__name__ = method.__name__
+        return wrapped
+    return decorate
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager, runner: Runner):
-        self.manager, self.runner = manager, runner
+    def __init__(self, runner: Runner, access: AccessLog):
+        self.runner, self.access = runner, access
 
-    def _spec(self, spec):
-        version = spec.version.value if spec.HasField("version") else None
-        return _version(self.manager, spec.name, version, spec.version_label)
-
-    @_guard
+    @_guard("Predict")
     def Predict(self, request, context):
-        version = self._spec(request.model_spec)
-        name = request.model_spec.signature_name or "serving_default"
-        inputs = {k: _array(v) for k, v in request.inputs.items()}
-        outputs = run_signature(version, name, inputs, list(request.output_filter), self.runner)
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = version.number
-        response.model_spec.signature_name = name
+        spec = _spec(request.model_spec)
+        with self.runner.version(spec) as version:
+            inputs = {k: tensors.to_array(v, self.runner.limits, k) for k, v in request.inputs.items()}
+            outputs = self.runner.run(version, spec.signature_name, inputs, list(request.output_filter),
+                                      _deadline(context))
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = spec.name
+            response.model_spec.version.value = version.number
+            response.model_spec.signature_name = spec.signature_name
         for k, v in outputs.items():
             tensors.to_proto(v, response.outputs[k])
         return response
 
-    def _run_examples(self, request, method: str, response):
+    def _run_examples(self, request, context, method: str, response):
         """Runs the tf.Example input of a Regress/Classify request; fills the response's model spec."""
-        version = self._spec(request.model_spec)
-        name = request.model_spec.signature_name or "serving_default"
+        spec = _spec(request.model_spec)
+        kind = request.input.WhichOneof("kind")
+        if kind != "example_list":
+            raise ServingError("INVALID_ARGUMENT", "Input is empty" if kind is None else
+                               "only example_list inputs are served (example_list_with_context is not)")
         examples = [e.SerializeToString() for e in request.input.example_list.examples]
-        values = np.asarray(_examples(name, version, method, examples))
-        response.model_spec.name, response.model_spec.version.value = request.model_spec.name, version.number
-        response.model_spec.signature_name = name
+        if len(examples) > self.runner.limits.max_rows:
+            raise ServingError("RESOURCE_EXHAUSTED", f"the request has {len(examples)} examples, more than the "
+                                                     f"{self.runner.limits.max_rows} allowed (--max_request_rows)")
+        with self.runner.version(spec) as version:
+            values = self.runner.run_examples(version, spec.signature_name, method, examples, _deadline(context))
+            response.model_spec.name, response.model_spec.version.value = spec.name, version.number
+        response.model_spec.signature_name = spec.signature_name
         return values, len(examples)
 
-    @_guard
+    @_guard("Regress")
     def Regress(self, request, context):
         response = regression_pb2.RegressionResponse()
-        values, _ = self._run_examples(request, REGRESS_METHOD, response)
+        values, _ = self._run_examples(request, context, REGRESS_METHOD, response)
         for v in values.reshape(-1):
             response.result.regressions.add().value = float(v)
         return response
 
-    @_guard
+    @_guard("Classify")
     def Classify(self, request, context):
         response = classification_pb2.ClassificationResponse()
-        scores, n = self._run_examples(request, CLASSIFY_METHOD, response)
+        scores, n = self._run_examples(request, context, CLASSIFY_METHOD, response)
         for row in scores.reshape(n, -1):
             c = response.result.classifications.add()
             for i, s in enumerate(row):
                 c.classes.add(label=str(i), score=float(s))
         return response
 
-    @_guard
+    @_guard(None)
     def MultiInference(self, request, context):
         raise ServingError("UNIMPLEMENTED", "MultiInference is not served; call Predict, Regress or Classify")
 
-    @_guard
+    @_guard(None)
     def GetModelMetadata(self, request, context):
-        version = self._spec(request.model_spec)
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
-            raise ServingError("INVALID_ARGUMENT", "metadata_field must be ['signature_def']")
+            raise ServingError("INVALID_ARGUMENT", "Metadata field(s) not supported: "
+                                                   f"{', '.join(f for f in fields if f != 'signature_def') or 'none asked'}")
+        return model_metadata(self.runner, _spec(request.model_spec))
+
+
+def model_metadata(runner: Runner, spec: Spec) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    with runner.version(spec) as version:
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name, response.model_spec.version.value = request.model_spec.name, version.number
+        response.model_spec.name, response.model_spec.version.value = spec.name, version.number
         defs = get_model_metadata_pb2.SignatureDefMap()
         for k, v in version.signature_defs.items():
             defs.signature_def[k].CopyFrom(v)
-        response.metadata["signature_def"].Pack(defs)
-        return response
+    response.metadata["signature_def"].Pack(defs)
+    return response
 
 
-def model_status(manager: ModelManager, name: str, version: int | None = None, label: str | None = None):
+def model_status(manager: ModelManager, name: str, version: int | None = None):
+    """GetModelStatus as TF Serving answers it: every version it knows of (a label is not looked at),
+    or the one asked for; NOT_FOUND when there is none."""
     model = manager.model(name)
-    if label:
-        version = model.resolve(None, label).number
     response = get_model_status_pb2.GetModelStatusResponse()
     with model.lock:
         items = sorted(model.status.items())
-    if version:
+    if version is not None:
         items = [(v, s) for v, s in items if v == version]
         if not items:
-            raise ServingError("NOT_FOUND", f"model {name} has no version {version}")
+            raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+    elif not items:
+        raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
     for number, (state, error) in items:
         entry = response.model_version_status.add(version=number, state=state)
-        entry.status.CopyFrom(status_pb2.StatusProto(error_code=2 if error else 0, error_message=error))
+        entry.status.CopyFrom(status_pb2.StatusProto(error_code=ERROR_CODES["UNKNOWN"] if error else 0,
+                                                     error_message=error))
     return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, manager: ModelManager, runner: Runner):
-        self.manager, self.runner = manager, runner
+    def __init__(self, manager: ModelManager, runner: Runner, access: AccessLog, allow_reload: bool = True):
+        self.manager, self.runner, self.access, self.allow_reload = manager, runner, access, allow_reload
 
-    @_guard
+    @_guard(None)
     def GetModelStatus(self, request, context):
+        if not request.HasField("model_spec"):
+            raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
         spec = request.model_spec
-        return model_status(self.manager, spec.name, spec.version.value if spec.HasField("version") else None,
-                            spec.version_label)
+        return model_status(self.manager, spec.name, spec.version.value if spec.HasField("version") else None)
 
-    @_guard
+    @_guard(None)
     def HandleReloadConfigRequest(self, request, context):
+        if not self.allow_reload:
+            raise ServingError("UNIMPLEMENTED", "config reloads are switched off on this server "
+                                                "(--enable_reload_config_request=false)")
         self.manager.reload(request.config)
         return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))
 
 
-# ---------------------------------------------------------------------------
-# REST
-
-
-def _json_value(value):
-    if isinstance(value, dict) and set(value) == {"b64"}:
-        return base64.b64decode(value["b64"])
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    return value
-
-
-def _rest_tensor(value, info) -> tf.Tensor:
-    dtype = tf.dtypes.as_dtype(info.dtype)
-    try:
-        return tf.constant(_json_value(value), dtype=dtype)
-    except (ValueError, TypeError) as e:
-        raise ServingError("INVALID_ARGUMENT", f"a value of the request does not fit {dtype.name}: {e}") from None
-
-
-def _to_json(array: np.ndarray):
-    if array.dtype.kind in "SO":
-        return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b,
-                            otypes=[object])(array).tolist() if array.size else array.tolist()
-    return array.tolist()
-
-
-def _feature(value) -> tf.train.Feature:
-    values = value if isinstance(value, list) else [value]
-    if all(isinstance(v, bool) or isinstance(v, int) for v in values) and values:
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-    if all(isinstance(v, (int, float)) for v in values) and values:
-        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
-    return tf.train.Feature(bytes_list=tf.train.BytesList(
-        value=[_json_value(v) if isinstance(_json_value(v), bytes) else str(v).encode() for v in values]))
-
-
-def rest_predict(version: Version, body: dict, runner: Runner | None = None) -> dict:
-    name = body.get("signature_name") or "serving_default"
-    if name not in version.signature_defs:
-        raise ServingError("INVALID_ARGUMENT", f"version {version.number} has no signature {name!r}")
-    infos = version.signature_defs[name].inputs
-    if ("instances" in body) == ("inputs" in body):
-        raise ServingError("INVALID_ARGUMENT", "the body needs exactly one of 'instances' (rows) or 'inputs' (columns)")
-    if "inputs" in body:
-        columns = body["inputs"]
-        if not isinstance(columns, dict):
-            if len(infos) != 1:
-                raise ServingError("INVALID_ARGUMENT", "'inputs' must name each input of a signature with several")
-            columns = {next(iter(infos)): columns}
-        values = {k: _rest_tensor(v, infos[k]) if k in infos else tf.constant(0) for k, v in columns.items()}
-        outputs = run_signature(version, name, values, runner=runner)
-        if len(outputs) == 1:
-            return {"outputs": _to_json(next(iter(outputs.values())))}
-        return {"outputs": {k: _to_json(v) for k, v in outputs.items()}}
-    rows = body["instances"]
-    if not isinstance(rows, list) or not rows:
-        raise ServingError("INVALID_ARGUMENT", "'instances' must be a non-empty list")
-    if all(isinstance(r, dict) for r in rows):
-        keys = set(rows[0])
-        if any(set(r) != keys for r in rows):
-            raise ServingError("INVALID_ARGUMENT", "every instance must name the same inputs")
-        columns = {k: [r[k] for r in rows] for k in keys}
-    elif len(infos) == 1:
-        columns = {next(iter(infos)): rows}
-    else:
-        raise ServingError("INVALID_ARGUMENT", "instances of a signature with several inputs must be objects")
-    values = {k: _rest_tensor(v, infos[k]) if k in infos else tf.constant(0) for k, v in columns.items()}
-    outputs = run_signature(version, name, values, runner=runner)
-    n = len(rows)
-    if len(outputs) == 1:
-        return {"predictions": _to_json(next(iter(outputs.values())))}
-    as_json = {k: _to_json(v) for k, v in outputs.items()}
-    return {"predictions": [{k: as_json[k][i] for k in as_json} for i in range(n)]}
-
-
-def rest_examples(version: Version, body: dict, method: str) -> dict:
-    name = body.get("signature_name") or "serving_default"
-    examples = body.get("examples")
-    if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
-        raise ServingError("INVALID_ARGUMENT", "'examples' must be a list of objects")
-    context = body.get("context", {})
-    serialized = [tf.train.Example(features=tf.train.Features(feature={
-        k: _feature(v) for k, v in {**context, **e}.items()})).SerializeToString() for e in examples]
-    values = np.asarray(_examples(name, version, method, serialized))
-    if method == REGRESS_METHOD:
-        return {"results": values.reshape(-1).tolist()}
-    return {"results": [[[str(i), float(s)] for i, s in enumerate(row)] for row in values.reshape(len(examples), -1)]}
-
-
-PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-                  r"(?P<rest>/metadata|:predict|:regress|:classify)?$")
-
-
-def make_rest_handler(manager: ModelManager, runner: Runner, metrics_path: str | None = None):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format, *args):  # quiet: one line per request is noise at load
-            pass
-
-        def _send(self, code: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _route(self, method: str) -> None:
-            start, code, name, version_text, signature = time.perf_counter(), None, "", "", ""
-            try:
-                path = self.path.split("?", 1)[0]
-                if metrics_path and method == "GET" and path == metrics_path:
-                    data = runner.metrics.render().encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/plain; version=0.0.4")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                match = PATH.match(path)
-                if not match:
-                    raise ServingError("NOT_FOUND", f"no such path {self.path!r}; try /v1/models/NAME")
-                name, label, rest = match["name"], match["label"], match["rest"] or ""
-                for part in (name, label):
-                    if part is not None and not NAME.match(part):
-                        raise ServingError("INVALID_ARGUMENT", f"{part!r} is not a valid model name or label")
-                version = None
-                if match["version"] is not None:
-                    if not match["version"].isdigit():
-                        raise ServingError("INVALID_ARGUMENT", f"version {match['version']!r} is not an integer")
-                    version = int(match["version"])
-                if method == "GET" and rest == "":
-                    status = model_status(manager, name, version, label)
-                    self._send(200, json_format.MessageToDict(status, preserving_proto_field_name=True))
-                    return
-                served = _version(manager, name, version, label)
-                if method == "GET" and rest == "/metadata":
-                    defs = get_model_metadata_pb2.SignatureDefMap()
-                    for k, v in served.signature_defs.items():
-                        defs.signature_def[k].CopyFrom(v)
-                    self._send(200, {"model_spec": {"name": name, "signature_name": "",
-                                                    "version": str(served.number)},
-                                     "metadata": {"signature_def": json_format.MessageToDict(defs)}})
-                    return
-                if method != "POST" or rest not in (":predict", ":regress", ":classify"):
-                    raise ServingError("NOT_FOUND", f"{method} {self.path} is not served")
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_REST_BODY_BYTES:
-                    raise ServingError("RESOURCE_EXHAUSTED", f"the body of {length} bytes is over the "
-                                                             f"{MAX_REST_BODY_BYTES} allowed")
-                try:
-                    body = json.loads(self.rfile.read(length) or b"null")
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise ServingError("INVALID_ARGUMENT", f"the body is not JSON: {e}") from None
-                if not isinstance(body, dict):
-                    raise ServingError("INVALID_ARGUMENT", "the body must be a JSON object")
-                name, version_text = match["name"], str(served.number)
-                signature = body.get("signature_name") or "serving_default"
-                if rest == ":predict":
-                    self._send(200, rest_predict(served, body, runner))
-                else:
-                    self._send(200, rest_examples(served, body, REGRESS_METHOD if rest == ":regress"
-                                                  else CLASSIFY_METHOD))
-            except ServingError as e:
-                code = e.code
-                self._send(HTTP_STATUS.get(e.code, 400), {"error": str(e)})
-            except Exception as e:  # never let a request kill the server
-                code = "INTERNAL"
-                self._send(500, {"error": f"{type(e).__name__}: {e}"})
-            finally:
-                if name:
-                    runner.metrics.observe(name, version_text, signature, "rest", time.perf_counter() - start, code)
-
-        def do_GET(self):
-            self._route("GET")
-
-        def do_POST(self):
-            self._route("POST")
-
-    return Handler
-
-
-# ---------------------------------------------------------------------------
-# The server
-
-
-class _RestServer(ThreadingHTTPServer):
-    # The default listen backlog (5) refuses connections under a burst of concurrent clients.
-    request_queue_size = 256
+def _credentials(ssl_config) -> grpc.ServerCredentials:
+    if not ssl_config.server_key or not ssl_config.server_cert:
+        raise ValueError("the SSL config needs server_key and server_cert (PEM text, as TF Serving reads them)")
+    return grpc.ssl_server_credentials(
+        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
+        root_certificates=ssl_config.custom_ca.encode() or None, require_client_auth=ssl_config.client_verify)
 
 
 class Server:
-    """gRPC and REST over one :class:`ModelManager`."""
+    """gRPC and REST over one :class:`ModelManager`.
 
-    def __init__(self, manager: ModelManager, port: int = 8500, rest_api_port: int = 8501, host: str = "127.0.0.1",
-                 workers: int = 16, batching: dict | None = None, metrics_path: str | None = None):
+    `port` 0 binds a free port (read it back from ``.port``); `rest_api_port` None (or negative) runs no
+    REST front, 0 a free port.  (``tfrec serve`` maps TF Serving's flags, where 0 turns REST off.)"""
+
+    def __init__(self, manager: ModelManager, port: int = 8500, rest_api_port: int | None = 8501,
+                 host: str = "127.0.0.1", workers: int | None = None, batching: BatchingOptions | None = None,
+                 metrics_path: str | None = None, limits: tensors.Limits | None = None,
+                 max_concurrent_rpcs: int | None = None, rest_api_num_threads: int | None = None,
+                 rest_api_timeout_ms: int = 30000, ssl_config=None, health_check: bool = True,
+                 allow_reload: bool = True, access_log: str | None = None, grpc_socket_path: str | None = None,
+                 max_rest_body_bytes: int | None = None):
         self.manager = manager
-        self.runner = Runner(batching)
-        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, self.runner),
-                                                                            self.grpc)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, self.runner), self.grpc)
-        self.port = self.grpc.add_insecure_port(f"{host}:{port}")
-        if not self.port:
-            raise OSError(f"cannot listen on {host}:{port}")
+        self.runner = Runner(manager, batching, limits)
+        self.access = AccessLog(access_log)
+        cpus = os.cpu_count() or 1
+        workers = workers or 4 * cpus  # --grpc_max_threads: TF Serving's default
+        self.max_concurrent_rpcs = max_concurrent_rpcs or 4 * workers
+        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+                                maximum_concurrent_rpcs=self.max_concurrent_rpcs, options=[
+                                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.runner, self.access), self.grpc)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(manager, self.runner, self.access, allow_reload), self.grpc)
+        self.health = None
+        if health_check:
+            self.health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        credentials = _credentials(ssl_config) if ssl_config is not None else None
+        self.port = 0
+        if port is not None:
+            address = f"{host}:{port}"
+            self.port = (self.grpc.add_secure_port(address, credentials) if credentials
+                         else self.grpc.add_insecure_port(address))
+            if not self.port:
+                raise OSError(f"cannot listen on {address}")
+        if grpc_socket_path:
+            address = f"unix:{grpc_socket_path}"
+            if not (self.grpc.add_secure_port(address, credentials) if credentials else
+                    self.grpc.add_insecure_port(address)):
+                raise OSError(f"cannot listen on {address}")
         self.rest = None
+        self.rest_port = None
         if rest_api_port is not None and rest_api_port >= 0:
-            self.rest = _RestServer((host, rest_api_port), make_rest_handler(manager, self.runner, metrics_path))
-            self.rest.daemon_threads = True
-            self.rest_port = self.rest.server_address[1]
-        self._done = threading.Event()
+            from tfrec.serving.rest import RestServer
 
-    def start(self) -> None:
+            self.rest = RestServer(self.runner, host, rest_api_port, threads=rest_api_num_threads or 4 * cpus,
+                                   timeout_ms=rest_api_timeout_ms, metrics_path=metrics_path, access=self.access,
+                                   ready=self.ready, max_body_bytes=max_rest_body_bytes)
+            self.rest_port = self.rest.port
+        self._done = threading.Event()
+        self._stopping = threading.Event()
+        self._watch = threading.Thread(target=self._watch_health, name="health", daemon=True)
+
+    def ready(self) -> bool:
+        """Serving: not draining, and every configured model has an AVAILABLE version."""
+        return not self._stopping.is_set() and self.manager.ready()
+
+    def _set_health(self) -> None:
+        if self.health is None:
+            return
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set("", serving if self.ready() else not_serving)
+        for name in HEALTH_SERVICES:  # as TF Serving marks them once it listens
+            self.health.set(name, not_serving if self._stopping.is_set() else serving)
+
+    def _watch_health(self) -> None:
+        while not self._stopping.wait(0.2):
+            self._set_health()
+
+    def start(self, config_file: str | None = None, config_poll_seconds: float = 0) -> None:
+        self._set_health()
         self.grpc.start()
         if self.rest is not None:
-            threading.Thread(target=self.rest.serve_forever, name="rest", daemon=True).start()
-        self.manager.start()
+            self.rest.start()
+        self.manager.start(config_file, config_poll_seconds)
+        self._watch.start()
 
     def stop(self, grace: float = 10.0) -> None:
         """Stops taking requests, lets those in flight finish (up to `grace` seconds), then stops."""
+        self._stopping.set()
+        if self.health is not None:
+            self.health.enter_graceful_shutdown()
         self.manager.stop()
+        waits = [self.grpc.stop(grace)]
         if self.rest is not None:
-            self.rest.shutdown()
-        self.grpc.stop(grace).wait()
+            self.rest.stop(grace)
+        for w in waits:
+            w.wait()
         self._done.set()
 
     def wait(self) -> None:

@@ -14,6 +14,7 @@ Responses are written the way TensorFlow Serving writes them: values in the type
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -48,31 +49,92 @@ def dtype_enum(array) -> int:
     return enum
 
 
-def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """How large a request's tensors may be (``tfrec serve --max_request_rows`` ...).
+
+    Checked from the declared shape before anything is allocated; over a limit is ``RESOURCE_EXHAUSTED``."""
+
+    max_rows: int = 10_000  # first dimension of an input
+    max_elements: int = 10_000_000  # elements of one input
+    max_history_length: int = 10_000  # any later dimension (a history's length)
+
+    def check(self, name: str, shape) -> None:
+        from tfrec.serving.errors import ServingError
+
+        shape = [int(d) for d in shape]
+        if shape and shape[0] > self.max_rows:
+            raise ServingError("RESOURCE_EXHAUSTED", f"input {name!r} has {shape[0]} rows, more than the "
+                                                     f"{self.max_rows} allowed (--max_request_rows)")
+        if any(d > self.max_history_length for d in shape[1:]):
+            raise ServingError("RESOURCE_EXHAUSTED", f"input {name!r} has shape {shape}: a dimension after the "
+                                                     f"first is over the {self.max_history_length} allowed "
+                                                     f"(--max_history_length)")
+        n = math.prod(shape)
+        if n > self.max_elements:
+            raise ServingError("RESOURCE_EXHAUSTED", f"input {name!r} of shape {shape} has {n} elements, more than "
+                                                     f"the {self.max_elements} allowed (--max_tensor_elements)")
+
+
+NO_LIMITS = Limits(max_rows=2**62, max_elements=2**62, max_history_length=2**62)
+
+
+_VALUE_FIELDS = ("string_val", "float_val", "double_val", "int_val", "int64_val", "bool_val", "half_val",
+                 "uint32_val", "uint64_val")
+
+
+def _value_count(proto: tensor_pb2.TensorProto) -> int | None:
+    """How many values a proto carries, or None when its dtype cannot travel in a request."""
+    if proto.dtype in (types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT) or proto.dtype == types_pb2.DT_INVALID:
+        return None
+    if proto.tensor_content:
+        import tensorflow as tf
+
+        size = tf.dtypes.as_dtype(proto.dtype).size
+        return len(proto.tensor_content) // size if size else None
+    count = sum(len(getattr(proto, f)) for f in _VALUE_FIELDS if f in proto.DESCRIPTOR.fields_by_name)
+    count += len(proto.scomplex_val) // 2 + len(proto.dcomplex_val) // 2
+    return count
+
+
+def to_array(proto: tensor_pb2.TensorProto, limits: Limits = NO_LIMITS, name: str = "") -> np.ndarray:
     """The numpy value of a ``TensorProto``: strings as an object array of bytes.
 
-    Raises ``ValueError`` (or TensorFlow's own error) for a proto whose values do not fit its shape."""
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    if not proto.tensor_shape.unknown_rank and all(s >= 0 for s in shape):
-        n = math.prod(shape)
-        if proto.dtype == types_pb2.DT_STRING:
-            values = proto.string_val
-            if len(values) == n:
-                out = np.empty(n, dtype=object)
-                out[:] = list(values)
-                return out.reshape(shape)
-        elif proto.dtype in _TYPES:
-            dtype, field = _TYPES[proto.dtype]
-            if proto.tensor_content:
-                if len(proto.tensor_content) == n * np.dtype(dtype).itemsize:
-                    return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape).copy()
-            else:
-                values = getattr(proto, field)
-                if len(values) == n:
-                    return np.array(values, dtype=dtype).reshape(shape)
-    import tensorflow as tf  # the uncommon encodings: broadcast values, half floats, other types
+    The declared shape is checked against `limits` before anything is allocated, and the values
+    must fill it: as many values as elements, or one value that TensorFlow's compact form repeats.
+    Raises ``ServingError`` (``INVALID_ARGUMENT`` or ``RESOURCE_EXHAUSTED``) otherwise."""
+    from tfrec.serving.errors import ServingError
 
-    return tf.make_ndarray(proto)
+    label = name or "a tensor"
+    if proto.tensor_shape.unknown_rank:
+        raise ServingError("INVALID_ARGUMENT", f"{label} of the request has no shape (unknown rank)")
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if any(s < 0 for s in shape):
+        raise ServingError("INVALID_ARGUMENT", f"{label} of the request has a negative dimension: {list(shape)}")
+    limits.check(name, shape)
+    n = math.prod(shape)
+    count = _value_count(proto)
+    if count is None:
+        raise ServingError("INVALID_ARGUMENT", f"{label} of the request has a dtype ({proto.dtype}) that cannot "
+                                               f"be sent as a value")
+    if count != n and not (count == 1 and n > 1 and not proto.tensor_content):
+        raise ServingError("INVALID_ARGUMENT", f"{label} declares shape {list(shape)} ({n} elements) but carries "
+                                               f"{count} values")
+    if proto.dtype == types_pb2.DT_STRING and count == n:
+        out = np.empty(n, dtype=object)
+        out[:] = list(proto.string_val)
+        return out.reshape(shape)
+    if proto.dtype in _TYPES and count == n:
+        dtype, field = _TYPES[proto.dtype]
+        if proto.tensor_content:
+            return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape).copy()
+        return np.array(getattr(proto, field), dtype=dtype).reshape(shape)
+    import tensorflow as tf  # the compact form (one value, repeated), half floats, other types
+
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as e:
+        raise ServingError("INVALID_ARGUMENT", f"{label} of the request cannot be read: {e}") from None
 
 
 def to_proto(value, proto: tensor_pb2.TensorProto | None = None) -> tensor_pb2.TensorProto:

@@ -1,0 +1,23 @@
+"""Status codes of the TensorFlow Serving API: the gRPC code names and the HTTP status each maps to."""
+
+from __future__ import annotations
+
+# TF Serving's REST front (model_servers/http_server.cc, ToHTTPStatusCode): gRPC code -> HTTP status.
+HTTP_STATUS = {
+    "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501, "INTERNAL": 500,
+    "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401,
+}
+
+
+class ServingError(Exception):
+    """An error with the gRPC status code name TF Serving would give (``NOT_FOUND``...)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 500)

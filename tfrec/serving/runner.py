@@ -1,0 +1,157 @@
+"""Running a request against a served version, whatever transport brought it.
+
+:class:`Runner` resolves the model spec (name, version or label) to a version it holds for the
+length of the request, checks the inputs against the signature and the request limits, runs the
+signature (through the version's batcher when batching is on) within the request's deadline, and
+counts the request in the metrics.  Status codes follow TF Serving: an unknown signature is
+``FAILED_PRECONDITION``, an input that does not fit it ``INVALID_ARGUMENT``, a request over a
+limit ``RESOURCE_EXHAUSTED``, a passed deadline ``DEADLINE_EXCEEDED``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfrec.serving import tensors
+from tfrec.serving.batching import Batcher, BatchingOptions
+from tfrec.serving.errors import ServingError
+from tfrec.serving.metrics import Metrics
+from tfrec.serving.models import ModelManager, Version
+
+DEFAULT_SIGNATURE = "serving_default"
+REGRESS_METHOD = "tensorflow/serving/regress"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What a request names: the model, a version number or a label (or neither: the newest), the signature."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature: str = ""
+
+    @property
+    def signature_name(self) -> str:
+        return self.signature or DEFAULT_SIGNATURE
+
+
+def _described(value) -> tuple[int, list]:
+    return tensors.dtype_enum(value), list(value.shape)
+
+
+def check_inputs(signature_def, name: str, inputs: dict, limits: tensors.Limits) -> None:
+    expected = signature_def.inputs
+    missing = sorted(set(expected) - set(inputs))
+    unknown = sorted(set(inputs) - set(expected))
+    if unknown:
+        raise ServingError("INVALID_ARGUMENT", f"signature {name} has no input {unknown[0]!r}; "
+                                               f"its inputs: {', '.join(sorted(expected))}")
+    if missing:
+        raise ServingError("INVALID_ARGUMENT", f"input {missing[0]!r} of signature {name} is missing")
+    rows = set()
+    for key, info in expected.items():
+        dtype, shape = _described(inputs[key])
+        limits.check(key, shape)
+        if dtype != info.dtype:
+            raise ServingError("INVALID_ARGUMENT", f"input {key!r} must be {tf.dtypes.as_dtype(info.dtype).name}, "
+                                                   f"got {tf.dtypes.as_dtype(dtype).name}")
+        if not info.tensor_shape.unknown_rank:
+            dims = [d.size for d in info.tensor_shape.dim]
+            if len(shape) != len(dims) or any(d >= 0 and d != g for d, g in zip(dims, shape)):
+                raise ServingError("INVALID_ARGUMENT", f"input {key!r} must have shape "
+                                                       f"{[d if d >= 0 else -1 for d in dims]}, got {shape}")
+        if shape:
+            rows.add(shape[0])
+    if len(rows) > 1:
+        raise ServingError("INVALID_ARGUMENT", f"the inputs of signature {name} have different numbers of rows: "
+                                               f"{sorted(rows)}")
+
+
+def _first_line(e: Exception) -> str:
+    text = getattr(e, "message", None) or str(e)
+    text = text.strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class Runner:
+    """Runs the signatures of the versions `manager` serves."""
+
+    def __init__(self, manager: ModelManager, batching: BatchingOptions | None = None,
+                 limits: tensors.Limits | None = None, metrics: Metrics | None = None):
+        self.manager, self.batching = manager, batching
+        self.limits = limits or tensors.Limits()
+        self.metrics = metrics or Metrics(known=lambda name: name in manager.models)
+
+    @contextlib.contextmanager
+    def version(self, spec: Spec):
+        """The version `spec` names, held (not unloaded) for the block."""
+        if spec.version is not None and spec.label:
+            raise ServingError("INVALID_ARGUMENT", f"Both model version ({spec.version}) and model version label "
+                                                   f"({spec.label}) cannot be supplied.")
+        held = self.manager.model(spec.name).acquire(spec.version, spec.label)
+        try:
+            yield held
+        finally:
+            held.release()
+
+    def signature_def(self, version: Version, name: str):
+        signature = version.signature_defs.get(name)
+        if signature is None or version.loaded is None or name not in version.loaded.signatures:
+            raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
+        return signature
+
+    def run(self, version: Version, name: str, inputs: dict, output_filter=(), deadline: float | None = None) -> dict:
+        """Calls signature `name` of `version` with numpy inputs before `deadline` (``time.monotonic()``)."""
+        signature = self.signature_def(version, name)
+        check_inputs(signature, name, inputs, self.limits)
+        unknown = sorted(set(output_filter) - set(signature.outputs))
+        if unknown:
+            raise ServingError("INVALID_ARGUMENT", f"output tensor alias not found in signature: {unknown[0]}")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded: the deadline passed before the model ran")
+        fn = version.loaded.signatures[name]
+
+        def call(values: dict) -> dict:
+            return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in values.items()}).items()}
+
+        try:
+            if self.batching:
+                batcher = version.batcher(name, lambda: Batcher(call, self.batching, f"batch-{version.number}-{name}"))
+                outputs = batcher(inputs, deadline)
+            else:
+                outputs = call(inputs)
+        except ServingError:
+            raise
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            raise ServingError("INVALID_ARGUMENT", f"signature {name} rejected the inputs: {_first_line(e)}") from None
+        except tf.errors.ResourceExhaustedError as e:
+            raise ServingError("RESOURCE_EXHAUSTED", f"signature {name} ran out of memory: {_first_line(e)}") from None
+        if deadline is not None and time.monotonic() > deadline:
+            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded: the model answered after the deadline")
+        keys = list(output_filter) or list(outputs)
+        return {k: outputs[k] for k in keys}
+
+    def run_examples(self, version: Version, name: str, method: str, examples: list[bytes],
+                     deadline: float | None = None) -> np.ndarray:
+        """The one output of a Regress or Classify signature for serialised ``tf.Example``s."""
+        signature = self.signature_def(version, name)
+        if signature.method_name != method:
+            raise ServingError("INVALID_ARGUMENT", f"Expected {method.rsplit('/', 1)[-1]} signature method_name to be "
+                                                   f"{method}. Was: {signature.method_name}")
+        if not examples:
+            raise ServingError("INVALID_ARGUMENT", "Input is empty")
+        key = next(iter(signature.inputs))
+        values = np.empty(len(examples), dtype=object)
+        values[:] = examples
+        out = self.run(version, name, {key: values}, deadline=deadline)
+        return np.asarray(next(iter(out.values())))
+
+    def observe(self, model: str, api: str, entrypoint: str, started: float, code: str | None) -> None:
+        self.metrics.observe(model, api, entrypoint, time.perf_counter() - started, code or "OK")
