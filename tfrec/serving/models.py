@@ -255,13 +255,15 @@ class Model:
                      f"{retries + 1}; retrying in {self.options.load_retry_interval_micros / 1e6:g} s){kept}: {error}")
 
     def _retire(self, version: Version, announce: bool) -> None:
+        """Quiesces and closes `version`; `announce`: it is gone from the model (not replaced by a new copy)."""
         quiet = version.close(self.options.quiesce_seconds)
         if announce:
             with self.lock:
                 if self.status.get(version.number, (None,))[0] == State.UNLOADING:
                     self.status[version.number] = (State.END, "")
-            self.log(f"model {self.name}: version {version.number} unloaded"
-                     + ("" if quiet else f" (requests still running after {self.options.quiesce_seconds:g} s)"))
+        what = f"version {version.number}" if announce else f"the replaced copy of version {version.number}"
+        self.log(f"model {self.name}: {what} unloaded"
+                 + ("" if quiet else f" (requests still running after {self.options.quiesce_seconds:g} s)"))
 
     def retire_all(self) -> None:
         with self.lock:
