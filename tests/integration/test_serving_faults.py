@@ -530,3 +530,34 @@ def test_tls_from_an_ssl_config_file(exports, serve, tmp_path):
     with pytest.raises(Exception):  # plain text is refused on the TLS port
         s.client.status("seq")
     channel.close()
+
+
+def test_calls_over_grpc_max_concurrent_rpcs_are_refused_at_once(exports, serve, tmp_path):
+    """The gRPC queue is bounded: past --grpc_max_concurrent_rpcs a call is RESOURCE_EXHAUSTED, not queued."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tfrec.serving import Client, ServingClientError
+
+    base = tmp_path / "seq"
+    shutil.copytree(exports["a"], base / "1")
+    params = tmp_path / "batching.txt"  # each call waits 0.8 s for company in the batching queue
+    params.write_text("max_batch_size { value: 64 } batch_timeout_micros { value: 800000 } num_batch_threads { value: 1 }")
+    s = serve("--enable_batching", f"--batching_parameters_file={params}", "--grpc_max_concurrent_rpcs=2",
+              "--grpc_max_threads=2", base=base, rest=False)
+    s.wait_for(lambda: s.states()[1][0] == "AVAILABLE", what="version 1 AVAILABLE")
+
+    def ask(_):
+        client = Client(f"127.0.0.1:{s.grpc_port}", timeout=20, retries=0)
+        try:
+            client.predict("seq", {"history": np.array([["i1"]], dtype=object)})
+            return "OK"
+        except ServingClientError as e:
+            return e.code
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(ask, range(6)))
+    assert codes.count("OK") >= 1 and codes.count("RESOURCE_EXHAUSTED") >= 1, codes
+    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
+    assert ask(0) == "OK"  # and the server answers again once the burst has passed
