@@ -380,7 +380,6 @@ def test_rest_abuse_gets_http_answers_and_costs_no_threads(exports, serve, tmp_p
 
 def test_reload_requests_are_validated_and_can_be_switched_off(exports, serve, tmp_path):
     from tensorflow_serving.apis import model_management_pb2
-    from tensorflow_serving.config import model_server_config_pb2
 
     from tfrec.serving import ServingClientError
 
@@ -418,8 +417,9 @@ def test_reload_requests_are_validated_and_can_be_switched_off(exports, serve, t
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name, request.model_spec.version_label = "seq", "stable"
-    request.inputs["history"].CopyFrom(__import__("tfrec.serving.tensors", fromlist=["x"]).to_proto(
-        np.array([["i1"]], dtype=object)))
+    from tfrec.serving import tensors
+
+    tensors.to_proto(np.array([["i1"]], dtype=object), request.inputs["history"])
     assert s.client.predictions.Predict(request, timeout=20).model_spec.version.value == 1
     request.model_spec.version_label = "nope"
     with pytest.raises(Exception, match="INVALID_ARGUMENT"):
@@ -431,7 +431,6 @@ def test_reload_requests_are_validated_and_can_be_switched_off(exports, serve, t
     with pytest.raises(ServingClientError) as e:
         off.client._call(off.client.models.HandleReloadConfigRequest, request)
     assert e.value.code == "UNIMPLEMENTED"
-    del model_server_config_pb2
 
 
 def test_metric_labels_cannot_be_injected_and_unknown_names_are_not_kept(exports, serve, tmp_path):

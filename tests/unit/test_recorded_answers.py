@@ -136,7 +136,8 @@ def test_the_rest_fronts_json_equals_tf_servings():
     from tensorflow.core.framework import tensor_shape_pb2, types_pb2
     from tensorflow.core.protobuf import meta_graph_pb2
 
-    from tfrec.serving.rest import _json, predict_json
+    from tfrec.serving.rest import _json
+    from tfrec.serving.rest_json import predict_json
     from tfrec.serving.server import model_status
 
     class Model:

@@ -9,7 +9,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tfrec.serving import opcheck, tensors
 from tfrec.serving.errors import HTTP_STATUS, ServingError
 from tfrec.serving.metrics import LATENCY_BUCKETS_US, Metrics, escape
-from tfrec.serving.rest import json_tensor, predict_inputs, predict_json
+from tfrec.serving.rest_json import json_tensor, predict_inputs, predict_json
 
 
 def test_metric_labels_are_escaped_and_only_served_models_are_counted():

@@ -21,3 +21,9 @@ class ServingError(Exception):
     @property
     def http_status(self) -> int:
         return HTTP_STATUS.get(self.code, 500)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (TensorFlow's run on for pages), or its type's name."""
+    text = (getattr(error, "message", None) or str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tfrec.serving import tensors
 from tfrec.serving.batching import Batcher, BatchingOptions
-from tfrec.serving.errors import ServingError
+from tfrec.serving.errors import ServingError, first_line
 from tfrec.serving.metrics import Metrics
 from tfrec.serving.models import ModelManager, Version
 
@@ -74,12 +74,6 @@ def check_inputs(signature_def, name: str, inputs: dict, limits: tensors.Limits)
                                                f"{sorted(rows)}")
 
 
-def _first_line(e: Exception) -> str:
-    text = getattr(e, "message", None) or str(e)
-    text = text.strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 class Runner:
     """Runs the signatures of the versions `manager` serves."""
 
@@ -130,9 +124,9 @@ class Runner:
         except ServingError:
             raise
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-            raise ServingError("INVALID_ARGUMENT", f"signature {name} rejected the inputs: {_first_line(e)}") from None
+            raise ServingError("INVALID_ARGUMENT", f"signature {name} rejected the inputs: {first_line(e)}") from None
         except tf.errors.ResourceExhaustedError as e:
-            raise ServingError("RESOURCE_EXHAUSTED", f"signature {name} ran out of memory: {_first_line(e)}") from None
+            raise ServingError("RESOURCE_EXHAUSTED", f"signature {name} ran out of memory: {first_line(e)}") from None
         if deadline is not None and time.monotonic() > deadline:
             raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded: the model answered after the deadline")
         keys = list(output_filter) or list(outputs)
