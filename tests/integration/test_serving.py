@@ -271,8 +271,20 @@ def test_a_version_swap_under_continuous_load_fails_no_request(trained, tmp_path
     assert len(answered) > 50 and after_swap > 0
 
 
-def test_serve_refuses_bad_thread_counts(tmp_path):
+def test_serve_refuses_bad_flags_and_config_files_in_one_sentence(tmp_path):
     from tests.integration.test_cli import assert_clean_error
 
-    assert_clean_error(run_cli("serve", "--model_name", "m", "--model_base_path", str(tmp_path),
-                               "--tensorflow_intra_op_parallelism", "-1"), "tensorflow_intra_op_parallelism")
+    bad_batching, bad_ssl = tmp_path / "batching.txt", tmp_path / "ssl.config"
+    bad_batching.write_text("max_batch_size: 3")  # TF Serving's proto wraps it: max_batch_size { value: 3 }
+    bad_ssl.write_text('server_key: "key.pem" server_cert: "cert.pem"')  # file names, not PEM text
+    base = ["serve", "--model_name", "m", "--model_base_path", str(tmp_path), "--file_system_poll_wait_seconds", "0"]
+    cases = [(["--tensorflow_intra_op_parallelism", "-1"], "tensorflow_intra_op_parallelism"),
+             (["--port", "0"], "--grpc_socket_path"),
+             (["--batching_parameters_file", str(bad_batching)], "without --enable_batching"),
+             (["--enable_batching", "--batching_parameters_file", str(bad_batching)], "not a BatchingParameters"),
+             (["--ssl_config_file", str(bad_ssl)], "not PEM text"),
+             (["--rest_api_port", "8500"], "must differ from --port"),
+             (["--enable_batching=maybe"], "expected true or false"),
+             (["--model_base_path_roots", str(tmp_path / "elsewhere")], "outside the allowed roots")]
+    for (extra, words), r in zip(cases, run_cli_batch(*([*base, *extra] for extra, _ in cases))):
+        assert_clean_error(r, words)

@@ -220,6 +220,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def _credentials(ssl_config) -> grpc.ServerCredentials:
     if not ssl_config.server_key or not ssl_config.server_cert:
         raise ValueError("the SSL config needs server_key and server_cert (PEM text, as TF Serving reads them)")
+    for field, marker in (("server_key", "PRIVATE KEY-----"), ("server_cert", "-----BEGIN CERTIFICATE-----"),
+                          ("custom_ca", "-----BEGIN CERTIFICATE-----")):
+        value = getattr(ssl_config, field)
+        if value and marker not in value:
+            raise ValueError(f"the SSL config's {field} is not PEM text (TF Serving takes the key and certificates "
+                             "themselves, not file names)")
     return grpc.ssl_server_credentials(
         [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
         root_certificates=ssl_config.custom_ca.encode() or None, require_client_auth=ssl_config.client_verify)
