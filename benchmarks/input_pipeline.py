@@ -25,6 +25,7 @@ import keras_nlp  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tfrec import contract  # noqa: E402
 from tfrec.data import dataset, inputs, loaders, schema  # noqa: E402
 from tfrec.data.synthetic import generate_synthetic  # noqa: E402
 
@@ -50,7 +51,8 @@ def stock_pipeline(padded: np.ndarray, vocab: int) -> tf.data.Dataset:
 
     def to_batch(batch):
         out = gen(batch)
-        return ({"item_ids": out["token_ids"], "padding_mask": batch != 0, "mask_positions": out["mask_positions"]},
+        return ({contract.ITEM_INDICES: out["token_ids"], contract.PADDING_MASK: batch != 0,
+                 contract.MASK_POSITIONS: out["mask_positions"]},
                 out["mask_ids"], out["mask_weights"])
 
     ds = tf.data.Dataset.from_tensor_slices(padded).shuffle(len(padded), seed=0).batch(BATCH)

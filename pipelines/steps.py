@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+from tfrec import contract
 from tfrec.errors import TfrecError
 
 
@@ -70,7 +71,7 @@ def finetune(inputs: dict, out: str, settings: dict) -> dict:
     for task in settings["tasks"]:
         run = os.path.join(out, task)
         config = _run_config(settings)
-        if task == "next-item":
+        if task == contract.NEXT_ITEM:
             record = trainer.finetune(_data(inputs), run, config, pretrained=os.path.join(inputs["pretrain"], "run"),
                                       verbose=2)
         else:
@@ -88,7 +89,7 @@ def evaluate(inputs: dict, out: str, settings: dict) -> dict:
     report = {}
     for task in settings["tasks"]:
         run = os.path.join(inputs["finetune"], task)
-        if task == "next-item":
+        if task == contract.NEXT_ITEM:
             model_report, _, _ = sequential.evaluate_saved(run, _data(inputs), "test")
             base, _, _ = sequential.evaluate_saved(None, _data(inputs), "test", baseline="popularity")
             report[task] = {"test": model_report["metrics"], "popularity": base["metrics"]}

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from tfrec import __version__
+from tfrec import __version__, contract
 from tfrec.errors import TfrecError
 
 DATA_DIR_ENV = "TFREC_DATA_DIR"
@@ -140,7 +140,7 @@ def cmd_quickstart(args) -> int:
     print(f"[3/7] fine-tuning next-item recommendation from it -> {ft}", flush=True)
     trainer.finetune(data, ft, config, pretrained=pre, verbose=2)
     print(f"[4/7] fine-tuning rating prediction (ranking) from it -> {rank}", flush=True)
-    ranking_record = task_trainer.finetune_task(data, rank, config, pretrained=pre, task="ranking", verbose=2)
+    ranking_record = task_trainer.finetune_task(data, rank, config, pretrained=pre, task=contract.RANKING, verbose=2)
     print("[5/7] evaluating on the test split (leave-one-out, full ranking, history excluded)", flush=True)
     rows = []
     for name, which in (("popularity", {"baseline": "popularity"}), ("pretrained + fine-tuned", {"model": ft})):
@@ -254,7 +254,7 @@ def cmd_finetune(args) -> int:
         raise TfrecError("finetune needs --pretrained DIR, or --from-scratch to train without pretrained weights")
     if args.from_scratch and args.pretrained:
         raise TfrecError("--pretrained and --from-scratch exclude each other")
-    if args.task == "next-item":
+    if args.task == contract.NEXT_ITEM:
         config = _run_config(args, "finetune")
         if args.teacher:
             config = config.updated({"finetune.teacher": args.teacher}, where="--teacher")
@@ -524,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(pre)
     pre.set_defaults(func=cmd_pretrain)
     ft = sub.add_parser("finetune", help="fine-tune a pretrained backbone into a task")
-    ft.add_argument("--task", default="next-item",
+    ft.add_argument("--task", default=contract.NEXT_ITEM,
                     help="next-item (default), retrieval, ranking, cold-start or multitask")
     ft.add_argument("--pretrained", help="pretraining run folder (or its model/ folder)")
     ft.add_argument("--from-scratch", action="store_true", help="start from fresh weights instead of --pretrained")

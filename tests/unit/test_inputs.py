@@ -40,13 +40,13 @@ def test_causal_next_item_examples_by_hand():
     np.testing.assert_array_equal(y, [[4, 5, 0], [5, 6, 0], [0, 9, 0]])  # no target at the slot
     ds = inputs.causal_next_item_dataset(x[:2], y[:2], batch_size=2, shuffle=False, trim=True)
     features, labels, weights = next(iter(ds))
-    np.testing.assert_array_equal(features["item_ids"], x[:2])  # no column is padding in every row
+    np.testing.assert_array_equal(features[inputs.ITEM_INDICES], x[:2])  # no column is padding in every row
     np.testing.assert_array_equal(labels["items"], y[:2])
     np.testing.assert_array_equal(weights, y[:2] != 0)
     short = inputs.causal_next_item_dataset(np.array([[0, 0, 8, MASK]], np.int32), np.array([[0, 0, 9, 0]], np.int32),
                                             batch_size=1, shuffle=False, trim=True)
     features, labels, weights = next(iter(short))  # leading padding trimmed from labels and weights too
-    np.testing.assert_array_equal(features["item_ids"], [[8, MASK]])
+    np.testing.assert_array_equal(features[inputs.ITEM_INDICES], [[8, MASK]])
     np.testing.assert_array_equal(labels["items"], [[9, 0]])
     np.testing.assert_array_equal(weights, [[1.0, 0.0]])
     np.testing.assert_array_equal(features["padding_mask"], [[True, True]])
@@ -82,7 +82,7 @@ def test_masked_item_batches_are_consistent_and_seeded():
     masked_total = 0
     for (x, y, w), (xb, yb, wb), (xc, _, _) in zip(a, b, c):
         y, yb = y["items"], yb["items"]
-        np.testing.assert_array_equal(x["item_ids"], xb["item_ids"])
+        np.testing.assert_array_equal(x[inputs.ITEM_INDICES], xb[inputs.ITEM_INDICES])
         np.testing.assert_array_equal(y, yb)
         for i in range(len(y)):
             orig = padded[row + i]
@@ -92,14 +92,14 @@ def test_masked_item_batches_are_consistent_and_seeded():
             pos = x["mask_positions"][i][:k]
             assert np.all(orig[pos] != 0)                            # padding is never masked
             np.testing.assert_array_equal(y[i][:k], orig[pos])       # labels are the original items
-            assert np.all(x["item_ids"][i][pos] == MASK)
+            assert np.all(x[inputs.ITEM_INDICES][i][pos] == MASK)
             untouched = np.setdiff1d(np.arange(20), pos)
-            np.testing.assert_array_equal(x["item_ids"][i][untouched], orig[untouched])
+            np.testing.assert_array_equal(x[inputs.ITEM_INDICES][i][untouched], orig[untouched])
             np.testing.assert_array_equal(x["padding_mask"][i], orig != 0)
             masked_total += k
         row += len(y)
     assert row == 300 and masked_total > 0
-    assert any(not np.array_equal(x["item_ids"], xc["item_ids"]) for (x, _, _), (xc, _, _) in zip(a, c))
+    assert any(not np.array_equal(x[inputs.ITEM_INDICES], xc[inputs.ITEM_INDICES]) for (x, _, _), (xc, _, _) in zip(a, c))
 
 
 def test_mask_last_variant_masks_only_the_last_item():
@@ -112,7 +112,7 @@ def test_mask_last_variant_masks_only_the_last_item():
     assert np.all(x["mask_positions"].numpy()[:, 0] == 11)
     np.testing.assert_array_equal(y.numpy()[:, 0], padded[:, -1])
     assert np.all(w.numpy()[:, 0] == 1.0) and np.all(w.numpy()[:, 1:] == 0.0)
-    np.testing.assert_array_equal(x["item_ids"].numpy()[:, :-1], padded[:, :-1])
+    np.testing.assert_array_equal(x[inputs.ITEM_INDICES].numpy()[:, :-1], padded[:, :-1])
     # about half at rate 0.5
     ds = inputs.masked_item_dataset(seqs, max_len=12, vocabulary_size=50, batch_size=200, mask_rate=0.3,
                                     mask_last_rate=0.5, shuffle=False)
@@ -146,7 +146,7 @@ def test_next_item_retrieval_and_rating_datasets(synthetic_prepared):
     x, y = inputs.next_item_examples(seqs, 10)
     assert len(y) == sum(len(s) - 1 for s in seqs)
     feats, target, weight = next(iter(inputs.next_item_dataset(x, y, batch_size=32, shuffle=False)))
-    assert feats["item_ids"].shape == (32, 10) and target["items"].shape == (32, 1)
+    assert feats[inputs.ITEM_INDICES].shape == (32, 10) and target["items"].shape == (32, 1)
     np.testing.assert_array_equal(target["items"].numpy()[:, 0], y[:32])
     assert np.all(weight.numpy() == 1.0)
     uid = np.repeat(users, [len(s) - 1 for s in seqs])
@@ -182,14 +182,14 @@ def test_next_item_sequence_batches_and_trimming():
     seqs = [np.arange(3, 3 + n, dtype=np.int32) for n in (2, 5, 9)] * 10
     ds = inputs.next_item_sequence_dataset(seqs, 12, batch_size=30, prefix_rate=0.0, shuffle=False, trim=True)
     x, y, w = next(iter(ds))
-    ids = x["item_ids"].numpy()
+    ids = x[inputs.ITEM_INDICES].numpy()
     assert ids.shape == (30, 9)                                     # trimmed to the longest row (8 + mask slot)
     assert np.all(ids[:, -1] == MASK)
     np.testing.assert_array_equal(y["items"].numpy()[:, 0], [s[-1] for s in seqs])
     np.testing.assert_array_equal(ids[2][ids[2] != 0][:-1], seqs[2][:-1])
     ds = inputs.next_item_sequence_dataset(seqs, 12, batch_size=30, prefix_rate=1.0, shuffle=False, seed=3)
     x, y, _ = next(iter(ds))
-    for row, target, s in zip(x["item_ids"].numpy(), y["items"].numpy()[:, 0], seqs):
+    for row, target, s in zip(x[inputs.ITEM_INDICES].numpy(), y["items"].numpy()[:, 0], seqs):
         hist = row[row != 0][:-1]
         k = len(hist)
         assert k < len(s) - 1 or len(s) < 2
@@ -198,7 +198,7 @@ def test_next_item_sequence_batches_and_trimming():
     # masked batches: trimmed positions still point at the masked items
     ds = inputs.masked_item_dataset(seqs, 12, 20, batch_size=30, mask_rate=0.4, shuffle=False, trim=True, sort_window=1)
     x, y, w = next(iter(ds))
-    ids, pos = x["item_ids"].numpy(), x["mask_positions"].numpy()
+    ids, pos = x[inputs.ITEM_INDICES].numpy(), x["mask_positions"].numpy()
     for i in range(30):
         k = int(w.numpy()[i].sum())
         assert np.all(ids[i][pos[i][:k]] == MASK)
@@ -210,7 +210,7 @@ def test_length_sorted_batches_cover_every_row_once():
     ds = inputs.next_item_sequence_dataset(seqs, 20, batch_size=16, prefix_rate=0.0, sort_window=4, trim=True, seed=2)
     seen, widths = [], []
     for x, y, _ in ds:
-        widths.append(x["item_ids"].shape[1])
+        widths.append(x[inputs.ITEM_INDICES].shape[1])
         seen += [int(v) for v in y["items"].numpy()[:, 0]]
     assert sorted(seen) == list(range(3, 203))
     assert np.mean(widths) < 15                                      # similar lengths batched together

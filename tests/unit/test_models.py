@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfrec.contract import ITEM_INDICES, PADDING_MASK
 from tfrec.data import inputs, schema
 from tfrec.errors import TfrecError
 from tfrec.evaluation import ranking
@@ -20,7 +21,7 @@ def small_backbone(**kw):
 def batch(n=3):
     ids = np.random.default_rng(0).integers(3, V, size=(n, L)).astype(np.int32)
     ids[:, :3] = 0
-    return {"item_ids": ids, "padding_mask": ids != 0}
+    return {ITEM_INDICES: ids, PADDING_MASK: ids != 0}
 
 
 def test_backbone_shapes_and_config_round_trip():
@@ -36,8 +37,8 @@ def test_padding_does_not_change_outputs_of_real_positions():
     bb = small_backbone(dropout=0.0)
     b = batch(1)
     ref = bb(b)[SEQUENCE_OUTPUT].numpy()[0, -1]
-    b2 = {"item_ids": b["item_ids"].copy(), "padding_mask": b["padding_mask"]}
-    b2["item_ids"][0, :3] = 7  # garbage under the padding mask
+    b2 = {ITEM_INDICES: b[ITEM_INDICES].copy(), PADDING_MASK: b[PADDING_MASK]}
+    b2[ITEM_INDICES][0, :3] = 7  # garbage under the padding mask
     np.testing.assert_allclose(bb(b2)[SEQUENCE_OUTPUT].numpy()[0, -1], ref, atol=1e-5)
 
 
@@ -46,8 +47,8 @@ def test_causal_backbone_positions_see_only_the_past_and_round_trip(tmp_path):
     assert bb.get_config()["causal"] is True and SequenceBackbone.from_config(bb.get_config()).causal
     b = batch(2)
     ref = bb(b)[SEQUENCE_OUTPUT].numpy()
-    later = {"item_ids": b["item_ids"].copy(), "padding_mask": b["padding_mask"]}
-    later["item_ids"][:, 5:] = (later["item_ids"][:, 5:] + 1 - 3) % (V - 3) + 3  # other items from position 5 on
+    later = {ITEM_INDICES: b[ITEM_INDICES].copy(), PADDING_MASK: b[PADDING_MASK]}
+    later[ITEM_INDICES][:, 5:] = (later[ITEM_INDICES][:, 5:] + 1 - 3) % (V - 3) + 3  # other items from position 5 on
     out = bb(later)[SEQUENCE_OUTPUT].numpy()
     np.testing.assert_allclose(out[:, 3:5], ref[:, 3:5], atol=1e-5)  # real positions before 5: unchanged
     assert np.abs(out[:, 5:] - ref[:, 5:]).max() > 1e-3
@@ -60,16 +61,16 @@ def test_causal_backbone_positions_see_only_the_past_and_round_trip(tmp_path):
     # from the mask slot's for an empty history; it saves and loads as causal, and takes a
     # bidirectional backbone's weights as they are
     rec = NextItemRecommender(bb)
-    ids = b["item_ids"].copy()
+    ids = b[ITEM_INDICES].copy()
     ids[:, -1] = schema.MASK_ID
     assert (ids[:, -2] != 0).all()
-    hidden = rec({"item_ids": ids, "padding_mask": ids != 0})[ITEM_HIDDEN]
+    hidden = rec({ITEM_INDICES: ids, PADDING_MASK: ids != 0})[ITEM_HIDDEN]
     assert hidden.shape == (2, L, 16)
     np.testing.assert_allclose(rec.score(ids), rec.head.project(hidden[:, -2]).numpy(), atol=1e-5)
     assert np.abs(rec.score(ids) - rec.head.project(hidden[:, -1]).numpy()).max() > 1e-3
     empty = np.zeros((1, L), np.int32)
     empty[0, -1] = schema.MASK_ID
-    slot = rec({"item_ids": empty, "padding_mask": empty != 0})[ITEM_HIDDEN][:, -1]
+    slot = rec({ITEM_INDICES: empty, PADDING_MASK: empty != 0})[ITEM_HIDDEN][:, -1]
     np.testing.assert_allclose(rec.score(empty), rec.head.project(slot).numpy(), atol=1e-4)  # a batch trimmed to the slot
     persistence.save(rec, str(tmp_path / "m"), "next-item")
     loaded, _ = persistence.load(str(tmp_path / "m"))
@@ -128,7 +129,7 @@ def test_output_features_score_against_item_plus_feature_embedding(tmp_path):
     persistence.save(rec, str(tmp_path / "m"), "next-item")
     loaded, _ = persistence.load(str(tmp_path / "m"))
     assert loaded.backbone.output_features
-    np.testing.assert_allclose(loaded.score(b["item_ids"]), rec.score(b["item_ids"]), atol=1e-5)
+    np.testing.assert_allclose(loaded.score(b[ITEM_INDICES]), rec.score(b[ITEM_INDICES]), atol=1e-5)
     # without item features the option has nothing to add and is off
     assert small_backbone(output_features=True).output_features is False
 
@@ -150,24 +151,24 @@ def test_output_extra_dim_widens_the_item_vectors_and_starts_as_the_tied_head(tm
     assert wide.head.item_matrix().shape == (V, 16 + 8)
     # the extra state starts at zero: the same logits as the head it was copied from
     np.testing.assert_allclose(hidden.numpy()[:, 16:], 0.0)
-    np.testing.assert_allclose(wide.score(b["item_ids"]), source.score(b["item_ids"]), atol=1e-5)
+    np.testing.assert_allclose(wide.score(b[ITEM_INDICES]), source.score(b[ITEM_INDICES]), atol=1e-5)
     # once the extra state moves, the logits are the state times [tied, extra] plus the bias
     wide.head._extra_dense.kernel.assign(tf.random.normal(wide.head._extra_dense.kernel.shape, seed=1))
     hidden = wide(b)[ITEM_HIDDEN][:, 0].numpy()
     matrix = np.concatenate([wide.backbone.token_embedding.embeddings.numpy(), wide.head._extra_items.numpy()], 1)
     expected = hidden @ matrix.T + wide.head.output_bias.numpy()
-    np.testing.assert_allclose(wide.score(b["item_ids"]), expected, atol=1e-4)
-    assert np.abs(expected - source.score(b["item_ids"])).max() > 1e-3
+    np.testing.assert_allclose(wide.score(b[ITEM_INDICES]), expected, atol=1e-4)
+    assert np.abs(expected - source.score(b[ITEM_INDICES])).max() > 1e-3
     persistence.save(wide, str(tmp_path / "m"), "next-item")
     loaded, _ = persistence.load(str(tmp_path / "m"))
-    np.testing.assert_allclose(loaded.score(b["item_ids"]), wide.score(b["item_ids"]), atol=1e-5)
+    np.testing.assert_allclose(loaded.score(b[ITEM_INDICES]), wide.score(b[ITEM_INDICES]), atol=1e-5)
     # the serving graph scores against the snapshot [tied, extra] and serves those item vectors
     from tfrec.export.signatures import EMBEDDINGS, SequenceServing
 
     vocab = tmp_path / "items.txt"
     vocab.write_text("".join(f"i{i}\n" for i in range(V)))
     serving = SequenceServing(wide, str(vocab), None, L, k=5)
-    packed = tf.constant(b["item_ids"][:, 3:])
+    packed = tf.constant(b[ITEM_INDICES][:, 3:])
     np.testing.assert_allclose(serving.scores(packed).numpy(), wide.logits(packed).numpy(), atol=1e-4)
     vectors = serving.embeddings(["i3", "i9"])[EMBEDDINGS].numpy()
     assert vectors.shape == (2, 16 + 8 + 1)
@@ -185,7 +186,7 @@ def test_output_last_item_adds_the_last_items_vector_to_the_state(tmp_path):
     from tfrec.models.tasks import copy_head_weights
 
     b = batch()
-    ids = b["item_ids"]
+    ids = b[ITEM_INDICES]
     x8 = NextItemRecommender(small_backbone(dropout=0.0, output_extra_dim=8))
     x8(b)
     x8.head._extra_dense.kernel.assign(tf.random.normal(x8.head._extra_dense.kernel.shape, seed=2))
@@ -244,7 +245,7 @@ def test_heads_are_tied_to_the_item_embedding():
     hidden = pre(dict(b, mask_positions=np.array([[7, 6]] * 3, np.int64)))[ITEM_HIDDEN]
     assert hidden.shape == (3, 2, 16)
     assert pre.head.project(hidden).shape == (3, 2, V)
-    assert rec.score(b["item_ids"]).shape == (3, V)
+    assert rec.score(b[ITEM_INDICES]).shape == (3, V)
     emb = bb.token_embedding.embeddings
     assert any(w is emb for w in pre.trainable_weights) and any(w is emb for w in rec.trainable_weights)
     # no second V x D output matrix: the heads add only their dense, norm and bias
@@ -271,8 +272,8 @@ def test_trimmed_batches_give_the_same_scores():
     ids = np.zeros((2, L), np.int32)
     ids[0, -3:] = [5, 6, 1]
     ids[1, -2:] = [9, 1]
-    full = rec({"item_ids": ids, "padding_mask": ids != 0})[ITEM_HIDDEN].numpy()
-    trimmed = rec({"item_ids": ids[:, -3:], "padding_mask": ids[:, -3:] != 0})[ITEM_HIDDEN].numpy()
+    full = rec({ITEM_INDICES: ids, PADDING_MASK: ids != 0})[ITEM_HIDDEN].numpy()
+    trimmed = rec({ITEM_INDICES: ids[:, -3:], PADDING_MASK: ids[:, -3:] != 0})[ITEM_HIDDEN].numpy()
     np.testing.assert_allclose(trimmed, full, atol=1e-5)
     np.testing.assert_allclose(rec.score(ids), rec.head.project(full[:, 0]).numpy(), atol=1e-4)
 
@@ -306,8 +307,8 @@ def test_contrastive_regulariser_matches_its_definition_and_trains():
     # logits h h^T towards the diagonal, both ways, with same-target pairs left out.
     rec = NextItemRecommender(small_backbone(dropout=0.0), contrastive_weight=0.1, contrastive_temperature=2.0)
     b = batch(4)
-    b["item_ids"][:, -1] = schema.MASK_ID
-    b["padding_mask"] = b["item_ids"] != 0
+    b[ITEM_INDICES][:, -1] = schema.MASK_ID
+    b[PADDING_MASK] = b[ITEM_INDICES] != 0
     labels = tf.constant([[5], [6], [5], [7]])
     hidden = rec(b, training=True)[ITEM_HIDDEN]
     loss = float(rec._contrastive_loss(b, hidden, labels, tf.ones([4, 1])))
@@ -340,11 +341,11 @@ def test_distillation_targets_and_loss_match_their_definitions():
     tf.keras.utils.set_random_seed(3)
     teacher = NextItemRecommender(small_backbone(dropout=0.0))
     b = batch(5)
-    b["item_ids"][:, -1] = schema.MASK_ID
+    b[ITEM_INDICES][:, -1] = schema.MASK_ID
     # The teacher's top items at temperature 2, reserved ids left out, probabilities renormalised.
-    ids, probs = teacher_targets(teacher, b["item_ids"], top_k=6, temperature=2.0, batch_size=2)
+    ids, probs = teacher_targets(teacher, b[ITEM_INDICES], top_k=6, temperature=2.0, batch_size=2)
     assert ids.shape == probs.shape == (5, 6) and ids.dtype == np.int32
-    logits = teacher.score(b["item_ids"]) / 2.0
+    logits = teacher.score(b[ITEM_INDICES]) / 2.0
     logits[:, :schema.NUM_ITEM_RESERVED] = -np.inf
     expected = np.argsort(-logits, axis=1)[:, :6]
     np.testing.assert_array_equal(ids, expected)
@@ -352,7 +353,7 @@ def test_distillation_targets_and_loss_match_their_definitions():
     np.testing.assert_allclose(probs, np.exp(top) / np.exp(top).sum(1, keepdims=True), rtol=1e-4)
     assert (ids >= schema.NUM_ITEM_RESERVED).all() and (np.diff(probs, axis=1) <= 1e-7).all()
     # The whole catalogue when top_k exceeds it.
-    assert teacher_targets(teacher, b["item_ids"][:1], top_k=10 ** 6)[0].shape == (1, V - schema.NUM_ITEM_RESERVED)
+    assert teacher_targets(teacher, b[ITEM_INDICES][:1], top_k=10 ** 6)[0].shape == (1, V - schema.NUM_ITEM_RESERVED)
 
     # The loss: temperature^2 x cross-entropy of the teacher's probabilities against the
     # student's softened log-softmax, weighted over rows.
@@ -360,7 +361,7 @@ def test_distillation_targets_and_loss_match_their_definitions():
     hidden = student(b)[ITEM_HIDDEN]
     weight = tf.constant([[1.0], [0.0], [2.0], [1.0], [1.0]])
     got = float(student._distill_loss(student.head.project(hidden[:, -1]), tf.constant(ids), tf.constant(probs), weight))
-    z = student.score(b["item_ids"]) / 2.0
+    z = student.score(b[ITEM_INDICES]) / 2.0
     log_q = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
     rows = -(probs * np.take_along_axis(log_q, ids, axis=1)).sum(1)
     w = weight.numpy()[:, 0]
@@ -370,7 +371,7 @@ def test_distillation_targets_and_loss_match_their_definitions():
     labels = np.array([5, 6, 7, 8, 9], np.int32)
     one_hot = float(plain._distill_loss(plain.head.project(plain(b)[ITEM_HIDDEN][:, -1]), tf.constant(labels[:, None]),
                                         tf.ones([5, 1]), tf.ones([5, 1])))
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=plain.score(b["item_ids"]))
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=plain.score(b[ITEM_INDICES]))
     assert one_hot == pytest.approx(float(tf.reduce_mean(ce)), rel=1e-4)
 
     # Training: the batches carry the targets, the loss adds the weighted term, and the model
@@ -389,7 +390,7 @@ def test_distillation_targets_and_loss_match_their_definitions():
     xb, yb, wb = next(iter(inputs.next_item_dataset(x, y, batch_size=16, trim=True, soft_targets=soft)))
     wb = tf.cast(wb, tf.float32) * tf.constant([[0.0]] + [[1.0]] * 15)
     total = float(student.compute_loss(x=xb, y=yb, y_pred=student(xb), sample_weight=wb))
-    z = student.score(xb["item_ids"].numpy())
+    z = student.score(xb[ITEM_INDICES].numpy())
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb[inputs.ITEMS][:, -1], logits=z).numpy()
     w = wb.numpy()[:, -1]
     distill_term = float(student._distill_loss(tf.constant(z), yb[inputs.TEACHER_ITEMS], yb[inputs.TEACHER_PROBS], wb))
@@ -406,7 +407,7 @@ def test_save_load_and_pretrained_transfer(tmp_path):
     b = batch()
     persistence.save(rec, str(tmp_path / "m"), "next-item")
     loaded, config = persistence.load(str(tmp_path / "m"))
-    np.testing.assert_allclose(loaded.score(b["item_ids"]), rec.score(b["item_ids"]), atol=1e-5)
+    np.testing.assert_allclose(loaded.score(b[ITEM_INDICES]), rec.score(b[ITEM_INDICES]), atol=1e-5)
     fresh = small_backbone()
     persistence.load_backbone_weights(fresh, str(tmp_path / "m"))
     np.testing.assert_allclose(fresh(b)[SEQUENCE_OUTPUT].numpy(), bb(b)[SEQUENCE_OUTPUT].numpy(), atol=1e-5)
@@ -449,7 +450,7 @@ def test_ensemble_averages_member_log_probabilities_and_round_trips(tmp_path):
     a, b = NextItemRecommender(small_backbone()), NextItemRecommender(small_backbone())
     ens = NextItemEnsemble([a, b], member_weights=[3, 1])
     assert ens.member_weights == [0.75, 0.25]
-    ids = batch()["item_ids"]
+    ids = batch()[ITEM_INDICES]
     got = ens.score(ids)
     expected = 0.75 * tf.nn.log_softmax(a.score(ids)).numpy() + 0.25 * tf.nn.log_softmax(b.score(ids)).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfrec.data import schema
-from tfrec.data.inputs import ITEM_IDS, ITEM_INDEX, USER_INDEX
+from tfrec.data.inputs import ITEM_INDICES, ITEM_INDEX, USER_INDEX
 from tfrec.models import persistence
 from tfrec.models.recommender import HOUR, RATING, WEEKDAY, RecommenderModel
 from tfrec.models.sequence_backbone import SequenceBackbone
@@ -25,7 +25,7 @@ def batch(n=4, seed=0):
     ids = rng.integers(3, VOCAB, size=(n, 6)).astype(np.int32)
     ids[:, :2] = 0
     ids[:, -1] = schema.MASK_ID
-    return {ITEM_IDS: ids, USER_INDEX: rng.integers(0, 5, n).astype(np.int32),
+    return {ITEM_INDICES: ids, USER_INDEX: rng.integers(0, 5, n).astype(np.int32),
             ITEM_INDEX: rng.integers(3, VOCAB, n).astype(np.int32), HOUR: np.arange(n, dtype=np.int32),
             WEEKDAY: np.arange(n, dtype=np.int32) % 7, RATING: rng.integers(1, 6, n).astype(np.float32)}
 
@@ -38,7 +38,7 @@ def test_query_dot_candidate_starts_as_the_pretrained_item_logit():
     f = batch()
     scores = model.query_vectors({k: v for k, v in f.items() if k != RATING}) @ model.candidate_matrix().T
     # the extra inputs enter through zero-initialised projections, so the score is the head's logit
-    logits = model.head.project(model.query_tower.history_state(tf.constant(f[ITEM_IDS]))).numpy()
+    logits = model.head.project(model.query_tower.history_state(tf.constant(f[ITEM_INDICES]))).numpy()
     np.testing.assert_allclose(scores, logits, rtol=1e-4, atol=1e-4)
 
 

@@ -18,22 +18,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tfrec.contract import (CONTINUES, ITEM_INDEX, ITEM_INDICES, ITEMS, MASK_POSITIONS,  # noqa: E402,F401
+                            PADDING_MASK, TARGET, TEACHER_ITEMS, TEACHER_PROBS, USER_INDEX, WEIGHT)
 from tfrec.data import schema  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
-
-# Feature keys of the batches (also the input keys of the models).
-ITEM_IDS = "item_ids"
-PADDING_MASK = "padding_mask"
-MASK_POSITIONS = "mask_positions"
-USER_INDEX = "user_index"
-ITEM_INDEX = "item_index"
-TARGET = "target"
-WEIGHT = "weight"
-# Label keys of the item-prediction batches.
-ITEMS = "items"
-CONTINUES = "continues"
-TEACHER_ITEMS = "teacher_items"
-TEACHER_PROBS = "teacher_probs"
 
 
 # ---------------------------------------------------------------------------
@@ -363,7 +351,7 @@ def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat
         ds = ds.repeat()
     if sort_window > 1:
         def sorted_batches(chunk):
-            ids = chunk[ITEM_IDS] if isinstance(chunk, dict) else chunk
+            ids = chunk[ITEM_INDICES] if isinstance(chunk, dict) else chunk
             order = tf.argsort(_lengths(ids), stable=True)
             chunk = tf.nest.map_structure(lambda a: tf.gather(a, order), chunk)
             return tf.data.Dataset.from_tensor_slices(chunk).batch(batch_size, drop_remainder=drop_remainder)
@@ -384,10 +372,10 @@ def leading_padding(ids: tf.Tensor) -> tf.Tensor:
 
 def _trim(features: dict, labels, weights):
     """Trims a batch's leading all-padding columns (positions shift to match)."""
-    ids = features[ITEM_IDS]
+    ids = features[ITEM_INDICES]
     start = leading_padding(ids)
     out = dict(features)
-    out[ITEM_IDS] = ids[:, start:]
+    out[ITEM_INDICES] = ids[:, start:]
     out[PADDING_MASK] = features[PADDING_MASK][:, start:]
     if MASK_POSITIONS in features:
         out[MASK_POSITIONS] = tf.maximum(features[MASK_POSITIONS] - tf.cast(start, tf.int64), 0)
@@ -465,7 +453,7 @@ def masked_item_dataset(
             positions = tf.where(pick, tf.broadcast_to(last_positions, tf.shape(positions)), positions)
             labels = tf.where(pick, tf.broadcast_to(last_labels, tf.shape(labels)), labels)
             weights = tf.where(pick, tf.broadcast_to(last_weights, tf.shape(weights)), weights)
-        features = {ITEM_IDS: tokens, PADDING_MASK: batch != schema.PAD_ID, MASK_POSITIONS: positions}
+        features = {ITEM_INDICES: tokens, PADDING_MASK: batch != schema.PAD_ID, MASK_POSITIONS: positions}
         targets = {ITEMS: labels}
         if continuation_rate:
             targets[CONTINUES] = continues
@@ -521,7 +509,7 @@ def next_item_sequence_dataset(
         if aug:
             history = augment(history, seeds[2], **aug)
         tokens = tf.concat([history, tf.fill([tf.shape(batch)[0], 1], tf.constant(schema.MASK_ID, batch.dtype))], axis=1)
-        features = {ITEM_IDS: tokens, PADDING_MASK: tokens != schema.PAD_ID}
+        features = {ITEM_INDICES: tokens, PADDING_MASK: tokens != schema.PAD_ID}
         out = features, {ITEMS: target}, tf.cast(target != schema.PAD_ID, tf.float32)
         return _trim(*out) if trim else out
 
@@ -550,7 +538,7 @@ def next_item_dataset(
     [batch, k]; sample_weights [batch, 1]: `weights` (one per example, e.g.
     :func:`last_example_weights`), or ones.
     """
-    arrays = {ITEM_IDS: inputs, TARGET: targets}
+    arrays = {ITEM_INDICES: inputs, TARGET: targets}
     if soft_targets is not None:
         ids, probs = soft_targets
         if len(ids) != len(targets) or np.shape(ids) != np.shape(probs):
@@ -566,7 +554,7 @@ def next_item_dataset(
         arrays[WEIGHT] = np.asarray(weights, np.float32)
 
     def split(index, batch):
-        features = {ITEM_IDS: batch[ITEM_IDS], PADDING_MASK: batch[ITEM_IDS] != schema.PAD_ID}
+        features = {ITEM_INDICES: batch[ITEM_INDICES], PADDING_MASK: batch[ITEM_INDICES] != schema.PAD_ID}
         if USER_INDEX in batch:
             features[USER_INDEX] = batch[USER_INDEX]
         target = batch[TARGET][:, tf.newaxis]
@@ -601,14 +589,14 @@ def causal_next_item_dataset(
         raise TfrecError(f"inputs {inputs.shape} and targets {targets.shape} differ in shape")
 
     def split(index, batch):
-        ids, target = batch[ITEM_IDS], batch[TARGET]
+        ids, target = batch[ITEM_INDICES], batch[TARGET]
         if trim:
             start = leading_padding(ids)
             ids, target = ids[:, start:], target[:, start:]
-        features = {ITEM_IDS: ids, PADDING_MASK: ids != schema.PAD_ID}
+        features = {ITEM_INDICES: ids, PADDING_MASK: ids != schema.PAD_ID}
         return features, {ITEMS: target}, tf.cast(target != schema.PAD_ID, tf.float32)
 
-    return _batched({ITEM_IDS: inputs, TARGET: targets}, split, batch_size, shuffle, seed, repeat,
+    return _batched({ITEM_INDICES: inputs, TARGET: targets}, split, batch_size, shuffle, seed, repeat,
                     sort_window=sort_window)
 
 
@@ -625,10 +613,10 @@ def retrieval_dataset(
     ``user_index`` [batch] and ``item_index`` [batch] (the candidate the user chose next)."""
 
     def split(index, batch):
-        return {ITEM_IDS: batch[ITEM_IDS], PADDING_MASK: batch[ITEM_IDS] != schema.PAD_ID,
+        return {ITEM_INDICES: batch[ITEM_INDICES], PADDING_MASK: batch[ITEM_INDICES] != schema.PAD_ID,
                 USER_INDEX: batch[USER_INDEX], ITEM_INDEX: batch[TARGET]}
 
-    return _batched({ITEM_IDS: inputs, TARGET: targets, USER_INDEX: user_indices}, split, batch_size, shuffle, seed, repeat)
+    return _batched({ITEM_INDICES: inputs, TARGET: targets, USER_INDEX: user_indices}, split, batch_size, shuffle, seed, repeat)
 
 
 def feature_batches(arrays: dict[str, np.ndarray], batch_size: int = 256, shuffle: bool = True, seed: int = 0,
@@ -641,7 +629,7 @@ def feature_batches(arrays: dict[str, np.ndarray], batch_size: int = 256, shuffl
     def to_batch(index, batch):
         if trim:
             batch = dict(batch)
-            batch[ITEM_IDS] = batch[ITEM_IDS][:, leading_padding(batch[ITEM_IDS]):]
+            batch[ITEM_INDICES] = batch[ITEM_INDICES][:, leading_padding(batch[ITEM_INDICES]):]
         return batch
 
     return _batched(arrays, to_batch, batch_size, shuffle, seed, repeat, sort_window=sort_window)

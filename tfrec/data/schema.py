@@ -6,27 +6,13 @@ order), optional ``rating`` (float32).  Items: ``item_id`` plus features.  Users
 outside the model; integer indices come from the vocabularies.
 """
 
-USER_ID = "user_id"
-ITEM_ID = "item_id"
-TIMESTAMP = "timestamp"
-RATING = "rating"
-# Integer indices added to prepared tables (vocabulary positions).
-USER_INDEX = "user_index"
-ITEM_INDEX = "item_index"
-
-# Item features the loaders produce (any others are kept under their own names).
-TITLE = "title"
-YEAR = "year"
-GENRES = "genres"
-ATTRIBUTES = "attributes"
-TAGS = "tags"
-# User features.
-AGE = "age"
-GENDER = "gender"
-OCCUPATION = "occupation"
-ZIP_CODE = "zip_code"
-
-INTERACTION_COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP)
+# The column names and split schemes are tfrec's contract (tfrec/contract.py); they are named here too,
+# beside the file and token names of a prepared dataset, for the data modules.
+from tfrec.contract import (AGE, ATTRIBUTES, GENDER, GENRES, INTERACTION_COLUMNS, ITEM_ID,  # noqa: F401
+                            ITEM_INDEX, LEAVE_ONE_OUT, OCCUPATION, RANDOM_SPLIT, RATING, SPLIT_SCHEMES, TAGS,
+                            TEMPORAL_SPLIT, TEST, TIMESTAMP, TITLE, TRAIN, USER_ID, USER_INDEX, VALID, YEAR,
+                            ZIP_CODE)
+from tfrec.contract import SPLIT_PARTS as SPLITS  # noqa: F401
 
 # Reserved vocabulary entries.  Item vocabulary: 0 = padding, 1 = mask, 2 = out of
 # vocabulary, real items from 3.  Feature and user vocabularies: 0 = padding,
@@ -40,16 +26,6 @@ ITEM_OOV_ID = 2
 NUM_ITEM_RESERVED = 3
 FEATURE_OOV_ID = 1
 NUM_FEATURE_RESERVED = 2
-
-# Split names.
-TRAIN = "train"
-VALID = "valid"
-TEST = "test"
-SPLITS = (TRAIN, VALID, TEST)
-LEAVE_ONE_OUT = "loo"
-RANDOM_SPLIT = "random"
-TEMPORAL_SPLIT = "temporal"
-SPLIT_SCHEMES = (LEAVE_ONE_OUT, RANDOM_SPLIT, TEMPORAL_SPLIT)
 
 # Files of a prepared dataset folder.
 DATASET_JSON = "dataset.json"

@@ -24,12 +24,13 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from tfrec.contract import COLD_SPLIT, LEAVE_ONE_OUT, RANDOM_SPLIT
 from tfrec.data import schema
 from tfrec.data.inputs import group_sequences, pad_left
 from tfrec.errors import TfrecError
 
-SCHEMES = (schema.LEAVE_ONE_OUT, schema.RANDOM_SPLIT, "cold")
-COLD = "cold"
+SCHEMES = (LEAVE_ONE_OUT, RANDOM_SPLIT, COLD_SPLIT)
+COLD = COLD_SPLIT
 
 
 @dataclasses.dataclass

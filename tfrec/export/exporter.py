@@ -26,13 +26,14 @@ import tempfile
 
 import numpy as np
 
+from tfrec import contract
 from tfrec.errors import TfrecError
 
 METADATA_FILE = "tfrec_model.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 EXPECTED_FILE = "expected_outputs.json"
-SEQUENCE_TASKS = ("pretrain", "next-item", "ensemble", "retrieval", "cold-start")
-RANKING_TASKS = ("ranking", "multitask")
+SEQUENCE_TASKS = contract.SEQUENCE_TASKS
+RANKING_TASKS = contract.RATED_TASKS
 WARMUP_ROWS = 8
 
 
@@ -91,10 +92,10 @@ def _expected_sequence(model, task: str, dataset, requests: dict, max_len: int, 
     hist = [dataset.item_vocab.lookup(h) if h else np.zeros(0, np.int32) for h in requests["history"]]
     hist = [h[h >= schema.NUM_ITEM_RESERVED].astype(np.int32) for h in hist]
     ids = inputs.with_mask_slot(hist, max_len)
-    if task in ("pretrain", "next-item", "ensemble"):
+    if task in (contract.PRETRAIN, contract.NEXT_ITEM, contract.ENSEMBLE):
         scores = model.score(ids)
     else:
-        features = {inputs.ITEM_IDS: ids,
+        features = {inputs.ITEM_INDICES: ids,
                     inputs.USER_INDEX: dataset.user_vocab.lookup(requests["user_id"]).astype(np.int32)}
         scores = model.query_vectors(features) @ model.candidate_matrix().T
     scores = np.array(scores, np.float32)
@@ -103,7 +104,7 @@ def _expected_sequence(model, task: str, dataset, requests: dict, max_len: int, 
         scores[row, h] = -np.inf
     k = min(k, scores.shape[1] - schema.NUM_ITEM_RESERVED)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return {"item_ids": [[dataset.item_vocab.token(int(i)) for i in row] for row in order],
+    return {contract.ITEM_IDS: [[dataset.item_vocab.token(int(i)) for i in row] for row in order],
             "scores": np.take_along_axis(scores, order, axis=1).tolist()}
 
 
@@ -114,7 +115,7 @@ def _expected_ranking(model, dataset, requests: dict, max_len: int) -> dict:
     hist = [h[h >= schema.NUM_ITEM_RESERVED].astype(np.int32) for h in hist]
     ts = np.asarray(requests["timestamp"], np.int64)
     time = inputs.time_features(ts)
-    features = {inputs.ITEM_IDS: inputs.with_mask_slot(hist, max_len),
+    features = {inputs.ITEM_INDICES: inputs.with_mask_slot(hist, max_len),
                 inputs.USER_INDEX: dataset.user_vocab.lookup(requests["user_id"]).astype(np.int32),
                 inputs.ITEM_INDEX: dataset.item_vocab.lookup(requests["item_id"]).astype(np.int32),
                 "hour": time["hour"], "weekday": time["weekday"]}
@@ -149,7 +150,7 @@ def _warmup_logs(name: str, requests: dict, signatures: list[tuple[str, list[str
         values = {"history": history, "user_id": np.array(requests["user_id"], dtype=object),
                   "item_id": np.array(requests["item_id"], dtype=object),
                   "timestamp": np.array(requests["timestamp"], np.int64),
-                  "item_ids": np.array(requests["item_id"], dtype=object)}
+                  contract.ITEM_IDS: np.array(requests["item_id"], dtype=object)}
         if signature == "serving_tf_example":
             examples = []
             for row in range(len(requests["history"])):
@@ -222,26 +223,26 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         inputs = ["history", "user_id"] if module.uses_user else ["history"]
         warm = [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"])]
         if module.serves_embeddings:
-            warm.append((sig.ITEM_EMBEDDINGS, ["item_ids"]))
+            warm.append((sig.ITEM_EMBEDDINGS, [contract.ITEM_IDS]))
         expected = {sig.SERVING_DEFAULT: _expected_sequence(model, task, dataset, requests, max_len, k),
                     sig.SERVING_TF_EXAMPLE: _expected_sequence(model, task, dataset, requests, max_len, k)}
     elif task in RANKING_TASKS:
         ranking = sig.RankingServing(model, item_vocab, user_vocab, max_len, k)
-        default_name = sig.SERVING_DEFAULT if task == "ranking" else sig.RANK
+        default_name = sig.SERVING_DEFAULT if task == contract.RANKING else sig.RANK
         signatures = ranking.signatures(default_name)
         rank_inputs = ["user_id", "item_id", "history", "timestamp"]
         warm = [(default_name, rank_inputs), (sig.REGRESS, [])]
         expected = {default_name: _expected_ranking(model, dataset, requests, max_len)}
         module = ranking
-        if task == "multitask":
+        if task == contract.MULTITASK:
             retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k)
             module.retrieval_module = retrieval
             for key, fn in retrieval.signatures().items():
                 signatures[key] = fn
             inputs = ["history", "user_id"] if retrieval.uses_user else ["history"]
             warm += [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"]),
-                     (sig.ITEM_EMBEDDINGS, ["item_ids"])]
-            expected[sig.SERVING_DEFAULT] = _expected_sequence(model, "retrieval", dataset, requests, max_len, k)
+                     (sig.ITEM_EMBEDDINGS, [contract.ITEM_IDS])]
+            expected[sig.SERVING_DEFAULT] = _expected_sequence(model, contract.RETRIEVAL, dataset, requests, max_len, k)
     else:
         raise TfrecError(f"the model at {model_dir} has task {task!r}, which tfrec cannot export")
 

@@ -18,6 +18,7 @@ import tempfile
 
 import numpy as np
 
+from tfrec import contract
 from tfrec.errors import TfrecError
 from tfrec.export.exporter import METADATA_FILE, RANKING_TASKS, padded, validation_rows, versions
 
@@ -71,7 +72,7 @@ def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
         args = {"history": tf.constant(padded(histories[s:s + BATCH]))}
         if uses_user:
             args["user_id"] = tf.constant(users[s:s + BATCH])
-        returned = fn(**args)["item_ids"].numpy().astype(str)
+        returned = fn(**args)[contract.ITEM_IDS].numpy().astype(str)
         k = returned.shape[1]
         for row, target in zip(returned, items[s:s + BATCH]):
             hit = np.flatnonzero(row == target)

@@ -33,26 +33,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf  # noqa: E402
 
+from tfrec.contract import (EMBEDDINGS, EXAMPLES, HISTORY, ITEM_EMBEDDINGS, ITEM_ID, ITEM_IDS,  # noqa: E402,F401
+                            ITEM_INDEX, ITEM_INDICES, RANK, REGRESS, REGRESS_INPUTS, REGRESS_METHOD, REGRESS_OUTPUTS,
+                            SCORE, SCORES, SERVING_DEFAULT, SERVING_TF_EXAMPLE, TIMESTAMP, USER_ID, USER_INDEX)
 from tfrec.data import schema  # noqa: E402
-from tfrec.data.inputs import ITEM_IDS, ITEM_INDEX, USER_INDEX  # noqa: E402
-
-HISTORY = "history"
-USER_ID = "user_id"
-ITEM_ID = "item_id"
-TIMESTAMP = "timestamp"
-EXAMPLES = "examples"
-ITEM_IDS_OUT = "item_ids"
-SCORES = "scores"
-SCORE = "score"
-EMBEDDINGS = "embeddings"
-REGRESS_INPUTS = "inputs"
-REGRESS_OUTPUTS = "outputs"
-SERVING_DEFAULT = "serving_default"
-SERVING_TF_EXAMPLE = "serving_tf_example"
-ITEM_EMBEDDINGS = "item_embeddings"
-RANK = "rank"
-REGRESS = "regress"
-REGRESS_METHOD = "tensorflow/serving/regress"
 SECONDS_PER_DAY = 86_400
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
@@ -119,7 +103,7 @@ class _Base(tf.Module):
         reserved = tf.fill(tf.stack([tf.shape(scores)[0], schema.NUM_ITEM_RESERVED]), float("-inf"))
         scores = tf.concat([reserved, scores[:, schema.NUM_ITEM_RESERVED:]], axis=1)
         best, index = tf.math.top_k(scores, k=self.k)
-        return {ITEM_IDS_OUT: self.item_token.lookup(tf.cast(index, tf.int64)), SCORES: best}
+        return {ITEM_IDS: self.item_token.lookup(tf.cast(index, tf.int64)), SCORES: best}
 
 
 class SequenceServing(_Base):
@@ -144,7 +128,7 @@ class SequenceServing(_Base):
     def scores(self, packed, users=None):
         """``[B, V]`` scores of every item id for packed histories."""
         if self.retrieval:
-            features = {ITEM_IDS: packed}
+            features = {ITEM_INDICES: packed}
             if self.uses_user:
                 features[USER_INDEX] = users
             query = self.model.query_tower(features, training=False)
@@ -189,7 +173,7 @@ class SequenceServing(_Base):
         out = {SERVING_DEFAULT: default, SERVING_TF_EXAMPLE: examples}
         if self.serves_embeddings:
             out[ITEM_EMBEDDINGS] = tf.function(lambda item_ids: self.embeddings(item_ids)).get_concrete_function(
-                tf.TensorSpec([None], tf.string, name=ITEM_IDS_OUT))
+                tf.TensorSpec([None], tf.string, name=ITEM_IDS))
         return out
 
 
@@ -203,7 +187,7 @@ class RankingServing(_Base):
     def score(self, user_id, item_id, history, timestamp):
         packed, _, _ = self._history(history)
         timestamp = tf.convert_to_tensor(timestamp, tf.int64)
-        features = {ITEM_IDS: packed, USER_INDEX: self._users(user_id),
+        features = {ITEM_INDICES: packed, USER_INDEX: self._users(user_id),
                     ITEM_INDEX: tf.cast(self.item_index.lookup(tf.convert_to_tensor(item_id, tf.string)), tf.int32),
                     "hour": tf.cast(tf.math.floormod(timestamp // 3600, 24), tf.int32),
                     "weekday": tf.cast(tf.math.floormod(timestamp // SECONDS_PER_DAY + EPOCH_WEEKDAY, 7), tf.int32)}

@@ -12,6 +12,7 @@ import os
 
 import tensorflow as tf
 
+from tfrec.contract import ENSEMBLE, NEXT_ITEM, PRETRAIN
 from tfrec.errors import TfrecError
 from tfrec.fileio import atomic_dir
 from tfrec.models.ensemble import NextItemEnsemble
@@ -21,13 +22,12 @@ from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "ckpt"
-TASKS = {"pretrain": MaskedItemPretrainer, "next-item": NextItemRecommender}
+TASKS = {PRETRAIN: MaskedItemPretrainer, NEXT_ITEM: NextItemRecommender}
 # The TFRS tasks share one model class; their constructor arguments are saved as "task_args".
 TASKS.update({name: RecommenderModel for name in TASK_WEIGHTS})
 # An ensemble's config lists its members' {task, backbone} configs under "members".
-ENSEMBLE = "ensemble"
 TASKS[ENSEMBLE] = NextItemEnsemble
-MEMBER_TASKS = {MaskedItemPretrainer: "pretrain", NextItemRecommender: "next-item"}
+MEMBER_TASKS = {MaskedItemPretrainer: PRETRAIN, NextItemRecommender: NEXT_ITEM}
 
 
 def save(model: tf.keras.Model, path: str, task: str, extra: dict | None = None) -> None:

@@ -27,17 +27,16 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
+from tfrec.contract import (COLD_START, HOUR, ITEM_INDEX, ITEM_INDICES, MULTITASK, RANKING, RETRIEVAL,  # noqa: E402
+                            USER_INDEX, WEEKDAY)
 from tfrec.data import schema  # noqa: E402
-from tfrec.data.inputs import ITEM_IDS, ITEM_INDEX, USER_INDEX  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 from tfrec.models.tasks import _item_head  # noqa: E402
 from tfrec.models.towers import CandidateTower, ContentTower, PooledFeatures, QueryTower  # noqa: E402
 
-HOUR = "hour"
-WEEKDAY = "weekday"
 RATING = schema.RATING
 
-TASK_WEIGHTS = {"retrieval": (1.0, 0.0), "ranking": (0.0, 1.0), "multitask": (1.0, 1.0), "cold-start": (1.0, 0.0)}
+TASK_WEIGHTS = {RETRIEVAL: (1.0, 0.0), RANKING: (0.0, 1.0), MULTITASK: (1.0, 1.0), COLD_START: (1.0, 0.0)}
 OBJECTIVES = ("rating", "binary")
 RETRIEVAL_KS = (1, 5, 10, 50, 100)
 
@@ -67,7 +66,7 @@ class RecommenderModel(tfrs.Model):
         freeze_backbone: keep the backbone's weights fixed (the head and towers still train).
     """
 
-    def __init__(self, backbone: SequenceBackbone, task: str = "retrieval", item_probability=None, candidates=None,
+    def __init__(self, backbone: SequenceBackbone, task: str = RETRIEVAL, item_probability=None, candidates=None,
                  temperature: float = 1.0, retrieval_weight: float | None = None,
                  ranking_weight: float | None = None, objective: str = "rating", like_threshold: float = 4.0,
                  rating_mean: float = 0.0, user_table=None, user_table_size: int = 0, user_numeric=None,
@@ -85,15 +84,15 @@ class RecommenderModel(tfrs.Model):
         default_r, default_k = TASK_WEIGHTS[task]
         self.retrieval_weight = default_r if retrieval_weight is None else float(retrieval_weight)
         self.ranking_weight = default_k if ranking_weight is None else float(ranking_weight)
-        if task in ("retrieval", "cold-start"):
+        if task in (RETRIEVAL, COLD_START):
             self.ranking_weight = 0.0
-        if task == "ranking":
+        if task == RANKING:
             self.retrieval_weight = 0.0
         self.objective, self.like_threshold = objective, float(like_threshold)
         self.head = _item_head(backbone, extra=False)
         self.query_tower = QueryTower(backbone, self.head, user_table, user_table_size, user_numeric, num_users,
                                       name="query_tower")
-        if task == "cold-start":
+        if task == COLD_START:
             if not content:
                 raise ValueError("the cold-start task needs item content features")
             self.candidate_tower = ContentTower(backbone.hidden_dim, **content, name="content_tower")
@@ -126,7 +125,7 @@ class RecommenderModel(tfrs.Model):
         """A model whose variables all exist (called once on a dummy batch), ready for
         ``set_weights`` or a checkpoint restore."""
         model = cls(backbone, **arguments)
-        dummy = {ITEM_IDS: tf.constant([[schema.NUM_ITEM_RESERVED, schema.MASK_ID]], tf.int32),
+        dummy = {ITEM_INDICES: tf.constant([[schema.NUM_ITEM_RESERVED, schema.MASK_ID]], tf.int32),
                  USER_INDEX: tf.constant([0], tf.int32), ITEM_INDEX: tf.constant([0], tf.int32),
                  HOUR: tf.constant([0], tf.int32), WEEKDAY: tf.constant([0], tf.int32)}
         model(dummy)

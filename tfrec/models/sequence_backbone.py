@@ -10,9 +10,7 @@ import keras_nlp  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfrec.data.inputs import ITEM_IDS, PADDING_MASK  # noqa: E402
-
-SEQUENCE_OUTPUT = "sequence_output"
+from tfrec.contract import ITEM_INDICES, PADDING_MASK, SEQUENCE_OUTPUT  # noqa: E402
 
 
 class ItemFeatureEmbedding(tf.keras.layers.Layer):
@@ -125,7 +123,7 @@ class SequenceBackbone(tf.keras.Model):
             raise ValueError(f"output_extra_dim {output_extra_dim} is negative")
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
-        item_ids = tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_IDS)
+        item_ids = tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_INDICES)
         padding_mask = tf.keras.Input(shape=(None,), dtype="bool", name=PADDING_MASK)
         token_embedding = keras_nlp.layers.ReversibleEmbedding(
             vocabulary_size, hidden_dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
@@ -144,7 +142,7 @@ class SequenceBackbone(tf.keras.Model):
                 intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout, activation="gelu",
                 layer_norm_epsilon=layer_norm_epsilon, name=f"transformer_layer_{i}")(
                     x, padding_mask=padding_mask, attention_mask=attention_mask)
-        super().__init__(inputs={ITEM_IDS: item_ids, PADDING_MASK: padding_mask}, outputs={SEQUENCE_OUTPUT: x}, **kwargs)
+        super().__init__(inputs={ITEM_INDICES: item_ids, PADDING_MASK: padding_mask}, outputs={SEQUENCE_OUTPUT: x}, **kwargs)
         self.vocabulary_size = vocabulary_size
         self.max_len = max_len
         self.hidden_dim = hidden_dim

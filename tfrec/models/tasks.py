@@ -19,14 +19,12 @@ import keras_nlp  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tfrec.contract import (ATTRIBUTE_LOGITS, CONTINUATION_LOGIT, CONTINUES, ITEM_HIDDEN,  # noqa: E402
+                            ITEM_INDICES, ITEMS, MASK_POSITIONS, PADDING_MASK, SEQUENCE_OUTPUT, TEACHER_ITEMS,
+                            TEACHER_PROBS)
 from tfrec.data import schema  # noqa: E402
-from tfrec.data.inputs import (  # noqa: E402
-    CONTINUES, ITEM_IDS, ITEMS, MASK_POSITIONS, PADDING_MASK, TEACHER_ITEMS, TEACHER_PROBS, leading_padding)
-from tfrec.models.sequence_backbone import SEQUENCE_OUTPUT, SequenceBackbone  # noqa: E402
-
-ITEM_HIDDEN = "item_hidden"
-ATTRIBUTE_LOGITS = "attribute_logits"
-CONTINUATION_LOGIT = "continuation_logit"
+from tfrec.data.inputs import leading_padding  # noqa: E402
+from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 
 
 class ItemHead(keras_nlp.layers.MaskedLMHead):
@@ -154,7 +152,7 @@ def _item_head(backbone: SequenceBackbone, extra: bool = True) -> ItemHead:
 def _sequence_inputs(backbone: SequenceBackbone) -> dict:
     """Keras inputs ``item_ids`` and ``padding_mask`` ``[batch, seq_len <= max_len]`` of the backbone."""
     return {
-        ITEM_IDS: tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_IDS),
+        ITEM_INDICES: tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_INDICES),
         PADDING_MASK: tf.keras.Input(shape=(None,), dtype="bool", name=PADDING_MASK),
     }
 
@@ -367,7 +365,7 @@ class MaskedItemPretrainer(_ItemPredictionModel):
                  attribute_size: int = 0, attribute_weight: float = 0.0, continuation_weight: float = 0.0, **kwargs):
         inputs = _sequence_inputs(backbone)
         inputs[MASK_POSITIONS] = tf.keras.Input(shape=(None,), dtype="int64", name=MASK_POSITIONS)
-        sequence = backbone({ITEM_IDS: inputs[ITEM_IDS], PADDING_MASK: inputs[PADDING_MASK]})[SEQUENCE_OUTPUT]
+        sequence = backbone({ITEM_INDICES: inputs[ITEM_INDICES], PADDING_MASK: inputs[PADDING_MASK]})[SEQUENCE_OUTPUT]
         head = _item_head(backbone)
         hidden = head(sequence, mask_positions=inputs[MASK_POSITIONS])
         outputs = {ITEM_HIDDEN: hidden}
@@ -390,7 +388,7 @@ class MaskedItemPretrainer(_ItemPredictionModel):
     def _last_position_hidden(self, item_ids):
         batch, width = tf.shape(item_ids)[0], tf.shape(item_ids)[1]
         positions = tf.fill([batch, 1], tf.cast(width - 1, tf.int64))
-        features = {ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID, MASK_POSITIONS: positions}
+        features = {ITEM_INDICES: item_ids, PADDING_MASK: item_ids != schema.PAD_ID, MASK_POSITIONS: positions}
         return self(features, training=False)[ITEM_HIDDEN][:, 0]
 
 
@@ -412,11 +410,11 @@ class NextItemRecommender(_ItemPredictionModel):
             # Every item's state predicts the item after it (the slot has no target in training).
             positions = tf.keras.layers.Lambda(
                 lambda ids: tf.tile(tf.range(tf.shape(ids, out_type=tf.int64)[1])[tf.newaxis], [tf.shape(ids)[0], 1]),
-                name="all_positions")(inputs[ITEM_IDS])
+                name="all_positions")(inputs[ITEM_INDICES])
         else:
             positions = tf.keras.layers.Lambda(
                 lambda ids: tf.fill([tf.shape(ids)[0], 1], tf.cast(tf.shape(ids)[1] - 1, tf.int64)),
-                name="slot_position")(inputs[ITEM_IDS])
+                name="slot_position")(inputs[ITEM_INDICES])
         head = _item_head(backbone)
         previous = None
         if head.last_item:
@@ -424,7 +422,7 @@ class NextItemRecommender(_ItemPredictionModel):
             # history's last item (padding for an empty history or a batch trimmed to the slot).
             previous = tf.keras.layers.Lambda(
                 (lambda ids: ids) if backbone.causal else (lambda ids: tf.pad(ids, [[0, 0], [1, 0]])[:, -2:-1]),
-                name="previous_items")(inputs[ITEM_IDS])
+                name="previous_items")(inputs[ITEM_INDICES])
         hidden = head(sequence, mask_positions=positions, previous_items=previous)
         super().__init__(inputs=inputs, outputs={ITEM_HIDDEN: hidden}, **kwargs)
         self._setup(backbone, head, num_sampled, item_counts, contrastive_weight=contrastive_weight,
@@ -432,7 +430,7 @@ class NextItemRecommender(_ItemPredictionModel):
                     distill_temperature=distill_temperature)
 
     def _last_position_hidden(self, item_ids):
-        hidden = self({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN]
+        hidden = self({ITEM_INDICES: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN]
         if not self.backbone.causal:
             return hidden[:, -1]
         # A causal model is read at the history's last item, whose state was trained to predict

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.data import schema  # noqa: E402
-from tfrec.data.inputs import ITEM_IDS, PADDING_MASK, USER_INDEX  # noqa: E402
+from tfrec.contract import ITEM_INDICES, PADDING_MASK, USER_INDEX  # noqa: E402
 from tfrec.models.sequence_backbone import SEQUENCE_OUTPUT, SequenceBackbone  # noqa: E402
 from tfrec.models.tasks import ItemHead  # noqa: E402
 
@@ -84,13 +84,13 @@ class QueryTower(tf.keras.Model):
 
     def history_state(self, item_ids, training=False):
         """The head's state at the mask slot: ``[batch, hidden_dim]``."""
-        sequence = self.backbone({ITEM_IDS: item_ids, PADDING_MASK: item_ids != schema.PAD_ID},
+        sequence = self.backbone({ITEM_INDICES: item_ids, PADDING_MASK: item_ids != schema.PAD_ID},
                                  training=training)[SEQUENCE_OUTPUT]
         slot = tf.fill([tf.shape(item_ids)[0], 1], tf.cast(tf.shape(item_ids)[1] - 1, tf.int64))
         return self.head(sequence, mask_positions=slot)[:, 0]
 
     def call(self, features, training=False):
-        h = self.history_state(features[ITEM_IDS], training=training)
+        h = self.history_state(features[ITEM_INDICES], training=training)
         if self.uses_user:
             users = features[USER_INDEX]
             parts = []

@@ -21,6 +21,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
+from tfrec import contract
 from tfrec.serving import tensors
 
 STATES = {v: k for k, v in get_model_status_pb2.ModelVersionStatus.State.items()}
@@ -62,7 +63,7 @@ class Client:
                     continue
                 raise ServingClientError(e.code().name, e.details()) from None
 
-    def predict(self, model: str, inputs: dict, signature: str = "serving_default", version: int | None = None) -> dict:
+    def predict(self, model: str, inputs: dict, signature: str = contract.SERVING_DEFAULT, version: int | None = None) -> dict:
         request = predict_pb2.PredictRequest()
         request.model_spec.name, request.model_spec.signature_name = model, signature
         if version:
@@ -73,25 +74,25 @@ class Client:
         return {k: tensors.to_array(v) for k, v in response.outputs.items()}
 
     def recommend(self, model: str, histories, k: int | None = None, user_ids=None,
-                  signature: str = "serving_default") -> list[list[tuple[str, float]]]:
+                  signature: str = contract.SERVING_DEFAULT) -> list[list[tuple[str, float]]]:
         """Top items for each history (item ids, oldest first): a list of (item id, score), best first."""
-        inputs = {"history": _padded(histories)}
+        inputs = {contract.HISTORY: _padded(histories)}
         if user_ids is not None:
-            inputs["user_id"] = np.array([str(u) for u in user_ids], dtype=object)
+            inputs[contract.USER_ID] = np.array([str(u) for u in user_ids], dtype=object)
         out = self.predict(model, inputs, signature)
-        ids, scores = out["item_ids"], out["scores"]
+        ids, scores = out[contract.ITEM_IDS], out[contract.SCORES]
         k = ids.shape[1] if k is None else k
         return [[(i.decode(), float(s)) for i, s in zip(row_i[:k], row_s[:k])] for row_i, row_s in zip(ids, scores)]
 
     def score(self, model: str, user_ids, item_ids, histories=None, timestamps=None,
-              signature: str = "serving_default") -> list[float]:
+              signature: str = contract.SERVING_DEFAULT) -> list[float]:
         """Ranking score (predicted rating or like probability) of each (user, item) pair."""
         n = len(item_ids)
-        inputs = {"user_id": np.array([str(u) for u in user_ids], dtype=object),
-                  "item_id": np.array([str(i) for i in item_ids], dtype=object),
-                  "history": _padded(histories if histories is not None else [[]] * n),
-                  "timestamp": np.asarray(timestamps if timestamps is not None else [int(time.time())] * n, np.int64)}
-        return self.predict(model, inputs, signature)["score"].astype(float).tolist()
+        inputs = {contract.USER_ID: np.array([str(u) for u in user_ids], dtype=object),
+                  contract.ITEM_ID: np.array([str(i) for i in item_ids], dtype=object),
+                  contract.HISTORY: _padded(histories if histories is not None else [[]] * n),
+                  contract.TIMESTAMP: np.asarray(timestamps if timestamps is not None else [int(time.time())] * n, np.int64)}
+        return self.predict(model, inputs, signature)[contract.SCORE].astype(float).tolist()
 
     def metadata(self, model: str) -> dict:
         """Signature name -> {"inputs": {key: (dtype, shape)}, "outputs": {...}, "method": ...}."""
@@ -136,21 +137,21 @@ class RestClient:
             raise ServingClientError(e.code, message) from None
 
     def recommend(self, model: str, histories, k: int | None = None, user_ids=None,
-                  signature: str = "serving_default") -> list[list[tuple[str, float]]]:
-        inputs = {"history": _padded(histories).tolist()}
+                  signature: str = contract.SERVING_DEFAULT) -> list[list[tuple[str, float]]]:
+        inputs = {contract.HISTORY: _padded(histories).tolist()}
         if user_ids is not None:
-            inputs["user_id"] = [str(u) for u in user_ids]
+            inputs[contract.USER_ID] = [str(u) for u in user_ids]
         out = self._request(f"/v1/models/{urllib.parse.quote(model, safe='')}:predict",
                             {"signature_name": signature, "inputs": inputs})["outputs"]
-        k = len(out["item_ids"][0]) if k is None else k
-        return [[(i, float(s)) for i, s in zip(ri[:k], rs[:k])] for ri, rs in zip(out["item_ids"], out["scores"])]
+        k = len(out[contract.ITEM_IDS][0]) if k is None else k
+        return [[(i, float(s)) for i, s in zip(ri[:k], rs[:k])] for ri, rs in zip(out[contract.ITEM_IDS], out[contract.SCORES])]
 
     def score(self, model: str, user_ids, item_ids, histories=None, timestamps=None,
-              signature: str = "serving_default") -> list[float]:
+              signature: str = contract.SERVING_DEFAULT) -> list[float]:
         n = len(item_ids)
-        inputs = {"user_id": [str(u) for u in user_ids], "item_id": [str(i) for i in item_ids],
-                  "history": _padded(histories if histories is not None else [[]] * n).tolist(),
-                  "timestamp": [int(t) for t in (timestamps if timestamps is not None else [time.time()] * n)]}
+        inputs = {contract.USER_ID: [str(u) for u in user_ids], contract.ITEM_ID: [str(i) for i in item_ids],
+                  contract.HISTORY: _padded(histories if histories is not None else [[]] * n).tolist(),
+                  contract.TIMESTAMP: [int(t) for t in (timestamps if timestamps is not None else [time.time()] * n)]}
         return [float(x) for x in self._request(f"/v1/models/{urllib.parse.quote(model, safe='')}:predict",
                                                 {"signature_name": signature, "inputs": inputs})["outputs"]]
 

@@ -17,14 +17,15 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfrec import contract
 from tfrec.serving import tensors
 from tfrec.serving.batching import Batcher, BatchingOptions
 from tfrec.serving.errors import ServingError, first_line
 from tfrec.serving.metrics import Metrics
 from tfrec.serving.models import ModelManager, Version
 
-DEFAULT_SIGNATURE = "serving_default"
-REGRESS_METHOD = "tensorflow/serving/regress"
+DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
+REGRESS_METHOD = contract.REGRESS_METHOD
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 

@@ -20,6 +20,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tfrec import contract  # noqa: E402
 from tfrec.data import inputs, schema, task_splits  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
@@ -42,7 +43,7 @@ TOP_KS = (1, 5, 10, 50, 100)
 def features_of(part: task_splits.Examples, max_len: int, with_rating: bool) -> dict[str, np.ndarray]:
     """The model features of every row of `part` (see :mod:`tfrec.models.recommender`)."""
     time = inputs.time_features(part.timestamps)
-    out = {inputs.ITEM_IDS: part.query_ids(max_len), inputs.USER_INDEX: part.users.astype(np.int32),
+    out = {inputs.ITEM_INDICES: part.query_ids(max_len), inputs.USER_INDEX: part.users.astype(np.int32),
            inputs.ITEM_INDEX: part.items.astype(np.int32), HOUR: time["hour"], WEEKDAY: time["weekday"]}
     if with_rating:
         out[RATING] = part.ratings.astype(np.float32)
@@ -80,9 +81,9 @@ def model_arguments(task: str, config: RunConfig, dataset: PreparedDataset, spli
             "temperature": t.temperature, "objective": t.objective, "like_threshold": t.like_threshold,
             "cross_layers": t.cross_layers, "mlp": list(t.mlp), "dropout": t.ranking_dropout,
             "factor_l2": t.factor_l2, "freeze_backbone": t.freeze_backbone}
-    if task == "multitask":
+    if task == contract.MULTITASK:
         args.update(retrieval_weight=t.retrieval_weight, ranking_weight=t.ranking_weight)
-    if task in ("ranking", "multitask"):
+    if task in (contract.RANKING, contract.MULTITASK):
         if split.train.ratings is None:
             raise TfrecError(f"the {task} task needs ratings, and the dataset at {dataset.path} has implicit "
                              "feedback only; use --task retrieval or next-item")
@@ -93,12 +94,12 @@ def model_arguments(task: str, config: RunConfig, dataset: PreparedDataset, spli
         table, size, _ = dataset.feature_table("user")
         numeric, _ = dataset.numeric_table("user")
         args.update(user_table=table.tolist(), user_table_size=int(size), user_numeric=numeric.tolist())
-    if t.user_id or task in ("ranking", "multitask"):
+    if t.user_id or task in (contract.RANKING, contract.MULTITASK):
         args["num_users"] = len(dataset.user_vocab)
     if dataset.items is not None:
         numeric, _ = dataset.numeric_table("item")
         args["item_numeric"] = numeric.tolist()
-    if task == "cold-start":
+    if task == contract.COLD_START:
         table, size, columns = dataset.feature_table("item") if dataset.items is not None else (None, 0, [])
         content = {}
         if columns:
@@ -118,9 +119,9 @@ def model_arguments(task: str, config: RunConfig, dataset: PreparedDataset, spli
 
 def monitored(task: str, config: RunConfig, n_candidates: int) -> tuple[str, str]:
     """(Keras log key, "max" or "min") of the validation figure that picks the best epoch."""
-    if task == "multitask":
+    if task == contract.MULTITASK:
         return "val_loss", "min"
-    if task == "ranking":
+    if task == contract.RANKING:
         return ("val_rmse", "min") if config.tasks.objective == "rating" else ("val_auc", "max")
     k = 100 if config.split != schema.LEAVE_ONE_OUT else 10
     k = max(x for x in RETRIEVAL_KS if x <= max(k if k <= n_candidates else n_candidates, 1))
@@ -208,9 +209,9 @@ def baselines(task: str, split: task_splits.TaskSplit, objective: str, threshold
     start, the training mean (or base rate) for ranking."""
     out = {}
     test = split.test
-    if task in ("retrieval", "multitask", "cold-start"):
+    if task in (contract.RETRIEVAL, contract.MULTITASK, contract.COLD_START):
         counts = np.bincount(split.train.items, minlength=split.vocabulary_size).astype(np.float64)
-        if task == "cold-start":
+        if task == contract.COLD_START:
             # Cold items have no training rows: their popularity is counted on the test rows
             # of *other* users (an oracle that knows how each new item will do).
             counts = np.bincount(test.items, minlength=split.vocabulary_size).astype(np.float64)
@@ -222,7 +223,7 @@ def baselines(task: str, split: task_splits.TaskSplit, objective: str, threshold
         for start in range(0, len(test), 2048):
             end = min(start + 2048, len(test))
             scores = np.tile(base, (end - start, 1))
-            if task == "cold-start":
+            if task == contract.COLD_START:
                 scores[np.arange(end - start), test.items[start:end]] -= 1.0  # leave the row's own user out
             ranks[start:end] = ranking.target_ranks(scores, test.items[start:end],
                                                     test.histories[start:end] if exclude else None)
@@ -230,7 +231,7 @@ def baselines(task: str, split: task_splits.TaskSplit, objective: str, threshold
         rng = np.random.default_rng(seed)
         random_ranks = np.array([rng.integers(0, len(split.candidates)) for _ in range(len(test))])
         out["random"] = rank_metrics(random_ranks)
-    if task in ("ranking", "multitask") and test.ratings is not None:
+    if task in (contract.RANKING, contract.MULTITASK) and test.ratings is not None:
         train = split.train.ratings
         if objective == "binary":
             rate = float(np.mean(train >= threshold))
@@ -247,7 +248,7 @@ def baselines(task: str, split: task_splits.TaskSplit, objective: str, threshold
 
 
 def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
-                  task: str = "retrieval", overwrite: bool = False, verbose=None) -> dict:
+                  task: str = contract.RETRIEVAL, overwrite: bool = False, verbose=None) -> dict:
     """Fine-tunes `task` from the backbone of `pretrained` (or from scratch) on ``config.split``."""
     if task not in TASKS:
         raise TfrecError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -256,10 +257,10 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     if config.refit:
         raise TfrecError("refit (training on the validation items) is for pretraining and next-item fine-tuning; "
                          f"the {task} task selects its epoch on held-back rows, so run it with refit: false")
-    if task == "cold-start" and scheme != task_splits.COLD:
+    if task == contract.COLD_START and scheme != task_splits.COLD:
         raise TfrecError(f"the cold-start task trains and tests on the cold split; set split: cold "
                          f"(this config has {scheme!r})")
-    if task != "cold-start" and scheme == task_splits.COLD:
+    if task != contract.COLD_START and scheme == task_splits.COLD:
         raise TfrecError("the cold split holds its test items out of training; use it with --task cold-start")
     strategy = trainer.make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TensorFlow op
     dataset = PreparedDataset(data_dir)
@@ -281,7 +282,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     stage = config.tasks
     max_len = config.model.max_len
     arguments = model_arguments(task, config, dataset, split)
-    with_rating = task in ("ranking", "multitask")
+    with_rating = task in (contract.RANKING, contract.MULTITASK)
     train_features = features_of(split.train, max_len, with_rating)
     valid_features = features_of(split.valid, max_len, with_rating)
     train_ds = task_dataset(train_features, stage.batch_size, True, config.seed, repeat=True,
@@ -351,11 +352,11 @@ def evaluate_task(model: RecommenderModel, split: task_splits.TaskSplit, config:
     features = features_of(test, config.model.max_len, with_rating)
     out = {}
     if model.retrieval_task is not None:
-        out["retrieval"], _ = retrieval_metrics(model, test, features, split.candidates,
+        out[contract.RETRIEVAL], _ = retrieval_metrics(model, test, features, split.candidates,
                                                 exclude_history=split.scheme == schema.LEAVE_ONE_OUT)
     if with_rating:
         predictions = model.ratings({k: v for k, v in features.items() if k != RATING})
-        out["ranking"] = rating_metrics(predictions, test.ratings, model.objective, model.like_threshold)
+        out[contract.RANKING] = rating_metrics(predictions, test.ratings, model.objective, model.like_threshold)
     return out
 
 
@@ -363,7 +364,7 @@ def summary_table(summary: dict) -> str:
     """A Markdown table of a task run's test figures beside its baselines."""
     rows = []
     test = summary.get("test", {})
-    for name, figures in [("model", test.get("retrieval"))] + list(summary.get("baselines", {}).items()):
+    for name, figures in [("model", test.get(contract.RETRIEVAL))] + list(summary.get("baselines", {}).items()):
         if figures and "top_10_accuracy" in figures:
             rows.append(f"| retrieval {name} | {figures['top_10_accuracy']:.4f} | {figures['top_100_accuracy']:.4f} "
                         f"| {figures['ndcg@10']:.4f} |")
@@ -371,7 +372,7 @@ def summary_table(summary: dict) -> str:
     if rows:
         lines += ["| test | HR@10 | top-100 accuracy | NDCG@10 |", "|---|---|---|---|"] + rows
     rating_rows = []
-    for name, figures in [("model", test.get("ranking"))] + list(summary.get("baselines", {}).items()):
+    for name, figures in [("model", test.get(contract.RANKING))] + list(summary.get("baselines", {}).items()):
         if figures and "rmse" in figures:
             rating_rows.append(f"| ranking {name} | {figures['rmse']:.4f} | {figures['mae']:.4f} | {figures['r2']:.4f} |")
         elif figures and "auc" in figures:

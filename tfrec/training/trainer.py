@@ -28,6 +28,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tfrec import contract  # noqa: E402
 from tfrec.data import inputs, schema, task_splits  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
@@ -413,7 +414,7 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         repeat=True, seed=config.seed, continuation_rate=stage.continuation_rate if stage.continuation_weight else 0.0,
         trim=True, sort_window=stage.sort_window)
     steps = _steps(stage, len(sequences))
-    identity = {"stage": "pretrain", "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
+    identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
     chief = cluster.is_chief(strategy)
     done = _prepare_run_dir(out, identity, overwrite, chief)
     if done:
@@ -428,14 +429,14 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         model.compile(optimizer=make_optimizer(stage, steps))
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model)}
-    summary = _fit(model, train_ds, steps, stage, config, data, out, "pretrain", extra, verbose)
+    summary = _fit(model, train_ds, steps, stage, config, data, out, contract.PRETRAIN, extra, verbose)
     return _finish(out, summary, chief)
 
 
 def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
-             task: str = "next-item", overwrite: bool = False, verbose=None) -> dict:
+             task: str = contract.NEXT_ITEM, overwrite: bool = False, verbose=None) -> dict:
     """Next-item fine-tuning, from the backbone (and head) of `pretrained` or from scratch."""
-    if task != "next-item":
+    if task != contract.NEXT_ITEM:
         raise TfrecError(f"unknown fine-tuning task {task!r}; this version fine-tunes: next-item")
     config = config or RunConfig()
     if config.split != schema.LEAVE_ONE_OUT:
