@@ -636,9 +636,13 @@ def feature_batches(arrays: dict[str, np.ndarray], batch_size: int = 256, shuffl
 
 
 def time_features(timestamps: np.ndarray) -> dict[str, np.ndarray]:
-    """Context features of unix-second timestamps: hour of day, day of week (int32)."""
-    ts = pd.to_datetime(np.asarray(timestamps, np.int64), unit="s", utc=True)
-    return {"hour": ts.hour.to_numpy(np.int32), "weekday": ts.weekday.to_numpy(np.int32)}
+    """Context features of unix-second timestamps: hour of day, day of week (int32 numpy arrays).
+
+    The preprocessor's own function (:func:`tfrec.data.preprocessor.time_features`), run eagerly: the
+    ranking signatures compute these features with the same ops in their graphs."""
+    from tfrec.data.preprocessor import time_features as computed
+
+    return {k: v.numpy() for k, v in computed(np.asarray(timestamps, np.int64)).items()}
 
 
 def rating_dataset(

@@ -118,7 +118,7 @@ def _expected_ranking(model, dataset, requests: dict, max_len: int) -> dict:
     features = {inputs.ITEM_INDICES: inputs.with_mask_slot(hist, max_len),
                 inputs.USER_INDEX: dataset.user_vocab.lookup(requests["user_id"]).astype(np.int32),
                 inputs.ITEM_INDEX: dataset.item_vocab.lookup(requests["item_id"]).astype(np.int32),
-                "hour": time["hour"], "weekday": time["weekday"]}
+                **time}
     out = model.ratings(features)
     if model.objective == "binary":
         out = 1.0 / (1.0 + np.exp(-out))

@@ -37,21 +37,7 @@ from tfrec.contract import (EMBEDDINGS, EXAMPLES, HISTORY, ITEM_EMBEDDINGS, ITEM
                             ITEM_INDEX, ITEM_INDICES, RANK, REGRESS, REGRESS_INPUTS, REGRESS_METHOD, REGRESS_OUTPUTS,
                             SCORE, SCORES, SERVING_DEFAULT, SERVING_TF_EXAMPLE, TIMESTAMP, USER_ID, USER_INDEX)
 from tfrec.data import schema  # noqa: E402
-SECONDS_PER_DAY = 86_400
-EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
-
-
-def _id_table(vocab_file: str, default: int) -> tf.lookup.StaticHashTable:
-    """string id -> vocabulary index (the line number), from an asset file."""
-    init = tf.lookup.TextFileInitializer(vocab_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
-                                         tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER)
-    return tf.lookup.StaticHashTable(init, default_value=default)
-
-
-def _token_table(vocab_file: str) -> tf.lookup.StaticHashTable:
-    init = tf.lookup.TextFileInitializer(vocab_file, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
-                                         tf.string, tf.lookup.TextFileIndex.WHOLE_LINE)
-    return tf.lookup.StaticHashTable(init, default_value="")
+from tfrec.data.preprocessor import SequencePreprocessor, pack_histories, time_features  # noqa: E402
 
 
 class _Base(tf.Module):
@@ -62,11 +48,8 @@ class _Base(tf.Module):
         # nothing but TensorFlow.
         self.__dict__["model"] = model
         self.model_variables = list(model.variables)
-        self.item_vocab = tf.saved_model.Asset(item_vocab)
-        self.item_index = _id_table(self.item_vocab, schema.ITEM_OOV_ID)
-        self.item_token = _token_table(self.item_vocab)
-        self.user_vocab = tf.saved_model.Asset(user_vocab) if user_vocab else None
-        self.user_index = _id_table(self.user_vocab, schema.FEATURE_OOV_ID) if user_vocab else None
+        # String ids, packing, the mask slot and time features: the one preprocessor training uses too.
+        self.preprocessor = SequencePreprocessor(item_vocab, max_len, user_vocab)
         self.max_len = int(max_len)
         self.vocabulary_size = int(model.backbone.vocabulary_size)
         self.k = int(min(k, self.vocabulary_size - schema.NUM_ITEM_RESERVED))
@@ -77,23 +60,11 @@ class _Base(tf.Module):
         ``W`` is the most known items of any row, at most ``max_len - 1``: the batch is packed
         no wider than its longest history (positions count from the right, so the scores are
         those of a full-width batch, at a fraction of the work for short histories)."""
-        history = tf.convert_to_tensor(history, tf.string)
-        ids = tf.cast(self.item_index.lookup(history), tf.int32)
-        known = tf.logical_and(tf.not_equal(history, ""), ids >= schema.NUM_ITEM_RESERVED)
-        ids = tf.where(known, ids, tf.zeros_like(ids))
-        counts = tf.reduce_sum(tf.cast(known, tf.int32), axis=1)
-        width = tf.minimum(tf.reduce_max(tf.concat([counts, [0]], axis=0)), self.max_len - 1)
-        after = tf.cumsum(tf.cast(known, tf.int32), axis=1, reverse=True)  # known items at or after each slot
-        keep = tf.where(tf.logical_and(known, after <= width))
-        column = tf.cast(width - tf.gather_nd(after, keep), tf.int64)
-        batch = tf.shape(history, out_type=tf.int64)[0]
-        packed = tf.scatter_nd(tf.stack([keep[:, 0], column], axis=1), tf.gather_nd(ids, keep),
-                               tf.stack([batch, tf.cast(width, tf.int64)]))
-        slot = tf.fill(tf.stack([batch, tf.constant(1, tf.int64)]), tf.constant(schema.MASK_ID, tf.int32))
-        return tf.concat([packed, slot], axis=1), ids, known
+        ids, known = self.preprocessor.lookup(history)
+        return pack_histories(ids, known, self.max_len), ids, known
 
     def _users(self, user_id):
-        return tf.cast(self.user_index.lookup(tf.convert_to_tensor(user_id, tf.string)), tf.int32)
+        return self.preprocessor.users(user_id)
 
     def _top_k(self, scores, ids, known):
         """Best K of ``[B, V]`` scores, reserved ids and the history's items excluded."""
@@ -103,7 +74,7 @@ class _Base(tf.Module):
         reserved = tf.fill(tf.stack([tf.shape(scores)[0], schema.NUM_ITEM_RESERVED]), float("-inf"))
         scores = tf.concat([reserved, scores[:, schema.NUM_ITEM_RESERVED:]], axis=1)
         best, index = tf.math.top_k(scores, k=self.k)
-        return {ITEM_IDS: self.item_token.lookup(tf.cast(index, tf.int64)), SCORES: best}
+        return {ITEM_IDS: self.preprocessor.tokens(index), SCORES: best}
 
 
 class SequenceServing(_Base):
@@ -146,7 +117,7 @@ class SequenceServing(_Base):
         return self._top_k(self.scores(packed, users), ids, known)
 
     def embeddings(self, item_ids):
-        index = tf.cast(self.item_index.lookup(tf.convert_to_tensor(item_ids, tf.string)), tf.int32)
+        index = self.preprocessor.items(item_ids)
         if self.retrieval:
             return {EMBEDDINGS: tf.gather(self.candidates, index)}
         # [e_i, b_i]: a query [h, 1] from the same model scores h . e_i + b_i
@@ -186,11 +157,8 @@ class RankingServing(_Base):
 
     def score(self, user_id, item_id, history, timestamp):
         packed, _, _ = self._history(history)
-        timestamp = tf.convert_to_tensor(timestamp, tf.int64)
-        features = {ITEM_INDICES: packed, USER_INDEX: self._users(user_id),
-                    ITEM_INDEX: tf.cast(self.item_index.lookup(tf.convert_to_tensor(item_id, tf.string)), tf.int32),
-                    "hour": tf.cast(tf.math.floormod(timestamp // 3600, 24), tf.int32),
-                    "weekday": tf.cast(tf.math.floormod(timestamp // SECONDS_PER_DAY + EPOCH_WEEKDAY, 7), tf.int32)}
+        features = {ITEM_INDICES: packed, USER_INDEX: self._users(user_id), ITEM_INDEX: self.preprocessor.items(item_id),
+                    **time_features(timestamp)}
         out = self.model.predict_rating(features, training=False)
         return tf.sigmoid(out) if self.binary else out
 
