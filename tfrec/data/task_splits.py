@@ -26,7 +26,7 @@ import pandas as pd
 
 from tfrec.contract import COLD_SPLIT, LEAVE_ONE_OUT, RANDOM_SPLIT
 from tfrec.data import schema
-from tfrec.data.inputs import group_sequences, pad_left
+from tfrec.data.inputs import group_sequences, with_mask_slot
 from tfrec.errors import TfrecError
 
 SCHEMES = (LEAVE_ONE_OUT, RANDOM_SPLIT, COLD_SPLIT)
@@ -52,8 +52,7 @@ class Examples:
 
     def query_ids(self, max_len: int) -> np.ndarray:
         """[n, max_len] int32: the last `max_len - 1` history items, then the mask slot."""
-        padded = pad_left(self.histories, max_len - 1)
-        return np.concatenate([padded, np.full((len(padded), 1), schema.MASK_ID, np.int32)], axis=1)
+        return with_mask_slot(self.histories, max_len)
 
     def subset(self, keep: np.ndarray) -> "Examples":
         idx = np.flatnonzero(keep)

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tfrec.contract import ENSEMBLE, NEXT_ITEM, PRETRAIN
 from tfrec.errors import TfrecError
 from tfrec.fileio import atomic_dir
+from tfrec.models.backbone_registry import TRANSFORMER, backbone_from_config
 from tfrec.models.ensemble import NextItemEnsemble
 from tfrec.models.sequence_backbone import SequenceBackbone
 from tfrec.models.recommender import TASK_WEIGHTS, RecommenderModel
@@ -68,10 +69,10 @@ def load(path: str, for_serving: bool = False) -> tuple[tf.keras.Model, dict]:
             for member in config["members"]:
                 if member.get("task") not in MEMBER_TASKS.values():
                     raise ValueError(f"an ensemble member has task {member.get('task')!r}")
-                members.append(TASKS[member["task"]](SequenceBackbone.from_config(member["backbone"])))
+                members.append(TASKS[member["task"]](backbone_from_config(member["backbone"])))
             model = NextItemEnsemble(members, config.get("member_weights"))
         else:
-            backbone = SequenceBackbone.from_config(config["backbone"])
+            backbone = backbone_from_config(config["backbone"])
             if TASKS[task] is RecommenderModel:
                 args = dict(config["task_args"], **({"retrieval_weight": 0.0} if for_serving else {}))
                 model = RecommenderModel.built(backbone, **args)
@@ -94,6 +95,10 @@ SHAPE_KEYS = ("vocabulary_size", "max_len", "hidden_dim", "num_layers", "num_hea
 
 def check_compatible(mine: dict, saved: dict, path: str) -> None:
     """Raises one sentence when the saved backbone config `saved` cannot seed `mine`."""
+    kinds = [c.get("backbone_type", TRANSFORMER) for c in (mine, saved)]
+    if kinds[0] != kinds[1]:
+        raise TfrecError(f"the pretrained model at {path} has a {kinds[1]} backbone, but this model has a "
+                         f"{kinds[0]} one (model.backbone)")
     for key in SHAPE_KEYS:
         if mine.get(key) != saved.get(key):
             raise TfrecError(f"the pretrained model at {path} has {key} {saved.get(key)}, "

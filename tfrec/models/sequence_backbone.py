@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.contract import ITEM_INDICES, PADDING_MASK, SEQUENCE_OUTPUT  # noqa: E402
+from tfrec.models.backbone_registry import CAUSAL_TRANSFORMER, TRANSFORMER, register_backbone  # noqa: E402
 
 
 class ItemFeatureEmbedding(tf.keras.layers.Layer):
@@ -67,8 +68,10 @@ def causal_attention_mask(item_ids):
     return tf.broadcast_to(lower[tf.newaxis], [tf.shape(item_ids)[0], width, width])
 
 
+@register_backbone(TRANSFORMER)
 class SequenceBackbone(tf.keras.Model):
-    """Transformer encoder over left-padded item sequences, bidirectional or causal.
+    """Transformer encoder over left-padded item sequences, bidirectional (BERT4Rec-style) or causal
+    (SASRec-style): ``model.backbone: transformer`` or ``causal-transformer``.
 
     Inputs: ``item_ids`` ``[batch, seq_len]`` int32 (0 = padding, 1 = mask) and
     ``padding_mask`` ``[batch, seq_len]`` bool, with ``seq_len <= max_len`` (batches may be
@@ -162,6 +165,7 @@ class SequenceBackbone(tf.keras.Model):
 
     def get_config(self):
         return {
+            "backbone_type": TRANSFORMER,
             "vocabulary_size": self.vocabulary_size, "max_len": self.max_len, "hidden_dim": self.hidden_dim,
             "num_layers": self.num_layers, "num_heads": self.num_heads, "intermediate_dim": self.intermediate_dim,
             "dropout": self.dropout, "layer_norm_epsilon": self.layer_norm_epsilon,
@@ -179,4 +183,15 @@ class SequenceBackbone(tf.keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        config.pop("backbone_type", None)
         return cls(**config)
+
+
+@register_backbone(CAUSAL_TRANSFORMER, causal=True)
+class CausalSequenceBackbone(SequenceBackbone):
+    """The Transformer with causal attention from the start (pretraining included): ``causal-transformer``.
+
+    Saved as a ``transformer`` with ``causal: true``, which it is."""
+
+    backbone_type = TRANSFORMER

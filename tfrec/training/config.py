@@ -23,8 +23,12 @@ OBJECTIVES = ("rating", "binary")
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Shape of the :class:`~tfrec.models.sequence_backbone.SequenceBackbone`."""
+    """The backbone and its shape (:mod:`tfrec.models.backbone_registry`)."""
 
+    # transformer (bidirectional, BERT4Rec-style), causal-transformer (SASRec-style), gru, lstm, or a
+    # registered name; gru, lstm and causal-transformer read histories left to right only, so their
+    # next-item fine-tuning takes finetune.examples: causal.
+    backbone: str = "transformer"
     max_len: int = 50
     hidden_dim: int = 64
     num_layers: int = 2

@@ -141,17 +141,22 @@ def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features:
     each position attends to the ones before it only; `output_extra_dim`: its item heads
     score with output-only item vectors of that width too; `output_last_item`: next-item heads
     add a vector of the history's last item to their state."""
+    from tfrec.models import backbone_registry
+
     m = config.model
     table, size = None, 0
     if m.item_features:
         t, size, columns = dataset.item_feature_table()
         if columns:
             table = t
-    return SequenceBackbone(
-        len(dataset.item_vocab), max_len=m.max_len, hidden_dim=m.hidden_dim, num_layers=m.num_layers,
-        num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
-        feature_table=table, feature_vocabulary_size=size, output_features=output_features, causal=causal,
-        output_extra_dim=output_extra_dim, output_last_item=output_last_item)
+    try:
+        return backbone_registry.build_backbone(
+            m.backbone, vocabulary_size=len(dataset.item_vocab), max_len=m.max_len, hidden_dim=m.hidden_dim,
+            num_layers=m.num_layers, num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
+            feature_table=table, feature_vocabulary_size=size, output_features=output_features, causal=causal,
+            output_extra_dim=output_extra_dim, output_last_item=output_last_item)
+    except ValueError as e:
+        raise TfrecError(f"model.backbone {m.backbone}: {e}") from None
 
 
 def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer:
@@ -484,6 +489,15 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     if teacher:
         identity["teacher"] = os.path.abspath(teacher)
+    from tfrec.models import backbone_registry
+
+    try:
+        causal_backbone = backbone_registry.is_causal(config.model.backbone)
+    except ValueError as e:
+        raise TfrecError(str(e)) from None
+    if causal_backbone and stage.examples != "causal":
+        raise TfrecError(f"model.backbone {config.model.backbone} reads histories left to right, so every position "
+                         "learns the item after it: fine-tune it with finetune.examples: causal")
     with strategy.scope():
         backbone = build_backbone(config, data.dataset, output_features=stage.output_features,
                                   causal=stage.examples == "causal", output_extra_dim=stage.output_extra_dim,
