@@ -94,12 +94,14 @@ def test_a_backbone_defined_outside_the_library_pretrains_finetunes_exports_and_
     assert len(recs) == 5 and not {"i1", "i2"} & {i for i, _ in recs}
 
 
-def test_a_gru_fine_tunes_from_a_pretrained_gru_and_exports_from_the_command_line(data, tmp_path):
+def test_a_gru_pretrained_autoregressively_fine_tunes_and_exports_from_the_command_line(data, tmp_path):
     small = ["--set", "model.hidden_dim=16", "--set", "model.max_len=12", "--set", "pretrain.validate_every=1",
              "--verbose", "2"]
     gru = ["--set", "model.backbone=gru"]
     results = run_cli_batch(
-        ("pretrain", "--data", data, "--out", tmp_path / "pre", "--epochs", "1", *small, *gru),
+        # its natural objective: every position predicts the item after it
+        ("pretrain", "--data", data, "--out", tmp_path / "pre", "--epochs", "1", "--set",
+         "pretrain.objective=autoregressive", *small, *gru),
         ("finetune", "--data", data, "--pretrained", tmp_path / "pre", "--out", tmp_path / "ft", "--epochs", "1",
          "--set", "finetune.examples=causal", *small, *gru),
         ("export", "--model", tmp_path / "ft", "--serving-root", tmp_path / "serving", "--name", "gru", "--top-k", "5"),
@@ -110,6 +112,14 @@ def test_a_gru_fine_tunes_from_a_pretrained_gru_and_exports_from_the_command_lin
          "--set", "finetune.examples=causal", *small))
     for r in results[:3]:
         assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    with open(tmp_path / "pre" / "model" / "config.json") as f:
+        saved = json.load(f)
+    assert saved["task"] == "next-item" and saved["backbone"]["backbone_type"] == "gru"
+    assert saved["pretrain_objective"] == "autoregressive"
+    with open(tmp_path / "ft" / "validation.json") as f:
+        assert json.load(f)["epochs"]  # validated after its epoch
     assert results[3].returncode == 2 and "finetune.examples: causal" in results[3].stderr
     assert results[4].returncode == 2 and "has a gru backbone, but this model has a transformer one" in results[4].stderr
     export = tmp_path / "serving" / "gru" / "1"

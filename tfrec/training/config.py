@@ -16,6 +16,7 @@ from tfrec.errors import TfrecError
 
 STRATEGIES = ("mirrored", "default", "one-device", "multi-worker")
 EXAMPLES = ("all-prefixes", "random-prefix", "causal")
+PRETRAIN_OBJECTIVES = ("cloze", "autoregressive")
 LR_SCHEDULES = ("constant", "cosine")
 SPLITS = ("loo", "random", "cold")
 OBJECTIVES = ("rating", "binary")
@@ -70,6 +71,10 @@ class PretrainConfig(StageConfig):
     epochs: int = 30
     learning_rate: float = 2e-3
     validate_every: int = 5
+    # cloze: masked items predicted from both sides (bidirectional backbones); autoregressive: every
+    # position predicts the item after it (the natural objective of causal and recurrent backbones;
+    # the mask, continuation and attribute settings are not read then).
+    objective: str = "cloze"
     mask_rate: float = 0.4
     max_masks: int = 0  # 0 = ceil(mask_rate * max_len)
     # Share of sequences in which only the last item is masked (the next-item situation).
@@ -206,6 +211,7 @@ class RunConfig:
     def validate(self, where: str = "config") -> None:
         """Checks the settings that take one of a few names."""
         choices = [("strategy", self.strategy, STRATEGIES), ("finetune.examples", self.finetune.examples, EXAMPLES),
+                   ("pretrain.objective", self.pretrain.objective, PRETRAIN_OBJECTIVES),
                    ("pretrain.lr_schedule", self.pretrain.lr_schedule, LR_SCHEDULES),
                    ("finetune.lr_schedule", self.finetune.lr_schedule, LR_SCHEDULES),
                    ("tasks.lr_schedule", self.tasks.lr_schedule, LR_SCHEDULES),

@@ -400,12 +400,15 @@ def _steps(stage, n_sequences: int) -> int:
 
 
 def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite: bool = False, verbose=None) -> dict:
-    """Masked-item pretraining of a backbone on the training sequences of `data_dir`."""
+    """Pretraining of a backbone on the training sequences of `data_dir`: masked-item (cloze) or, with
+    ``pretrain.objective: autoregressive``, next item at every position."""
     config = config or RunConfig()
     strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TensorFlow op
     data = SequenceData.load(data_dir, config.split, config)
     set_seed(config)
     stage = config.pretrain
+    if stage.objective == "autoregressive":
+        return _pretrain_autoregressive(data_dir, out, config, data, strategy, overwrite, verbose)
     attribute_table, attribute_size = None, 0
     if stage.attribute_weight:
         attribute_table, attribute_size, columns = data.dataset.item_feature_table()
@@ -435,6 +438,33 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model)}
     summary = _fit(model, train_ds, steps, stage, config, data, out, contract.PRETRAIN, extra, verbose)
+    return _finish(out, summary, chief)
+
+
+def _pretrain_autoregressive(data_dir: str, out: str, config: RunConfig, data, strategy, overwrite: bool,
+                             verbose) -> dict:
+    """Every position of each training sequence predicts the item after it (SASRec's and GRU4Rec's
+    objective), through a causal view of the backbone and the item head fine-tuning starts from.
+    The run saves a next-item model, which ``finetune --pretrained`` takes like any pretrained one."""
+    stage = config.pretrain
+    max_len = config.model.max_len
+    x, y = inputs.causal_next_item_examples(data.train, max_len)
+    train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
+                                               trim=True, sort_window=stage.sort_window)
+    steps = _steps(stage, len(y))
+    identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
+    chief = cluster.is_chief(strategy)
+    done = _prepare_run_dir(out, identity, overwrite, chief)
+    if done:
+        print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
+        return done
+    with strategy.scope():
+        model = NextItemRecommender(build_backbone(config, data.dataset, causal=True),
+                                    num_sampled=stage.num_sampled, item_counts=data.item_counts)
+        model.compile(optimizer=make_optimizer(stage, steps))
+    extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
+             "parameters": count_parameters(model), "pretrain_objective": "autoregressive"}
+    summary = _fit(model, train_ds, steps, stage, config, data, out, contract.NEXT_ITEM, extra, verbose)
     return _finish(out, summary, chief)
 
 
