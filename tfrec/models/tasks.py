@@ -50,8 +50,22 @@ class ItemHead(keras_nlp.layers.MaskedLMHead):
     encoder makes of the whole history.  The vectors start at zero, like the extra map.
     """
 
-    extra_dim = 0
-    last_item = False
+    def __init__(self, vocabulary_size: int, token_embedding, extra_dim: int = 0, last_item: bool = False,
+                 output_embeddings=None, **kwargs):
+        """`extra_dim`, `last_item`: as above; `output_embeddings`: a callable giving the matrix to score
+        against instead of the tied embedding (a feature-aware backbone's ``output_item_embeddings``;
+        a bound method, not a layer, so the head's checkpoint has the same shape either way)."""
+        super().__init__(vocabulary_size=vocabulary_size, token_embedding=token_embedding, **kwargs)
+        if extra_dim < 0:
+            raise ValueError(f"extra_dim {extra_dim} is negative")
+        self.extra_dim = int(extra_dim)
+        self.last_item = bool(last_item)
+        self._output_embeddings = output_embeddings
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(extra_dim=self.extra_dim, last_item=self.last_item)
+        return config
 
     def build(self, inputs_shape, mask_positions_shape=None):
         super().build(inputs_shape, mask_positions_shape)
@@ -140,13 +154,11 @@ def teacher_cross_entropy(logits, teacher_items, teacher_probs):
 def _item_head(backbone: SequenceBackbone, extra: bool = True) -> ItemHead:
     """The item head over `backbone`; `extra`: with the backbone's output-only item vectors
     (``output_extra_dim``), which towers of the TFRS tasks do not take."""
-    head = ItemHead(vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
+    return ItemHead(vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
+                    extra_dim=backbone.output_extra_dim if extra else 0,
+                    last_item=backbone.output_last_item and extra,
+                    output_embeddings=backbone.output_item_embeddings if backbone.output_features else None,
                     intermediate_activation="gelu", activation=None, name="item_head")
-    # A bound method, not a layer attribute: the head's checkpoint keeps its shape either way.
-    head._output_embeddings = backbone.output_item_embeddings if backbone.output_features else None
-    head.extra_dim = backbone.output_extra_dim if extra else 0
-    head.last_item = backbone.output_last_item and extra
-    return head
 
 
 def _sequence_inputs(backbone: SequenceBackbone) -> dict:
