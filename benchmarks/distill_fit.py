@@ -40,7 +40,7 @@ def main() -> None:
     from tfrec.errors import TfrecError
     from tfrec.models import persistence
     from tfrec.models.tasks import teacher_cross_entropy, trim_leading_padding
-    from tfrec.training.trainer import resolve_model_dir
+    from tfrec.models.persistence import resolve_model_dir
 
     try:
         with np.load(args.targets) as cached:

@@ -44,7 +44,7 @@ def main() -> None:
         checked(run_measured(tfrec("evaluate", "--model", target, "--data", args.data, "--split", "test", "--out", out),
                              log(f"eval_{i}")), f"evaluate {labels[i]}", log(f"eval_{i}"))
         tests[labels[i]] = json.load(open(f"{out}.json"))["metrics"]
-    from tfrec.training.trainer import resolve_model_dir
+    from tfrec.models.persistence import resolve_model_dir
 
     configs = []
     for m in args.models:

@@ -69,7 +69,7 @@ def retrieval_stage(data: str, pretrained: str, steps: int) -> None:
     arguments = task_trainer.model_arguments("retrieval", config, dataset, split)
     backbone = trainer.build_backbone(config, dataset)
     model = RecommenderModel.built(backbone, **arguments)
-    source, _ = persistence.load(trainer.resolve_model_dir(pretrained))
+    source, _ = persistence.load(persistence.resolve_model_dir(pretrained))
     backbone.set_weights(source.backbone.get_weights())
     model.head.set_weights(source.head.get_weights())
     features = task_trainer.features_of(split.train, config.model.max_len, False)

@@ -91,7 +91,8 @@ def reusable(stage: str, run_dir: str, config_path: str, data: str, refit: bool,
     members and weights), from the same teacher."""
     from tfrec.data.dataset import PreparedDataset
     from tfrec.training.config import RunConfig
-    from tfrec.training.trainer import data_fingerprint, resolve_model_dir
+    from tfrec.models.persistence import resolve_model_dir
+    from tfrec.training.trainer import data_fingerprint
 
     try:
         record = json.load(open(os.path.join(run_dir, "run.json")))

@@ -9,6 +9,7 @@ from tfrec.data.inputs import ITEM_INDICES, ITEM_INDEX, USER_INDEX
 from tfrec.models import persistence
 from tfrec.models.recommender import HOUR, RATING, WEEKDAY, RecommenderModel
 from tfrec.models.sequence_backbone import SequenceBackbone
+from tfrec.evaluation import rating
 from tfrec.training import task_trainer
 
 VOCAB = 12
@@ -113,8 +114,8 @@ def test_rating_offsets_worked_by_hand():
 
 def test_auc_and_rating_metrics_worked_by_hand():
     # positive/negative pairs: .9>.1, .9>.4, .4>.1, .4=.4 (half) -> 3.5 of 4
-    assert task_trainer.auc(np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.4, 0.4])) == pytest.approx(0.875)
-    m = task_trainer.rating_metrics(np.array([3.0, 4.0]), np.array([2.0, 4.0]), "rating", 4.0)
+    assert rating.auc(np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.4, 0.4])) == pytest.approx(0.875)
+    m = rating.rating_metrics(np.array([3.0, 4.0]), np.array([2.0, 4.0]), "rating", 4.0)
     # errors 1 and 0: RMSE sqrt(1/2), MAE 1/2; variance of [2, 4] is 1 -> R2 = 1 - 0.5 / 1
     assert m["rmse"] == pytest.approx(np.sqrt(0.5)) and m["mae"] == 0.5 and m["r2"] == pytest.approx(0.5)
 

@@ -84,3 +84,10 @@ def popularity_scorer(train_sequences: Sequence[np.ndarray], vocabulary_size: in
         return np.broadcast_to(counts, (len(histories), vocabulary_size))
 
     return score
+
+
+def model_scorer(model, max_len: int, batch_size: int = 1024) -> Scorer:
+    """A scorer for :func:`evaluate` from a task model: histories end in the mask slot, as its inputs do."""
+    from tfrec.data import inputs
+
+    return lambda histories: model.score(inputs.with_mask_slot(histories, max_len), batch_size=batch_size)

@@ -48,7 +48,8 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
         name = baseline
     else:
         from tfrec.models import persistence
-        from tfrec.training.trainer import model_scorer, resolve_model_dir
+        from tfrec.evaluation.ranking import model_scorer
+        from tfrec.models.persistence import resolve_model_dir
 
         model_dir = resolve_model_dir(model)
         loaded, config = persistence.load(model_dir)
@@ -76,7 +77,7 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
 def write_report(report: dict, ranks: np.ndarray, seqs: inputs.EvalSequences, out: str, per_user: bool,
                  dataset: PreparedDataset | None = None) -> list[str]:
     """Writes the JSON and Markdown files (and per-user CSV); returns their paths."""
-    from tfrec.training.trainer import write_json
+    from tfrec.fileio import write_json
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     paths = [f"{out}.json", f"{out}.md"]
@@ -111,7 +112,7 @@ def recommend(model: str, data_dir: str, history, k: int = 10, exclude_history: 
     import pandas as pd
 
     from tfrec.models import persistence
-    from tfrec.training.trainer import resolve_model_dir
+    from tfrec.models.persistence import resolve_model_dir
 
     dataset = PreparedDataset(data_dir)
     vocab = dataset.item_vocab

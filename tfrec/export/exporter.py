@@ -191,7 +191,7 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
     from tfrec.data.dataset import PreparedDataset
     from tfrec.export import signatures as sig
     from tfrec.models import persistence
-    from tfrec.training.trainer import resolve_model_dir
+    from tfrec.models.persistence import resolve_model_dir
 
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise TfrecError(f"model name {name!r} must be letters, digits, - or _")

@@ -43,7 +43,7 @@ def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
     import tensorflow as tf
 
     from tfrec.evaluation import ranking
-    from tfrec.training.task_trainer import rating_metrics
+    from tfrec.evaluation.rating import rating_metrics
 
     from tfrec.data.dataset import PreparedDataset
 

@@ -22,6 +22,7 @@ from tfrec.models.recommender import TASK_WEIGHTS, RecommenderModel
 from tfrec.models.tasks import MaskedItemPretrainer, NextItemRecommender
 
 CONFIG_FILE = "config.json"
+MODEL_DIR = "model"  # where a run folder keeps its saved model
 CHECKPOINT_DIR = "ckpt"
 TASKS = {PRETRAIN: MaskedItemPretrainer, NEXT_ITEM: NextItemRecommender}
 # The TFRS tasks share one model class; their constructor arguments are saved as "task_args".
@@ -119,3 +120,15 @@ def load_backbone_weights(backbone: SequenceBackbone, path: str) -> dict:
     check_compatible(backbone.get_config(), config["backbone"], path)
     backbone.set_weights(saved.backbone.get_weights())
     return config
+
+
+def resolve_model_dir(path: str) -> str:
+    """A saved model folder: `path` itself, or the ``model/`` of a run folder."""
+    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
+        return path
+    inner = os.path.join(path, MODEL_DIR)
+    if os.path.isfile(os.path.join(inner, CONFIG_FILE)):
+        return inner
+    if os.path.isdir(path):
+        raise TfrecError(f"{path} holds no saved tfrec model (no {CONFIG_FILE} there or in {MODEL_DIR}/)")
+    raise TfrecError(f"{path} does not exist")

@@ -31,7 +31,7 @@ from tfrec.contract import (COLD_START, HOUR, ITEM_INDEX, ITEM_INDICES, MULTITAS
                             USER_INDEX, WEEKDAY)
 from tfrec.data import schema  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
-from tfrec.models.tasks import _item_head  # noqa: E402
+from tfrec.models.tasks import item_head  # noqa: E402
 from tfrec.models.towers import CandidateTower, ContentTower, PooledFeatures, QueryTower  # noqa: E402
 
 RATING = schema.RATING
@@ -89,7 +89,7 @@ class RecommenderModel(tfrs.Model):
         if task == RANKING:
             self.retrieval_weight = 0.0
         self.objective, self.like_threshold = objective, float(like_threshold)
-        self.head = _item_head(backbone, extra=False)
+        self.head = item_head(backbone, extra=False)
         self.query_tower = QueryTower(backbone, self.head, user_table, user_table_size, user_numeric, num_users,
                                       name="query_tower")
         if task == COLD_START:

@@ -151,7 +151,7 @@ def teacher_cross_entropy(logits, teacher_items, teacher_probs):
     return -tf.reduce_sum(teacher_probs * tf.gather(log_q, teacher_items, batch_dims=1), axis=-1)
 
 
-def _item_head(backbone: SequenceBackbone, extra: bool = True) -> ItemHead:
+def item_head(backbone: SequenceBackbone, extra: bool = True) -> ItemHead:
     """The item head over `backbone`; `extra`: with the backbone's output-only item vectors
     (``output_extra_dim``), which towers of the TFRS tasks do not take."""
     return ItemHead(vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
@@ -378,7 +378,7 @@ class MaskedItemPretrainer(_ItemPredictionModel):
         inputs = _sequence_inputs(backbone)
         inputs[MASK_POSITIONS] = tf.keras.Input(shape=(None,), dtype="int64", name=MASK_POSITIONS)
         sequence = backbone({ITEM_INDICES: inputs[ITEM_INDICES], PADDING_MASK: inputs[PADDING_MASK]})[SEQUENCE_OUTPUT]
-        head = _item_head(backbone)
+        head = item_head(backbone)
         hidden = head(sequence, mask_positions=inputs[MASK_POSITIONS])
         outputs = {ITEM_HIDDEN: hidden}
         if attribute_weight:
@@ -427,7 +427,7 @@ class NextItemRecommender(_ItemPredictionModel):
             positions = tf.keras.layers.Lambda(
                 lambda ids: tf.fill([tf.shape(ids)[0], 1], tf.cast(tf.shape(ids)[1] - 1, tf.int64)),
                 name="slot_position")(inputs[ITEM_INDICES])
-        head = _item_head(backbone)
+        head = item_head(backbone)
         previous = None
         if head.last_item:
             # The item each state follows: a causal state's own position's; the slot's, the

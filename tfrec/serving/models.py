@@ -34,7 +34,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfrec.serving.errors import ServingError, first_line
-from tfrec.serving.version import WARMUP, Version, _fingerprint, load_version, replay_warmup
+from tfrec.serving.version import WARMUP, Version, fingerprint, load_version, replay_warmup
 
 State = get_model_status_pb2.ModelVersionStatus.State
 PLATFORM = "tensorflow"
@@ -112,7 +112,7 @@ class Model:
         found = {}
         for d in names:
             if d.isascii() and d.isdigit() and int(d) > 0:
-                fp = _fingerprint(os.path.join(self.base_path, d))
+                fp = fingerprint(os.path.join(self.base_path, d))
                 if fp is not None:
                     found[int(d)] = fp
         return found

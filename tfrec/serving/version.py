@@ -20,7 +20,7 @@ from tfrec.serving.errors import ServingError, first_line
 WARMUP = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
-def _fingerprint(path: str) -> tuple | None:
+def fingerprint(path: str) -> tuple | None:
     """What identifies the SavedModel in a version folder: its ``saved_model.pb``'s inode, size and mtime."""
     try:
         st = os.stat(os.path.join(path, "saved_model.pb"))

@@ -32,7 +32,7 @@ def check_teacher(path: str, vocabulary_size: int, fingerprint: str, refit: bool
     is.  Reads the config only, so a run refuses a wrong teacher before it writes anything."""
     import json
 
-    from tfrec.training.trainer import resolve_model_dir
+    from tfrec.models.persistence import resolve_model_dir
 
     model_dir = resolve_model_dir(path)
     try:
@@ -62,7 +62,7 @@ def _check(config: dict, vocab: int, model_dir: str, vocabulary_size: int, finge
 
 def load_teacher(path: str, vocabulary_size: int, fingerprint: str, refit: bool):
     """The teacher model saved at `path` (a run or model folder), checked against the student's data."""
-    from tfrec.training.trainer import resolve_model_dir
+    from tfrec.models.persistence import resolve_model_dir
 
     model_dir = resolve_model_dir(path)
     model, config = persistence.load(model_dir)

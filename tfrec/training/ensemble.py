@@ -25,7 +25,9 @@ def combine(model_dirs: list[str], out: str, member_weights: list[float] | None 
     from tfrec.evaluation import ranking
     from tfrec.models import persistence
     from tfrec.models.ensemble import NextItemEnsemble
-    from tfrec.training.trainer import model_scorer, resolve_model_dir, write_json
+    from tfrec.evaluation.ranking import model_scorer
+    from tfrec.fileio import write_json
+    from tfrec.models.persistence import resolve_model_dir
 
     if len(model_dirs) < 2:
         raise TfrecError("an ensemble needs at least two --models")

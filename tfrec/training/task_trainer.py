@@ -25,11 +25,13 @@ from tfrec.data import inputs, schema, task_splits  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
 from tfrec.evaluation import ranking  # noqa: E402
+from tfrec.evaluation.rating import auc, rating_metrics  # noqa: E402,F401
 from tfrec.models import persistence  # noqa: E402
 from tfrec.models.recommender import (  # noqa: E402
     HOUR, RATING, RETRIEVAL_KS, TASK_WEIGHTS, WEEKDAY, RecommenderModel)
 from tfrec.models.tasks import copy_head_weights, count_parameters  # noqa: E402
-from tfrec.training import cluster, trainer  # noqa: E402
+from tfrec.fileio import write_json  # noqa: E402
+from tfrec.training import cluster, runs, trainer  # noqa: E402
 from tfrec.training.config import RunConfig  # noqa: E402
 
 TASKS = tuple(TASK_WEIGHTS)
@@ -175,35 +177,6 @@ def rank_metrics(ranks: np.ndarray) -> dict:
     return out
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half)."""
-    labels = labels.astype(bool)
-    pos, neg = int(labels.sum()), int((~labels).sum())
-    if not pos or not neg:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), np.float64)
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(average, counts)
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
-
-
-def rating_metrics(predictions: np.ndarray, ratings: np.ndarray, objective: str, threshold: float) -> dict:
-    if objective == "binary":
-        labels = ratings >= threshold
-        p = 1.0 / (1.0 + np.exp(-predictions))
-        eps = 1e-7
-        loss = -np.mean(labels * np.log(p + eps) + (1 - labels) * np.log(1 - p + eps))
-        return {"auc": auc(labels, predictions), "log_loss": float(loss),
-                "accuracy": float(np.mean((p >= 0.5) == labels)), "rows": int(len(labels))}
-    error = predictions - ratings
-    variance = float(np.var(ratings))
-    return {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error))),
-            "r2": 1.0 - float(np.mean(error ** 2)) / variance if variance else float("nan"), "rows": int(len(error))}
-
-
 def baselines(task: str, split: task_splits.TaskSplit, objective: str, threshold: float, seed: int) -> dict:
     """What a test result is compared with: popularity and random for retrieval and cold
     start, the training mean (or base rate) for ranking."""
@@ -266,7 +239,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     dataset = PreparedDataset(data_dir)
     split = task_splits.load(dataset, scheme, seed=config.seed, valid_fraction=config.tasks.valid_fraction,
                              cold_fraction=config.tasks.cold_fraction)
-    pretrained_model = trainer.resolve_model_dir(pretrained) if pretrained else None
+    pretrained_model = persistence.resolve_model_dir(pretrained) if pretrained else None
     source = None
     if pretrained_model:
         source, source_config = persistence.load(pretrained_model)
@@ -288,7 +261,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     train_ds = task_dataset(train_features, stage.batch_size, True, config.seed, repeat=True,
                             sort_window=stage.sort_window)
     valid_ds = task_dataset(valid_features, 1024, False, config.seed, repeat=False)
-    steps = trainer._steps(stage, len(split.train))
+    steps = runs.steps_per_epoch(stage, len(split.train))
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": trainer.data_fingerprint(dataset),
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     with strategy.scope():
@@ -300,7 +273,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
             copy_head_weights(model.head, source.head)
         model.apply_freeze()
         chief = cluster.is_chief(strategy)
-        done = trainer._prepare_run_dir(out, identity, overwrite, chief)
+        done = runs.prepare_run_dir(out, identity, overwrite, chief)
         if done:
             print(f"{out} holds a finished {task} run; pass --overwrite to run it again", flush=True)
             return done
@@ -308,19 +281,19 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "parameters": count_parameters(model), "task_args": arguments}
     target = cluster.WriteTarget(out, strategy)  # the run folder on the chief, scratch on other workers
-    model_dir = target.path(trainer.MODEL_DIR)
+    model_dir = target.path(persistence.MODEL_DIR)
 
     def save_best(epoch, entry):
         persistence.save(model, model_dir, task, extra=dict(extra, epoch=epoch, valid_metrics=entry))
 
     monitor, mode = monitored(task, config, split.vocabulary_size - schema.NUM_ITEM_RESERVED)
-    best = BestEpoch(monitor, mode, stage.patience, os.path.join(out, trainer.VALIDATION_FILE), save_best,
+    best = BestEpoch(monitor, mode, stage.patience, os.path.join(out, runs.VALIDATION_FILE), save_best,
                      write_state=target.chief)
     callbacks = [
         best,
-        tf.keras.callbacks.TensorBoard(os.path.join(out, trainer.LOG_DIR), update_freq="epoch", profile_batch=0),
-        trainer.EpochCheckpoint(target.path(trainer.CHECKPOINT_DIR), config.keep_checkpoints),
-        trainer.Backup(os.path.join(out, trainer.BACKUP_DIR), save_freq=max(1, config.backup_every_steps),
+        tf.keras.callbacks.TensorBoard(os.path.join(out, runs.LOG_DIR), update_freq="epoch", profile_batch=0),
+        trainer.EpochCheckpoint(target.path(runs.CHECKPOINT_DIR), config.keep_checkpoints),
+        trainer.Backup(os.path.join(out, runs.BACKUP_DIR), save_freq=max(1, config.backup_every_steps),
                        delete_checkpoint=False),
     ]
     if verbose is None:
@@ -340,9 +313,9 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
         best_model, _ = persistence.load(model_dir)
         summary["test"] = evaluate_task(best_model, split, config, task)
         summary["baselines"] = baselines(task, split, stage.objective, stage.like_threshold, config.seed)
-    trainer.write_json(target.path(trainer.METRICS_FILE), summary)
+    write_json(target.path(runs.METRICS_FILE), summary)
     target.close()
-    return trainer._finish(out, summary, target.chief)
+    return runs.finish_run(out, summary, target.chief)
 
 
 def evaluate_task(model: RecommenderModel, split: task_splits.TaskSplit, config: RunConfig, task: str) -> dict:

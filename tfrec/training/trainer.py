@@ -37,25 +37,15 @@ from tfrec.models import persistence  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 from tfrec.models.tasks import (  # noqa: E402
     MaskedItemPretrainer, NextItemRecommender, copy_head_weights, count_parameters)
+from tfrec.evaluation.ranking import model_scorer  # noqa: E402,F401  (named here for the callers of old)
+from tfrec.fileio import write_json  # noqa: E402
+from tfrec.models.persistence import MODEL_DIR, resolve_model_dir  # noqa: E402,F401
 from tfrec.training import cluster  # noqa: E402
+from tfrec.training.runs import (BACKUP_DIR, CHECKPOINT_DIR, LOG_DIR, METRICS_FILE, RUN_FILE,  # noqa: E402,F401
+                                 VALIDATION_FILE, finish_run, prepare_run_dir, steps_per_epoch)
 from tfrec.training.config import STRATEGIES, RunConfig  # noqa: E402
 
-RUN_FILE = "run.json"
-MODEL_DIR = "model"
-BACKUP_DIR = "backup"
-CHECKPOINT_DIR = "checkpoints"
-LOG_DIR = "logs"
-VALIDATION_FILE = "validation.json"
-METRICS_FILE = "metrics.json"
 MONITOR = "ndcg@10"
-
-
-def write_json(path: str, data) -> None:
-    """Writes JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def set_seed(config: RunConfig) -> None:
@@ -173,9 +163,6 @@ def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer
     return tf.keras.optimizers.Adam(rate)
 
 
-def model_scorer(model, max_len: int, batch_size: int = 1024) -> ranking.Scorer:
-    """A scorer for :func:`tfrec.evaluation.ranking.evaluate` from a task model."""
-    return lambda histories: model.score(inputs.with_mask_slot(histories, max_len), batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------
@@ -297,40 +284,6 @@ class Backup(tf.keras.callbacks.BackupAndRestore):
 # Runs
 
 
-def _prepare_run_dir(out: str, identity: dict, overwrite: bool, chief: bool = True) -> dict | None:
-    """Creates or checks the run folder; returns the finished run's record, if any.
-
-    Only the chief of a multi-worker job touches the folder; the other workers read it."""
-    run_path = os.path.join(out, RUN_FILE)
-    if not chief:
-        if overwrite or not os.path.isfile(run_path):
-            return None
-        with open(run_path) as f:
-            record = json.load(f)
-        return record if record.get("status") == "done" and record.get("identity") == identity else None
-    if overwrite and os.path.exists(out):
-        if os.path.exists(run_path) or not os.listdir(out):
-            shutil.rmtree(out)
-        else:
-            raise TfrecError(f"{out} is not a tfrec run folder; not overwriting it")
-    if os.path.isfile(run_path):
-        with open(run_path) as f:
-            record = json.load(f)
-        started = any(os.path.exists(os.path.join(out, p)) for p in (BACKUP_DIR, VALIDATION_FILE, MODEL_DIR))
-        if record.get("identity") != identity and not started and record.get("status") != "done":
-            write_json(run_path, {"identity": identity, "status": "running", "started": time.time()})
-            return None
-        if record.get("identity") != identity:
-            raise TfrecError(f"{out} holds a run with other data or settings; pass --overwrite to replace it, "
-                             "or choose another --out")
-        return record if record.get("status") == "done" else None
-    if os.path.isdir(out) and os.listdir(out):
-        raise TfrecError(f"{out} exists and is not a tfrec run folder; choose an empty or new --out")
-    os.makedirs(out, exist_ok=True)
-    write_json(run_path, {"identity": identity, "status": "running", "started": time.time()})
-    return None
-
-
 def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceData, out: str, task: str,
          extra: dict, verbose) -> dict:
     max_len = config.model.max_len
@@ -383,22 +336,6 @@ def weights_fingerprint(model: tf.keras.Model) -> str:
     return h.hexdigest()
 
 
-def _finish(out: str, summary: dict, chief: bool = True) -> dict:
-    if not chief:
-        return {"status": "done", "summary": summary}
-    run_path = os.path.join(out, RUN_FILE)
-    with open(run_path) as f:
-        record = json.load(f)
-    record.update(status="done", finished=time.time(), summary=summary)
-    write_json(run_path, record)
-    shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)
-    return record
-
-
-def _steps(stage, n_sequences: int) -> int:
-    return stage.steps_per_epoch or max(1, math.ceil(n_sequences / stage.batch_size))
-
-
 def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite: bool = False, verbose=None) -> dict:
     """Pretraining of a backbone on the training sequences of `data_dir`: masked-item (cloze) or, with
     ``pretrain.objective: autoregressive``, next item at every position."""
@@ -421,10 +358,10 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         mask_last_rate=stage.mask_last_rate, max_masks=stage.max_masks or None, augmentations=stage.augmentations,
         repeat=True, seed=config.seed, continuation_rate=stage.continuation_rate if stage.continuation_weight else 0.0,
         trim=True, sort_window=stage.sort_window)
-    steps = _steps(stage, len(sequences))
+    steps = steps_per_epoch(stage, len(sequences))
     identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
     chief = cluster.is_chief(strategy)
-    done = _prepare_run_dir(out, identity, overwrite, chief)
+    done = prepare_run_dir(out, identity, overwrite, chief)
     if done:
         print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
         return done
@@ -438,7 +375,7 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model)}
     summary = _fit(model, train_ds, steps, stage, config, data, out, contract.PRETRAIN, extra, verbose)
-    return _finish(out, summary, chief)
+    return finish_run(out, summary, chief)
 
 
 def _pretrain_autoregressive(data_dir: str, out: str, config: RunConfig, data, strategy, overwrite: bool,
@@ -451,10 +388,10 @@ def _pretrain_autoregressive(data_dir: str, out: str, config: RunConfig, data, s
     x, y = inputs.causal_next_item_examples(data.train, max_len)
     train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
                                                trim=True, sort_window=stage.sort_window)
-    steps = _steps(stage, len(y))
+    steps = steps_per_epoch(stage, len(y))
     identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
     chief = cluster.is_chief(strategy)
-    done = _prepare_run_dir(out, identity, overwrite, chief)
+    done = prepare_run_dir(out, identity, overwrite, chief)
     if done:
         print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
         return done
@@ -465,7 +402,7 @@ def _pretrain_autoregressive(data_dir: str, out: str, config: RunConfig, data, s
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model), "pretrain_objective": "autoregressive"}
     summary = _fit(model, train_ds, steps, stage, config, data, out, contract.NEXT_ITEM, extra, verbose)
-    return _finish(out, summary, chief)
+    return finish_run(out, summary, chief)
 
 
 def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
@@ -514,7 +451,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         n = len(sequences)
     else:
         raise TfrecError(f"unknown finetune.examples {stage.examples!r}; use all-prefixes, random-prefix or causal")
-    steps = _steps(stage, n)
+    steps = steps_per_epoch(stage, n)
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": fingerprint,
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     if teacher:
@@ -547,7 +484,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
             backbone.set_weights(source.backbone.get_weights())
             copy_head_weights(model.head, source.head)
         chief = cluster.is_chief(strategy)
-        done = _prepare_run_dir(out, identity, overwrite, chief)
+        done = prepare_run_dir(out, identity, overwrite, chief)
         if done:
             print(f"{out} holds a finished fine-tuning run; pass --overwrite to run it again", flush=True)
             return done
@@ -561,16 +498,6 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
              "pretrained": identity["pretrained"], "teacher": identity.get("teacher"),
              "parameters": count_parameters(model)}
     summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose)
-    return _finish(out, summary, chief)
+    return finish_run(out, summary, chief)
 
 
-def resolve_model_dir(path: str) -> str:
-    """A saved model folder: `path` itself, or the ``model/`` of a run folder."""
-    if os.path.isfile(os.path.join(path, persistence.CONFIG_FILE)):
-        return path
-    inner = os.path.join(path, MODEL_DIR)
-    if os.path.isfile(os.path.join(inner, persistence.CONFIG_FILE)):
-        return inner
-    if os.path.isdir(path):
-        raise TfrecError(f"{path} holds no saved tfrec model (no {persistence.CONFIG_FILE} there or in {MODEL_DIR}/)")
-    raise TfrecError(f"{path} does not exist")
