@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -66,3 +67,32 @@ def test_committed_configs_parse():
     assert files, "configs/ holds the committed run configs"
     for path in files:
         RunConfig.from_file(path)
+
+
+def test_configs_default_yaml_is_generated_from_the_dataclasses_and_complete():
+    import os
+
+    from tfrec.training import config as cfg
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "configs", "default.yaml")
+    with open(path, encoding="utf-8") as f:
+        committed = f.read()
+    assert committed == cfg.defaults_text(), (
+        "configs/default.yaml is out of date; regenerate it with "
+        "python -c \"from tfrec.training.config import write_defaults; write_defaults('configs/default.yaml')\"")
+    # read back, it is exactly the defaults: every setting is there, with its default value
+    assert cfg.RunConfig.from_file(path) == cfg.RunConfig()
+    data = cfg.read_mapping(path)
+    for section in ("model", "pretrain", "finetune", "tasks"):
+        fields = {f.name for f in dataclasses.fields(getattr(cfg.RunConfig(), section))}
+        unread = set(getattr(type(getattr(cfg.RunConfig(), section)), "UNREAD", ()))
+        assert set(data[section]) == fields - unread, section
+
+
+def test_settings_the_tfrs_tasks_do_not_read_are_refused():
+    from tfrec.training.config import RunConfig
+
+    for key, value in (("num_sampled", 100), ("validate_every", 2), ("augmentations", {"crop": 0.2})):
+        with pytest.raises(TfrecError, match=f"tasks.{key} is not read by the TFRS tasks"):
+            RunConfig.from_dict({"tasks": {key: value}})

@@ -135,6 +135,10 @@ class FinetuneConfig(StageConfig):
 class TaskConfig(StageConfig):
     """Fine-tuning into the TFRS tasks (retrieval, ranking, cold-start, multitask)."""
 
+    # Settings of StageConfig the TFRS trainer does not read (it validates every epoch, with its
+    # in-batch softmax, on unaugmented rows): refused when set, left out of configs/default.yaml.
+    UNREAD = ("augmentations", "num_sampled", "validate_every")
+
     epochs: int = 30
     batch_size: int = 512
     learning_rate: float = 1e-3
@@ -234,6 +238,10 @@ class RunConfig:
             if not self.finetune.distill_temperature > 0 or not self.finetune.distill_top_k >= 1:
                 raise TfrecError(f"{where}: distillation needs a positive finetune.distill_temperature and "
                                  "finetune.distill_top_k of at least 1")
+        unread = [k for k in TaskConfig.UNREAD if getattr(self.tasks, k) != getattr(TaskConfig(), k)]
+        if unread:
+            raise TfrecError(f"{where}: tasks.{unread[0]} is not read by the TFRS tasks (it applies to pretrain "
+                             "and finetune); remove it")
         if self.refit and self.split != "loo":
             raise TfrecError(f"{where}: refit trains on the validation items of the leave-one-out split; "
                              f"it does not apply to split {self.split!r}")
@@ -254,6 +262,74 @@ class RunConfig:
                 node = node[p]
             node[parts[-1]] = value
         return self.from_dict(data, where)
+
+
+DEFAULTS_HEADER = """\
+# tfrec's defaults, written out: every setting, with its default and what it does.
+# Generated from tfrec/training/config.py; do not edit by hand (tests/unit/test_training_config.py checks it):
+#   python -c "from tfrec.training.config import write_defaults; write_defaults('configs/default.yaml')"
+# A starting point for a dataset of your own:
+#   tfrec pretrain --data DIR --out runs/pre --config configs/default.yaml
+#   tfrec finetune --data DIR --pretrained runs/pre --out runs/ft --config configs/default.yaml
+"""
+
+
+def _field_comments(cls) -> dict[str, list[str]]:
+    """The comment lines written above (or beside) each field in the source of `cls` and its bases."""
+    import inspect
+    import re
+
+    out: dict[str, list[str]] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        pending: list[str] = []
+        for line in inspect.getsource(klass).splitlines():
+            text = line.strip()
+            if text.startswith("#"):
+                pending.append(text[1:].strip())
+                continue
+            match = re.match(r"(\w+)\s*:\s*[^=]+=(.*)$", text)
+            if match and not text.startswith(("def ", "class ")):
+                beside = match.group(2).split("  # ", 1)
+                comments = pending + ([beside[1].strip()] if len(beside) > 1 else [])
+                if comments:
+                    out[match.group(1)] = comments
+            pending = []
+    return out
+
+
+def _yaml_value(value) -> str:
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text[:-4].strip() if text.endswith("\n...") else text
+
+
+def defaults_text() -> str:
+    """``configs/default.yaml``: every setting of :class:`RunConfig` with its default and its comment."""
+    lines = [DEFAULTS_HEADER.rstrip("\n")]
+
+    def emit(cls, obj, indent: str, skip=()):
+        comments = _field_comments(cls)
+        for f in dataclasses.fields(obj):
+            if f.name in skip:
+                continue
+            value = getattr(obj, f.name)
+            lines.extend(f"{indent}# {c}" if c else f"{indent}#" for c in comments.get(f.name, []))
+            if dataclasses.is_dataclass(value):
+                lines.append(f"{indent}{f.name}:")
+                emit(type(value), value, indent + "  ", getattr(type(value), "UNREAD", ()))
+            else:
+                lines.append(f"{indent}{f.name}: {_yaml_value(value)}")
+
+    emit(RunConfig, RunConfig(), "")
+    return "\n".join(lines) + "\n"
+
+
+def write_defaults(path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(defaults_text())
 
 
 def read_mapping(path: str) -> dict:
