@@ -360,7 +360,8 @@ def test_distillation_targets_and_loss_match_their_definitions():
     student = NextItemRecommender(small_backbone(dropout=0.0), distill_weight=0.5, distill_temperature=2.0)
     hidden = student(b)[ITEM_HIDDEN]
     weight = tf.constant([[1.0], [0.0], [2.0], [1.0], [1.0]])
-    got = float(student._distill_loss(student.head.project(hidden[:, -1]), tf.constant(ids), tf.constant(probs), weight))
+    got = float(student.objectives["distill"](student.head.project(hidden[:, -1]), tf.constant(ids), tf.constant(probs),
+                                              weight[:, -1]))
     z = student.score(b[ITEM_INDICES]) / 2.0
     log_q = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
     rows = -(probs * np.take_along_axis(log_q, ids, axis=1)).sum(1)
@@ -369,8 +370,8 @@ def test_distillation_targets_and_loss_match_their_definitions():
     # A one-hot teacher at temperature 1 is the plain next-item cross-entropy.
     plain = NextItemRecommender(small_backbone(dropout=0.0), distill_weight=1.0)
     labels = np.array([5, 6, 7, 8, 9], np.int32)
-    one_hot = float(plain._distill_loss(plain.head.project(plain(b)[ITEM_HIDDEN][:, -1]), tf.constant(labels[:, None]),
-                                        tf.ones([5, 1]), tf.ones([5, 1])))
+    one_hot = float(plain.objectives["distill"](plain.head.project(plain(b)[ITEM_HIDDEN][:, -1]),
+                                                tf.constant(labels[:, None]), tf.ones([5, 1]), tf.ones([5])))
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=plain.score(b[ITEM_INDICES]))
     assert one_hot == pytest.approx(float(tf.reduce_mean(ce)), rel=1e-4)
 
@@ -393,7 +394,8 @@ def test_distillation_targets_and_loss_match_their_definitions():
     z = student.score(xb[ITEM_INDICES].numpy())
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb[inputs.ITEMS][:, -1], logits=z).numpy()
     w = wb.numpy()[:, -1]
-    distill_term = float(student._distill_loss(tf.constant(z), yb[inputs.TEACHER_ITEMS], yb[inputs.TEACHER_PROBS], wb))
+    distill_term = float(student.objectives["distill"](tf.constant(z), yb[inputs.TEACHER_ITEMS], yb[inputs.TEACHER_PROBS],
+                                                       wb[:, -1]))
     assert total == pytest.approx((ce * w).sum() / w.sum() + 0.5 * distill_term, rel=1e-4)
     student.compile(tf.keras.optimizers.Adam(1e-2))
     hist = student.fit(ds, epochs=4, verbose=0).history

@@ -24,6 +24,8 @@ from tfrec.contract import (ATTRIBUTE_LOGITS, CONTINUATION_LOGIT, CONTINUES, ITE
                             TEACHER_PROBS)
 from tfrec.data import schema  # noqa: E402
 from tfrec.data.inputs import leading_padding  # noqa: E402
+from tfrec.models.objectives import (AttributeTask, ContinuationTask, ContrastiveTask,  # noqa: E402,F401
+                                     DistillationTask, ItemPredictionTask, TripletTask, teacher_cross_entropy)
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 
 
@@ -144,13 +146,6 @@ def copy_head_weights(target: ItemHead, source: ItemHead) -> None:
         w.assign(value)
 
 
-def teacher_cross_entropy(logits, teacher_items, teacher_probs):
-    """``[batch]`` cross-entropy of the full softmax over ``logits`` ``[batch, vocabulary_size]``
-    against a teacher's ``[batch, k]`` top items and their probabilities."""
-    log_q = tf.nn.log_softmax(logits)
-    return -tf.reduce_sum(teacher_probs * tf.gather(log_q, teacher_items, batch_dims=1), axis=-1)
-
-
 def item_head(backbone: SequenceBackbone, extra: bool = True) -> ItemHead:
     """The item head over `backbone`; `extra`: with the backbone's output-only item vectors
     (``output_extra_dim``), which towers of the TFRS tasks do not take."""
@@ -191,8 +186,10 @@ class _ItemPredictionModel(tf.keras.Model):
 
     def _setup(self, backbone, head, num_sampled=0, item_counts=None, attribute_table=None,
                attribute_size=0, attribute_weight=0.0, continuation_weight=0.0, contrastive_weight=0.0,
-               contrastive_temperature=1.0, distill_weight=0.0, distill_temperature=1.0):
+               contrastive_temperature=1.0, distill_weight=0.0, distill_temperature=1.0, triplet_weight=0.0,
+               triplet_loss="margin", triplet_margin=1.0, triplet_negatives=8):
         self.backbone = backbone
+        self.triplet_weight = float(triplet_weight)
         self.distill_weight = float(distill_weight)
         self.distill_temperature = float(distill_temperature)
         self.contrastive_weight = float(contrastive_weight)
@@ -219,23 +216,27 @@ class _ItemPredictionModel(tf.keras.Model):
             names.append("contrastive_loss")
         if self.distill_weight:
             names.append("distill_loss")
+        if self.triplet_weight:
+            names.append("triplet_loss")
         self._trackers = {n: tf.keras.metrics.Mean(name=n) for n in names}
+        # The objectives this model sums (tfrec.models.objectives).  Kept out of Keras' tracking: they hold no
+        # weights, so checkpoints are the same whichever a model trains with.
+        self.__dict__["objectives"] = {
+            "item": ItemPredictionTask(backbone.vocabulary_size, self.num_sampled,
+                                       self._unigrams if self.num_sampled else None),
+            "attribute": AttributeTask(attribute_table, attribute_size) if self.attribute_weight else None,
+            "continuation": ContinuationTask(),
+            "contrastive": ContrastiveTask(self.contrastive_temperature),
+            "distill": DistillationTask(self.distill_temperature),
+            "triplet": TripletTask(triplet_loss, triplet_margin, num_negatives=triplet_negatives,
+                                   reserved=schema.NUM_ITEM_RESERVED) if self.triplet_weight else None}
 
     @property
     def metrics(self):
         return list(self._trackers.values())
 
     def _item_loss(self, hidden, labels, training):
-        if self.num_sampled and training:
-            sampled = tf.random.fixed_unigram_candidate_sampler(
-                true_classes=tf.cast(labels[:, tf.newaxis], tf.int64), num_true=1, num_sampled=self.num_sampled,
-                unique=True, range_max=self.backbone.vocabulary_size, unigrams=self._unigrams)
-            return tf.nn.sampled_softmax_loss(
-                weights=self.head.item_matrix(), biases=self.head.output_bias,
-                labels=tf.cast(labels[:, tf.newaxis], tf.int64), inputs=hidden, num_sampled=self.num_sampled,
-                num_classes=self.backbone.vocabulary_size, sampled_values=sampled, remove_accidental_hits=True)
-        logits = self.head.project(hidden)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return self.objectives["item"](hidden, labels, self.head, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         training = getattr(self, "_tfrec_training", True)
@@ -262,42 +263,34 @@ class _ItemPredictionModel(tf.keras.Model):
         total = item_loss
         self._trackers["item_loss"].update_state(item_loss)
         if self.attribute_weight:
-            ids = tf.gather(self._attribute_table, flat_labels)  # [n, width], 0 = none
-            targets = tf.reduce_max(tf.one_hot(ids, self._attribute_size), axis=1)[:, 1:]
-            logits = tf.boolean_mask(y_pred[ATTRIBUTE_LOGITS], keep)
-            per_item = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=-1)
+            per_item = self.objectives["attribute"](tf.boolean_mask(y_pred[ATTRIBUTE_LOGITS], keep), flat_labels)
             attribute_loss = tf.reduce_sum(per_item * flat_weight) / denominator
             self._trackers["attribute_loss"].update_state(attribute_loss)
             total += self.attribute_weight * attribute_loss
         if self.continuation_weight:
-            target = tf.cast(y[CONTINUES], tf.float32)
-            logit = y_pred[CONTINUATION_LOGIT][:, 0]
-            continuation_loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logit))
+            continuation_loss, correct = self.objectives["continuation"](y_pred[CONTINUATION_LOGIT][:, 0], y[CONTINUES])
             self._trackers["continuation_loss"].update_state(continuation_loss)
-            self._trackers["continuation_accuracy"].update_state(tf.cast(tf.equal(logit > 0, target > 0.5), tf.float32))
+            self._trackers["continuation_accuracy"].update_state(correct)
             total += self.continuation_weight * continuation_loss
         if self.contrastive_weight and training:
             contrastive_loss = self._contrastive_loss(x, hidden, labels, sample_weight)
             self._trackers["contrastive_loss"].update_state(contrastive_loss)
             total += self.contrastive_weight * contrastive_loss
         if distilling:
-            distill_loss = self._distill_loss(last_logits, y[TEACHER_ITEMS], y[TEACHER_PROBS], sample_weight)
+            distill_loss = self.objectives["distill"](last_logits, y[TEACHER_ITEMS], y[TEACHER_PROBS],
+                                                      sample_weight[:, -1])
             self._trackers["distill_loss"].update_state(distill_loss)
             total += self.distill_weight * distill_loss
+        if self.triplet_weight and training:
+            per_row = self.objectives["triplet"](tf.boolean_mask(hidden, keep), flat_labels, self.head.item_matrix(),
+                                                 self.head.output_bias)
+            triplet_loss = tf.reduce_sum(per_row * flat_weight) / denominator
+            self._trackers["triplet_loss"].update_state(triplet_loss)
+            total += self.triplet_weight * triplet_loss
         if self.losses:
             total += tf.add_n(self.losses)
         self._trackers["loss"].update_state(total)
         return total
-
-    def _distill_loss(self, logits, teacher_items, teacher_probs, sample_weight):
-        """Cross-entropy of the model's item distribution (full softmax over the last position's
-        ``[batch, vocabulary_size]`` logits, softened by the temperature) against a teacher's
-        ``[batch, k]`` top items and their probabilities, times temperature^2 so its gradients
-        keep their scale (one predicted position per row)."""
-        t = self.distill_temperature
-        per_row = teacher_cross_entropy(logits / t, teacher_items, teacher_probs)
-        weight = sample_weight[:, -1]
-        return t * t * tf.reduce_sum(per_row * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
     def _contrastive_loss(self, x, hidden, labels, sample_weight):
         """Two dropout views of each predicted state should match each other better than the
@@ -307,16 +300,7 @@ class _ItemPredictionModel(tf.keras.Model):
         keep = sample_weight > 0
         first = tf.boolean_mask(hidden, keep)
         second = tf.boolean_mask(self(x, training=True)[ITEM_HIDDEN], keep)
-        target = tf.boolean_mask(labels, keep)
-        logits = tf.matmul(first, second, transpose_b=True) / self.contrastive_temperature
-        rows = tf.shape(first)[0]
-        diagonal = tf.eye(rows, dtype=tf.bool)
-        same = tf.equal(target[:, tf.newaxis], target[tf.newaxis, :]) & ~diagonal
-        logits = tf.where(same, tf.fill(tf.shape(logits), tf.constant(-1e9, logits.dtype)), logits)
-        index = tf.range(rows)
-        per_row = 0.5 * (tf.nn.sparse_softmax_cross_entropy_with_logits(labels=index, logits=logits)
-                         + tf.nn.sparse_softmax_cross_entropy_with_logits(labels=index, logits=tf.transpose(logits)))
-        return tf.reduce_sum(per_row) / tf.maximum(tf.cast(rows, per_row.dtype), 1.0)
+        return self.objectives["contrastive"](first, second, tf.boolean_mask(labels, keep))
 
     def compute_metrics(self, x, y, y_pred, sample_weight):
         return {name: t.result() for name, t in self._trackers.items()}
@@ -415,7 +399,8 @@ class NextItemRecommender(_ItemPredictionModel):
 
     def __init__(self, backbone: SequenceBackbone, num_sampled: int = 0, item_counts=None,
                  contrastive_weight: float = 0.0, contrastive_temperature: float = 1.0, distill_weight: float = 0.0,
-                 distill_temperature: float = 1.0, **kwargs):
+                 distill_temperature: float = 1.0, triplet_weight: float = 0.0, triplet_loss: str = "margin",
+                 triplet_margin: float = 1.0, triplet_negatives: int = 8, **kwargs):
         inputs = _sequence_inputs(backbone)
         sequence = backbone(inputs)[SEQUENCE_OUTPUT]
         if backbone.causal:
@@ -439,7 +424,8 @@ class NextItemRecommender(_ItemPredictionModel):
         super().__init__(inputs=inputs, outputs={ITEM_HIDDEN: hidden}, **kwargs)
         self._setup(backbone, head, num_sampled, item_counts, contrastive_weight=contrastive_weight,
                     contrastive_temperature=contrastive_temperature, distill_weight=distill_weight,
-                    distill_temperature=distill_temperature)
+                    distill_temperature=distill_temperature, triplet_weight=triplet_weight, triplet_loss=triplet_loss,
+                    triplet_margin=triplet_margin, triplet_negatives=triplet_negatives)
 
     def _last_position_hidden(self, item_ids):
         hidden = self({ITEM_INDICES: item_ids, PADDING_MASK: item_ids != schema.PAD_ID}, training=False)[ITEM_HIDDEN]

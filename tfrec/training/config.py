@@ -129,6 +129,13 @@ class FinetuneConfig(StageConfig):
     distill_weight: float = 1.0
     distill_temperature: float = 1.0
     distill_top_k: int = 100
+    # Weight of a triplet objective beside the item loss (0 = off): each history's state should score
+    # its next item above triplet_negatives items drawn uniformly, by triplet_margin ("margin") or as
+    # the cross-entropy of the positive among them ("infonce").
+    triplet_weight: float = 0.0
+    triplet_loss: str = "margin"
+    triplet_margin: float = 1.0
+    triplet_negatives: int = 8
 
 
 @dataclasses.dataclass
@@ -216,6 +223,7 @@ class RunConfig:
         """Checks the settings that take one of a few names."""
         choices = [("strategy", self.strategy, STRATEGIES), ("finetune.examples", self.finetune.examples, EXAMPLES),
                    ("pretrain.objective", self.pretrain.objective, PRETRAIN_OBJECTIVES),
+                   ("finetune.triplet_loss", self.finetune.triplet_loss, ("margin", "infonce")),
                    ("pretrain.lr_schedule", self.pretrain.lr_schedule, LR_SCHEDULES),
                    ("finetune.lr_schedule", self.finetune.lr_schedule, LR_SCHEDULES),
                    ("tasks.lr_schedule", self.tasks.lr_schedule, LR_SCHEDULES),

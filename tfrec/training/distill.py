@@ -4,7 +4,7 @@
 (history ending in the mask slot) with a trained next-item model or ensemble once, before
 training, and keeps its `top_k` most likely items with their probabilities (softened by the
 temperature, renormalised over those items).  The student then learns that distribution
-beside the observed next item (:meth:`tfrec.models.tasks._ItemPredictionModel._distill_loss`).
+beside the observed next item (:class:`tfrec.models.objectives.DistillationTask`).
 The targets are cached in the run folder, so a resumed run does not score again.
 """
 

@@ -473,7 +473,9 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
                                     contrastive_weight=stage.contrastive_weight,
                                     contrastive_temperature=stage.contrastive_temperature,
                                     distill_weight=stage.distill_weight if teacher else 0.0,
-                                    distill_temperature=stage.distill_temperature)
+                                    distill_temperature=stage.distill_temperature, triplet_weight=stage.triplet_weight,
+                                    triplet_loss=stage.triplet_loss, triplet_margin=stage.triplet_margin,
+                                    triplet_negatives=stage.triplet_negatives)
         if pretrained_model:
             source, source_config = persistence.load(pretrained_model)
             if source_config.get("run_config", {}).get("refit") and not config.refit:
