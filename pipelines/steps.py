@@ -65,18 +65,13 @@ def pretrain(inputs: dict, out: str, settings: dict) -> dict:
 
 def finetune(inputs: dict, out: str, settings: dict) -> dict:
     """Each task the config names, from the pretrained backbone."""
-    from tfrec.training import task_trainer, trainer
+    from tfrec.training.finetuning import finetune as finetune_task
 
     outputs = {}
     for task in settings["tasks"]:
         run = os.path.join(out, task)
-        config = _run_config(settings)
-        if task == contract.NEXT_ITEM:
-            record = trainer.finetune(_data(inputs), run, config, pretrained=os.path.join(inputs["pretrain"], "run"),
-                                      verbose=2)
-        else:
-            record = task_trainer.finetune_task(_data(inputs), run, config, pretrained=os.path.join(
-                inputs["pretrain"], "run"), task=task, verbose=2)
+        record = finetune_task(_data(inputs), run, _run_config(settings),
+                               pretrained=os.path.join(inputs["pretrain"], "run"), task=task, verbose=2)
         outputs[task] = {"run": run, "valid": record["summary"]["valid"]}
     return outputs
 

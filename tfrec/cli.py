@@ -122,6 +122,7 @@ def cmd_quickstart(args) -> int:
     from tfrec.evaluation import sequential
     from tfrec.training import task_trainer, trainer
     from tfrec.training.config import RunConfig
+    from tfrec.training.finetuning import finetune
 
     path = args.data_dir
     if path is None:
@@ -138,9 +139,9 @@ def cmd_quickstart(args) -> int:
     print(f"[2/7] pretraining the sequence backbone -> {pre}", flush=True)
     trainer.pretrain(data, pre, config, verbose=2)
     print(f"[3/7] fine-tuning next-item recommendation from it -> {ft}", flush=True)
-    trainer.finetune(data, ft, config, pretrained=pre, verbose=2)
+    finetune(data, ft, config, pretrained=pre, task=contract.NEXT_ITEM, verbose=2)
     print(f"[4/7] fine-tuning rating prediction (ranking) from it -> {rank}", flush=True)
-    ranking_record = task_trainer.finetune_task(data, rank, config, pretrained=pre, task=contract.RANKING, verbose=2)
+    ranking_record = finetune(data, rank, config, pretrained=pre, task=contract.RANKING, verbose=2)
     print("[5/7] evaluating on the test split (leave-one-out, full ranking, history excluded)", flush=True)
     rows = []
     for name, which in (("popularity", {"baseline": "popularity"}), ("pretrained + fine-tuned", {"model": ft})):
@@ -248,30 +249,28 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from tfrec.training import trainer
+    from tfrec.training.finetuning import finetune
 
     if not args.from_scratch and not args.pretrained:
         raise TfrecError("finetune needs --pretrained DIR, or --from-scratch to train without pretrained weights")
     if args.from_scratch and args.pretrained:
         raise TfrecError("--pretrained and --from-scratch exclude each other")
-    if args.task == contract.NEXT_ITEM:
-        config = _run_config(args, "finetune")
-        if args.teacher:
-            config = config.updated({"finetune.teacher": args.teacher}, where="--teacher")
-        record = trainer.finetune(args.data, args.out, config, pretrained=args.pretrained, task=args.task,
-                                  overwrite=args.overwrite, verbose=args.verbose)
-        _print_summary(record, args.out)
-        return 0
-    from tfrec.training import task_trainer
-
-    if args.teacher:
+    if args.task not in contract.TASKS:
+        raise TfrecError(f"unknown task {args.task!r}; known: {', '.join(contract.TASKS)}")
+    if args.teacher and args.task != contract.NEXT_ITEM:
         raise TfrecError("--teacher distils into the next-item task only")
-    if args.task not in task_trainer.TASKS:
-        raise TfrecError(f"unknown task {args.task!r}; known: next-item, {', '.join(task_trainer.TASKS)}")
-    config = _run_config(args, "tasks")
-    record = task_trainer.finetune_task(args.data, args.out, config, pretrained=args.pretrained, task=args.task,
-                                        overwrite=args.overwrite, verbose=args.verbose)
-    print(task_trainer.summary_table(record.get("summary", {})), end="")
+    next_item = args.task == contract.NEXT_ITEM
+    config = _run_config(args, "finetune" if next_item else "tasks")
+    if args.teacher:
+        config = config.updated({"finetune.teacher": args.teacher}, where="--teacher")
+    record = finetune(args.data, args.out, config, pretrained=args.pretrained, task=args.task,
+                      overwrite=args.overwrite, verbose=args.verbose)
+    if next_item:
+        _print_summary(record, args.out)
+    else:
+        from tfrec.training import task_trainer
+
+        print(task_trainer.summary_table(record.get("summary", {})), end="")
     return 0
 
 
