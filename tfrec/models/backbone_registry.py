@@ -29,6 +29,24 @@ SHAPE_ARGUMENTS = ("vocabulary_size", "max_len", "hidden_dim", "num_layers", "nu
 _BACKBONES: dict[str, tuple[Callable, bool]] = {}
 
 
+class BackboneMixin:
+    """What the backbones tfrec ships have in common: the matrix heads score against, and rebuilding from
+    a config that names its ``backbone_type``."""
+
+    def output_item_embeddings(self):
+        """The ``[vocabulary_size, hidden_dim]`` matrix heads score hidden states against: the item
+        embedding, plus the pooled feature embedding when the heads score with features."""
+        if self.output_features:
+            return self.token_embedding.embeddings + self.feature_embedding.all_items()
+        return self.token_embedding.embeddings
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.pop("backbone_type", None)
+        return cls(**config)
+
+
 def register_backbone(name: str, causal: bool = False):
     """Class decorator: `cls` becomes the backbone ``model.backbone: name``.
 

@@ -6,15 +6,15 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import keras_nlp  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.contract import ITEM_INDICES, PADDING_MASK, SEQUENCE_OUTPUT  # noqa: E402
-from tfrec.models.sequence_backbone import ItemFeatureEmbedding  # noqa: E402
+from tfrec.models.backbone_registry import BackboneMixin  # noqa: E402
+from tfrec.models.sequence_backbone import embedded_items  # noqa: E402
 
 
-class RecurrentBackbone(tf.keras.Model):
+class RecurrentBackbone(BackboneMixin, tf.keras.Model):
     """Stacked recurrent layers over left-padded item sequences (GRU4Rec-style); subclasses name the layer.
 
     Inputs ``item_indices`` ``[batch, seq_len]`` int32 (0 = padding) and ``padding_mask`` ``[batch, seq_len]``
@@ -38,17 +38,8 @@ class RecurrentBackbone(tf.keras.Model):
             raise ValueError(f"output_extra_dim {output_extra_dim} is negative")
         if num_layers < 1:
             raise ValueError(f"num_layers {num_layers} must be at least 1")
-        item_ids = tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_INDICES)
-        padding_mask = tf.keras.Input(shape=(None,), dtype="bool", name=PADDING_MASK)
-        token_embedding = keras_nlp.layers.ReversibleEmbedding(
-            vocabulary_size, hidden_dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
-            name="item_embedding")
-        x = token_embedding(item_ids)
-        feature_embedding = None
-        if feature_table is not None:
-            feature_embedding = ItemFeatureEmbedding(feature_table, feature_vocabulary_size, hidden_dim,
-                                                     name="item_features")
-            x = x + feature_embedding(item_ids)
+        item_ids, padding_mask, token_embedding, feature_embedding, x = embedded_items(
+            vocabulary_size, hidden_dim, feature_table, feature_vocabulary_size)
         x = tf.keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="embeddings_layer_norm")(x)
         x = tf.keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
         for i in range(num_layers):
@@ -77,15 +68,3 @@ class RecurrentBackbone(tf.keras.Model):
                 "feature_vocabulary_size": self.feature_vocabulary_size, "output_features": self.output_features,
                 "output_extra_dim": self.output_extra_dim, "output_last_item": self.output_last_item,
                 "name": self.name}
-
-    def output_item_embeddings(self):
-        """The ``[vocabulary_size, hidden_dim]`` matrix heads score hidden states against."""
-        if self.output_features:
-            return self.token_embedding.embeddings + self.feature_embedding.all_items()
-        return self.token_embedding.embeddings
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config.pop("backbone_type", None)
-        return cls(**config)

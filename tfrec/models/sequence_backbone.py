@@ -11,7 +11,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.contract import ITEM_INDICES, PADDING_MASK, SEQUENCE_OUTPUT  # noqa: E402
-from tfrec.models.backbone_registry import CAUSAL_TRANSFORMER, TRANSFORMER, register_backbone  # noqa: E402
+from tfrec.models.backbone_registry import (CAUSAL_TRANSFORMER, TRANSFORMER, BackboneMixin,  # noqa: E402
+                                            register_backbone)
 
 
 class ItemFeatureEmbedding(tf.keras.layers.Layer):
@@ -68,8 +69,25 @@ def causal_attention_mask(item_ids):
     return tf.broadcast_to(lower[tf.newaxis], [tf.shape(item_ids)[0], width, width])
 
 
+def embedded_items(vocabulary_size: int, hidden_dim: int, feature_table=None, feature_vocabulary_size: int = 0):
+    """The inputs every backbone takes and its item representation: ``(item_indices, padding_mask,
+    token_embedding, feature_embedding or None, x)``, ``x`` ``[batch, seq_len, hidden_dim]`` the item embedding
+    (a keras-nlp ``ReversibleEmbedding`` heads tie to) plus the items' pooled feature embedding when given."""
+    item_ids = tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_INDICES)
+    padding_mask = tf.keras.Input(shape=(None,), dtype="bool", name=PADDING_MASK)
+    token_embedding = keras_nlp.layers.ReversibleEmbedding(
+        vocabulary_size, hidden_dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
+        name="item_embedding")
+    x = token_embedding(item_ids)
+    feature_embedding = None
+    if feature_table is not None:
+        feature_embedding = ItemFeatureEmbedding(feature_table, feature_vocabulary_size, hidden_dim, name="item_features")
+        x = x + feature_embedding(item_ids)
+    return item_ids, padding_mask, token_embedding, feature_embedding, x
+
+
 @register_backbone(TRANSFORMER)
-class SequenceBackbone(tf.keras.Model):
+class SequenceBackbone(BackboneMixin, tf.keras.Model):
     """Transformer encoder over left-padded item sequences, bidirectional (BERT4Rec-style) or causal
     (SASRec-style): ``model.backbone: transformer`` or ``causal-transformer``.
 
@@ -126,16 +144,8 @@ class SequenceBackbone(tf.keras.Model):
             raise ValueError(f"output_extra_dim {output_extra_dim} is negative")
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
-        item_ids = tf.keras.Input(shape=(None,), dtype="int32", name=ITEM_INDICES)
-        padding_mask = tf.keras.Input(shape=(None,), dtype="bool", name=PADDING_MASK)
-        token_embedding = keras_nlp.layers.ReversibleEmbedding(
-            vocabulary_size, hidden_dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
-            name="item_embedding")
-        x = token_embedding(item_ids)
-        feature_embedding = None
-        if feature_table is not None:
-            feature_embedding = ItemFeatureEmbedding(feature_table, feature_vocabulary_size, hidden_dim, name="item_features")
-            x = x + feature_embedding(item_ids)
+        item_ids, padding_mask, token_embedding, feature_embedding, x = embedded_items(
+            vocabulary_size, hidden_dim, feature_table, feature_vocabulary_size)
         x = x + RightAlignedPositionEmbedding(max_len, name="position_embedding")(x)
         x = tf.keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="embeddings_layer_norm")(x)
         x = tf.keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
@@ -174,18 +184,6 @@ class SequenceBackbone(tf.keras.Model):
             "causal": self.causal, "output_extra_dim": self.output_extra_dim,
             "output_last_item": self.output_last_item, "name": self.name,
         }
-
-    def output_item_embeddings(self):
-        """The ``[vocabulary_size, hidden_dim]`` matrix heads score hidden states against."""
-        if self.output_features:
-            return self.token_embedding.embeddings + self.feature_embedding.all_items()
-        return self.token_embedding.embeddings
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config.pop("backbone_type", None)
-        return cls(**config)
 
 
 @register_backbone(CAUSAL_TRANSFORMER, causal=True)

@@ -337,28 +337,49 @@ def weights_fingerprint(model: tf.keras.Model) -> str:
 
 
 def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite: bool = False, verbose=None) -> dict:
-    """Pretraining of a backbone on the training sequences of `data_dir`: masked-item (cloze) or, with
-    ``pretrain.objective: autoregressive``, next item at every position."""
+    """Pretraining of a backbone on the training sequences of `data_dir`.
+
+    ``pretrain.objective: cloze`` (masked items from both sides, with segment continuation and
+    attribute prediction as set) saves a pretrainer; ``autoregressive`` (every position predicts the
+    item after it, through a causal view of the backbone: SASRec's and GRU4Rec's objective) saves a
+    next-item model.  ``finetune --pretrained`` takes either."""
     config = config or RunConfig()
     strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TensorFlow op
     data = SequenceData.load(data_dir, config.split, config)
     set_seed(config)
     stage = config.pretrain
+    max_len = config.model.max_len
     if stage.objective == "autoregressive":
-        return _pretrain_autoregressive(data_dir, out, config, data, strategy, overwrite, verbose)
-    attribute_table, attribute_size = None, 0
-    if stage.attribute_weight:
-        attribute_table, attribute_size, columns = data.dataset.item_feature_table()
-        if not columns:
-            raise TfrecError(f"the attribute objective needs item features, and the dataset at {data_dir} has none")
-    max_len = config.model.max_len
-    sequences = inputs.sliding_windows(data.train, max_len)
-    train_ds = inputs.masked_item_dataset(
-        sequences, max_len, data.vocabulary_size, batch_size=stage.batch_size, mask_rate=stage.mask_rate,
-        mask_last_rate=stage.mask_last_rate, max_masks=stage.max_masks or None, augmentations=stage.augmentations,
-        repeat=True, seed=config.seed, continuation_rate=stage.continuation_rate if stage.continuation_weight else 0.0,
-        trim=True, sort_window=stage.sort_window)
-    steps = steps_per_epoch(stage, len(sequences))
+        x, y = inputs.causal_next_item_examples(data.train, max_len)
+        train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
+                                                   trim=True, sort_window=stage.sort_window)
+        examples, saved_as = len(y), contract.NEXT_ITEM
+
+        def build():
+            return NextItemRecommender(build_backbone(config, data.dataset, causal=True),
+                                       num_sampled=stage.num_sampled, item_counts=data.item_counts)
+    else:
+        attribute_table, attribute_size = None, 0
+        if stage.attribute_weight:
+            attribute_table, attribute_size, columns = data.dataset.item_feature_table()
+            if not columns:
+                raise TfrecError(f"the attribute objective needs item features, and the dataset at {data_dir} "
+                                 "has none")
+        sequences = inputs.sliding_windows(data.train, max_len)
+        train_ds = inputs.masked_item_dataset(
+            sequences, max_len, data.vocabulary_size, batch_size=stage.batch_size, mask_rate=stage.mask_rate,
+            mask_last_rate=stage.mask_last_rate, max_masks=stage.max_masks or None,
+            augmentations=stage.augmentations, repeat=True, seed=config.seed,
+            continuation_rate=stage.continuation_rate if stage.continuation_weight else 0.0, trim=True,
+            sort_window=stage.sort_window)
+        examples, saved_as = len(sequences), contract.PRETRAIN
+
+        def build():
+            return MaskedItemPretrainer(
+                build_backbone(config, data.dataset), num_sampled=stage.num_sampled, item_counts=data.item_counts,
+                attribute_table=attribute_table, attribute_size=attribute_size,
+                attribute_weight=stage.attribute_weight, continuation_weight=stage.continuation_weight)
+    steps = steps_per_epoch(stage, examples)
     identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
     chief = cluster.is_chief(strategy)
     done = prepare_run_dir(out, identity, overwrite, chief)
@@ -366,42 +387,11 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
         return done
     with strategy.scope():
-        backbone = build_backbone(config, data.dataset)
-        model = MaskedItemPretrainer(
-            backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts, attribute_table=attribute_table,
-            attribute_size=attribute_size, attribute_weight=stage.attribute_weight,
-            continuation_weight=stage.continuation_weight)
+        model = build()
         model.compile(optimizer=make_optimizer(stage, steps))
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
-             "parameters": count_parameters(model)}
-    summary = _fit(model, train_ds, steps, stage, config, data, out, contract.PRETRAIN, extra, verbose)
-    return finish_run(out, summary, chief)
-
-
-def _pretrain_autoregressive(data_dir: str, out: str, config: RunConfig, data, strategy, overwrite: bool,
-                             verbose) -> dict:
-    """Every position of each training sequence predicts the item after it (SASRec's and GRU4Rec's
-    objective), through a causal view of the backbone and the item head fine-tuning starts from.
-    The run saves a next-item model, which ``finetune --pretrained`` takes like any pretrained one."""
-    stage = config.pretrain
-    max_len = config.model.max_len
-    x, y = inputs.causal_next_item_examples(data.train, max_len)
-    train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
-                                               trim=True, sort_window=stage.sort_window)
-    steps = steps_per_epoch(stage, len(y))
-    identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
-    chief = cluster.is_chief(strategy)
-    done = prepare_run_dir(out, identity, overwrite, chief)
-    if done:
-        print(f"{out} holds a finished pretraining run; pass --overwrite to run it again", flush=True)
-        return done
-    with strategy.scope():
-        model = NextItemRecommender(build_backbone(config, data.dataset, causal=True),
-                                    num_sampled=stage.num_sampled, item_counts=data.item_counts)
-        model.compile(optimizer=make_optimizer(stage, steps))
-    extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
-             "parameters": count_parameters(model), "pretrain_objective": "autoregressive"}
-    summary = _fit(model, train_ds, steps, stage, config, data, out, contract.NEXT_ITEM, extra, verbose)
+             "parameters": count_parameters(model), "pretrain_objective": stage.objective}
+    summary = _fit(model, train_ds, steps, stage, config, data, out, saved_as, extra, verbose)
     return finish_run(out, summary, chief)
 
 
