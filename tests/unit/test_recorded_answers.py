@@ -138,7 +138,7 @@ def test_the_rest_fronts_json_equals_tf_servings():
 
     from tfrec.serving.rest import _json
     from tfrec.serving.rest_json import predict_json
-    from tfrec.serving.server import model_status
+    from tfrec.serving.runner import model_status
 
     class Model:
         lock = threading.Lock()

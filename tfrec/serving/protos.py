@@ -14,7 +14,7 @@ import os
 from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappers_pb2
 from google.protobuf import message_factory
 
-from tfrec.serving.models import ServingError
+from tfrec.serving.errors import ServingError
 
 _F = descriptor_pb2.FieldDescriptorProto
 

@@ -27,10 +27,11 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2
 
 from tfrec.serving.errors import ServingError
 from tfrec.serving.rest_json import examples_of, predict_inputs, predict_json
-from tfrec.serving.runner import CLASSIFY_METHOD, REGRESS_METHOD, Runner, Spec
+from tfrec.serving.runner import CLASSIFY_METHOD, REGRESS_METHOD, Runner, Spec, model_metadata, model_status
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024
@@ -101,16 +102,10 @@ class Api:
             name = info["model"] = _decode(m[1])
             version, label = self._spec_args(m[2], m[3])
             if m[4]:
-                from tfrec.serving.server import model_metadata
-
                 response = model_metadata(self.runner, Spec(name, version, label))
-                from tensorflow_serving.apis import get_model_metadata_pb2
-
                 defs = get_model_metadata_pb2.SignatureDefMap()
                 response.metadata["signature_def"].Unpack(defs)
                 return {"model_spec": _json(response.model_spec), "metadata": {"signature_def": _json(defs)}}
-            from tfrec.serving.server import model_status
-
             return _json(model_status(self.runner.manager, name, version))
         raise malformed
 

@@ -158,8 +158,9 @@ def _json_values(name: str, array: np.ndarray):
             convert = lambda b: {"b64": base64.b64encode(b).decode()}  # noqa: E731
         else:
             convert = lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b  # noqa: E731
-        flat = [convert(b) for b in array.reshape(-1).tolist()]
-        return np.array(flat + [None], dtype=object)[:-1].reshape(array.shape).tolist() if flat else array.tolist()
+        out = np.empty(array.size, dtype=object)
+        out[:] = [convert(b) for b in array.reshape(-1).tolist()]
+        return out.reshape(array.shape).tolist()
     return array.tolist()
 
 

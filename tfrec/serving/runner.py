@@ -17,6 +17,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, status_pb2
+
 from tfrec import contract
 from tfrec.serving import tensors
 from tfrec.serving.batching import Batcher, BatchingOptions
@@ -26,6 +28,12 @@ from tfrec.serving.models import ModelManager, Version
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
 REGRESS_METHOD = contract.REGRESS_METHOD
+# TF Serving's error codes in a StatusProto (tensorflow/core/protobuf/error_codes.proto).
+ERROR_CODES = {name: code for code, name in enumerate(
+    ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+     "INTERNAL", "UNAVAILABLE", "DATA_LOSS"])}
+ERROR_CODES["UNAUTHENTICATED"] = 16
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 
@@ -150,3 +158,34 @@ class Runner:
 
     def observe(self, model: str, api: str, entrypoint: str, started: float, code: str | None) -> None:
         self.metrics.observe(model, api, entrypoint, time.perf_counter() - started, code or "OK")
+
+
+def model_metadata(runner: Runner, spec: Spec) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    with runner.version(spec) as version:
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name, response.model_spec.version.value = spec.name, version.number
+        defs = get_model_metadata_pb2.SignatureDefMap()
+        for k, v in version.signature_defs.items():
+            defs.signature_def[k].CopyFrom(v)
+    response.metadata["signature_def"].Pack(defs)
+    return response
+
+
+def model_status(manager: ModelManager, name: str, version: int | None = None):
+    """GetModelStatus as TF Serving answers it: every version it knows of (a label is not looked at),
+    or the one asked for; NOT_FOUND when there is none."""
+    model = manager.model(name)
+    response = get_model_status_pb2.GetModelStatusResponse()
+    with model.lock:
+        items = sorted(model.status.items())
+    if version is not None:
+        items = [(v, s) for v, s in items if v == version]
+        if not items:
+            raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+    elif not items:
+        raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+    for number, (state, error) in items:
+        entry = response.model_version_status.add(version=number, state=state)
+        entry.status.CopyFrom(status_pb2.StatusProto(error_code=ERROR_CODES["UNKNOWN"] if error else 0,
+                                                     error_message=error))
+    return response

@@ -21,24 +21,17 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
+from tensorflow_serving.apis import (classification_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2, status_pb2)
 
 from tfrec.serving import tensors
 from tfrec.serving.batching import BatchingOptions
 from tfrec.serving.errors import ServingError
 from tfrec.serving.models import ModelManager
-from tfrec.serving.runner import CLASSIFY_METHOD, REGRESS_METHOD, Runner, Spec
+from tfrec.serving.runner import CLASSIFY_METHOD, REGRESS_METHOD, Runner, Spec, model_metadata, model_status
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 HEALTH_SERVICES = ("tensorflow.serving.ModelService", "tensorflow.serving.PredictionService")
-# TF Serving's error codes in a StatusProto (tensorflow/core/protobuf/error_codes.proto).
-ERROR_CODES = {name: code for code, name in enumerate(
-    ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-     "INTERNAL", "UNAVAILABLE", "DATA_LOSS"])}
-ERROR_CODES["UNAUTHENTICATED"] = 16
 
 
 def _spec(proto) -> Spec:
@@ -164,37 +157,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise ServingError("INVALID_ARGUMENT", "Metadata field(s) not supported: "
                                                    f"{', '.join(f for f in fields if f != 'signature_def') or 'none asked'}")
         return model_metadata(self.runner, _spec(request.model_spec))
-
-
-def model_metadata(runner: Runner, spec: Spec) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    with runner.version(spec) as version:
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name, response.model_spec.version.value = spec.name, version.number
-        defs = get_model_metadata_pb2.SignatureDefMap()
-        for k, v in version.signature_defs.items():
-            defs.signature_def[k].CopyFrom(v)
-    response.metadata["signature_def"].Pack(defs)
-    return response
-
-
-def model_status(manager: ModelManager, name: str, version: int | None = None):
-    """GetModelStatus as TF Serving answers it: every version it knows of (a label is not looked at),
-    or the one asked for; NOT_FOUND when there is none."""
-    model = manager.model(name)
-    response = get_model_status_pb2.GetModelStatusResponse()
-    with model.lock:
-        items = sorted(model.status.items())
-    if version is not None:
-        items = [(v, s) for v, s in items if v == version]
-        if not items:
-            raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
-    elif not items:
-        raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
-    for number, (state, error) in items:
-        entry = response.model_version_status.add(version=number, state=state)
-        entry.status.CopyFrom(status_pb2.StatusProto(error_code=ERROR_CODES["UNKNOWN"] if error else 0,
-                                                     error_message=error))
-    return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
