@@ -25,13 +25,13 @@ from tfrec.data import inputs, schema, task_splits  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
 from tfrec.evaluation import ranking  # noqa: E402
-from tfrec.evaluation.rating import auc, rating_metrics  # noqa: E402,F401
+from tfrec.evaluation.rating import rating_metrics  # noqa: E402
 from tfrec.models import persistence  # noqa: E402
 from tfrec.models.recommender import (  # noqa: E402
     HOUR, RATING, RETRIEVAL_KS, TASK_WEIGHTS, WEEKDAY, RecommenderModel)
 from tfrec.models.tasks import copy_head_weights, count_parameters  # noqa: E402
 from tfrec.fileio import write_json  # noqa: E402
-from tfrec.training import cluster, runs, trainer  # noqa: E402
+from tfrec.training import callbacks, cluster, runs, trainer  # noqa: E402
 from tfrec.training.config import RunConfig  # noqa: E402
 
 TASKS = tuple(TASK_WEIGHTS)
@@ -130,7 +130,7 @@ def monitored(task: str, config: RunConfig, n_candidates: int) -> tuple[str, str
     return f"val_factorized_top_k/top_{k}_categorical_accuracy", "max"
 
 
-class BestEpoch(trainer.EpochSelection):
+class BestEpoch(callbacks.EpochSelection):
     """Selects on one figure of the Keras validation logs (`monitor`, ``max`` or ``min``)."""
 
     def __init__(self, monitor: str, mode: str, patience: int, state_path: str, on_improve, write_state: bool = True):
@@ -289,17 +289,17 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     monitor, mode = monitored(task, config, split.vocabulary_size - schema.NUM_ITEM_RESERVED)
     best = BestEpoch(monitor, mode, stage.patience, os.path.join(out, runs.VALIDATION_FILE), save_best,
                      write_state=target.chief)
-    callbacks = [
+    run_callbacks = [
         best,
         tf.keras.callbacks.TensorBoard(os.path.join(out, runs.LOG_DIR), update_freq="epoch", profile_batch=0),
-        trainer.EpochCheckpoint(target.path(runs.CHECKPOINT_DIR), config.keep_checkpoints),
-        trainer.Backup(os.path.join(out, runs.BACKUP_DIR), save_freq=max(1, config.backup_every_steps),
-                       delete_checkpoint=False),
+        callbacks.EpochCheckpoint(target.path(runs.CHECKPOINT_DIR), config.keep_checkpoints),
+        callbacks.Backup(os.path.join(out, runs.BACKUP_DIR), save_freq=max(1, config.backup_every_steps),
+                         delete_checkpoint=False),
     ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.perf_counter()
-    model.fit(train_ds, epochs=stage.epochs, steps_per_epoch=steps, validation_data=valid_ds, callbacks=callbacks,
+    model.fit(train_ds, epochs=stage.epochs, steps_per_epoch=steps, validation_data=valid_ds, callbacks=run_callbacks,
               verbose=verbose)
     seconds = time.perf_counter() - start
 

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import math
 import os
-import shutil
 import sys
 import time
 
@@ -32,7 +29,6 @@ from tfrec import contract  # noqa: E402
 from tfrec.data import inputs, schema, task_splits  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
-from tfrec.evaluation import ranking  # noqa: E402
 from tfrec.models import persistence  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 from tfrec.models.tasks import (  # noqa: E402
@@ -41,12 +37,10 @@ from tfrec.evaluation.ranking import model_scorer  # noqa: E402,F401  (named her
 from tfrec.fileio import write_json  # noqa: E402
 from tfrec.models.persistence import MODEL_DIR, resolve_model_dir  # noqa: E402,F401
 from tfrec.training import cluster  # noqa: E402
-from tfrec.training.runs import (BACKUP_DIR, CHECKPOINT_DIR, LOG_DIR, METRICS_FILE, RUN_FILE,  # noqa: E402,F401
+from tfrec.training.callbacks import Backup, EpochCheckpoint, RankingValidation  # noqa: E402
+from tfrec.training.runs import (BACKUP_DIR, CHECKPOINT_DIR, LOG_DIR, METRICS_FILE,  # noqa: E402,F401
                                  VALIDATION_FILE, finish_run, prepare_run_dir, steps_per_epoch)
 from tfrec.training.config import STRATEGIES, RunConfig  # noqa: E402
-
-MONITOR = "ndcg@10"
-
 
 def set_seed(config: RunConfig) -> None:
     tf.keras.utils.set_random_seed(config.seed)
@@ -161,123 +155,6 @@ def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer
     if stage.weight_decay:
         return tf.keras.optimizers.AdamW(rate, weight_decay=stage.weight_decay)
     return tf.keras.optimizers.Adam(rate)
-
-
-
-
-# ---------------------------------------------------------------------------
-# Callbacks
-
-
-class EpochSelection(tf.keras.callbacks.Callback):
-    """The best epoch by one validation figure, and early stopping: the state shared by the
-    validation callbacks of every run.
-
-    :meth:`record` files an epoch's figures; when `value` beats the best so far (``mode``
-    ``max`` or ``min``), or always with ``select=False`` (a refit, trained on the validation
-    items: the last epoch is kept and nothing stops early), it calls `on_improve(epoch,
-    entry)`; after `patience` records without improvement it stops training.  The state
-    lives in `state_path`, written only with ``write_state`` (the chief of a multi-worker
-    job), so a resumed run remembers the best epoch and the patience used.
-    """
-
-    def __init__(self, state_path: str, on_improve, patience: int = 0, mode: str = "max", select: bool = True,
-                 write_state: bool = True, **state):
-        super().__init__()
-        self.state_path, self.on_improve, self.patience = state_path, on_improve, patience
-        self.mode, self.select, self.write_state = mode, select, write_state
-        self.state = dict(state, best=None, best_epoch=None, wait=0, epochs={}, stopped_early=False, last_epoch=0)
-
-    def on_train_begin(self, logs=None):
-        if os.path.isfile(self.state_path):
-            with open(self.state_path) as f:
-                self.state = json.load(f)
-        if self.state["stopped_early"]:  # stopped, then killed before the run was marked done
-            self.model.stop_training = True
-
-    def _save_state(self) -> None:
-        if self.write_state:  # the chief's; other workers read it when they resume
-            write_json(self.state_path, self.state)
-
-    def _better(self, value: float) -> bool:
-        best = self.state["best"]
-        return best is None or not self.select or (value > best if self.mode == "max" else value < best)
-
-    def record(self, epoch: int, logs: dict, value: float, figures: dict | None = None) -> None:
-        """Files the numeric figures of `logs` for `epoch` (1-based), `value` the one that selects;
-        `on_improve` gets `figures` (default: those of `logs`)."""
-        entry = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))}
-        self.state["epochs"][str(epoch)] = dict(entry, time=time.time())
-        if self._better(value):
-            self.state.update(best=value, best_epoch=epoch, wait=0)
-            self.on_improve(epoch, entry if figures is None else figures)
-        else:
-            self.state["wait"] += 1
-            if self.patience and self.state["wait"] >= self.patience:
-                self.model.stop_training = True
-                self.state["stopped_early"] = True
-        self._save_state()
-
-    def describe(self) -> str:
-        if not self.select:
-            return "refit: trained on these items, not held out; the last epoch is kept"
-        return f"best {self.state['best']:.4f} at epoch {self.state['best_epoch']}"
-
-
-class RankingValidation(EpochSelection):
-    """Full-ranking validation at epoch end (every `every` epochs and the last), selecting on
-    NDCG@10; adds ``val_<metric>`` to the epoch logs, so TensorBoard and the History see them."""
-
-    def __init__(self, scorer, valid: inputs.EvalSequences, state_path: str, on_improve, every: int = 1,
-                 patience: int = 0, exclude_history: bool = True, batch_size: int = 1024, select: bool = True,
-                 write_state: bool = True):
-        super().__init__(state_path, on_improve, patience, "max", select, write_state)
-        self.scorer, self.valid, self.every = scorer, valid, max(1, every)
-        self.exclude_history, self.batch_size = exclude_history, batch_size
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.state["stopped_early"]:
-            return
-        logs = logs if logs is not None else {}
-        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
-        self.state["last_epoch"] = epoch + 1
-        if (epoch + 1) % self.every and not last:
-            self._save_state()
-            return
-        start = time.perf_counter()
-        metrics, _ = ranking.evaluate(self.scorer, self.valid.histories, self.valid.targets,
-                                      exclude_history=self.exclude_history, batch_size=self.batch_size)
-        metrics["seconds"] = time.perf_counter() - start
-        for k, v in metrics.items():
-            if k != "users":
-                logs[f"val_{k}"] = v
-        self.record(epoch + 1, logs, float(metrics[MONITOR]), metrics)
-        print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
-              f"({self.describe()})", flush=True)
-
-
-class EpochCheckpoint(tf.keras.callbacks.Callback):
-    """A checkpoint of the model and optimizer after every epoch; the last `keep` are kept."""
-
-    def __init__(self, directory: str, keep: int = 3):
-        super().__init__()
-        self.directory, self.keep = directory, max(1, keep)
-
-    def on_train_begin(self, logs=None):
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
-        self.manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=self.keep,
-                                                  checkpoint_name="epoch")
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.manager.save(checkpoint_number=epoch + 1)
-
-
-class Backup(tf.keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` every `every` steps and at each epoch end, so a run killed at any
-    point (SIGKILL included) resumes from the latest backup, mid-epoch or not."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._backup(epoch=epoch, batch=self.params["steps"] - 1)
 
 
 # ---------------------------------------------------------------------------
