@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrec.data import inputs, schema
+from tfrec.data import augment, inputs, schema
 from tfrec.errors import TfrecError
 
 MASK = schema.MASK_ID
@@ -124,19 +124,19 @@ def test_mask_last_variant_masks_only_the_last_item():
 def test_augmentations():
     batch = tf.constant(inputs.pad_left([np.arange(3, 13, dtype=np.int32), arr(5, 6)], 12))
     seed = tf.constant([1, 2], tf.int64)
-    crop = inputs.random_crop(batch, 0.5, seed).numpy()
+    crop = augment.random_crop(batch, 0.5, seed).numpy()
     # row 0: 5 contiguous items of 3..12 at the end; row 1: max(1, floor(0.5*2)) = 1 item
     kept = crop[0][crop[0] != 0]
     assert len(kept) == 5 and np.all(np.diff(kept) == 1) and crop[0][-1] != 0
     assert (crop[1] != 0).sum() == 1 and crop[1][-1] in (5, 6)
-    reo = inputs.random_reorder(batch, 0.6, seed).numpy()
+    reo = augment.random_reorder(batch, 0.6, seed).numpy()
     assert sorted(reo[0][reo[0] != 0]) == list(range(3, 13))       # a permutation of the same items
     moved = np.flatnonzero(reo[0] != batch.numpy()[0])
     assert len(moved) == 0 or moved.max() - moved.min() < 6        # inside one run of floor(0.6*10) = 6
-    masked = inputs.random_mask(tf.constant(inputs.pad_left([np.arange(3, 203, dtype=np.int32)], 200)), 0.3, seed).numpy()
+    masked = augment.random_mask(tf.constant(inputs.pad_left([np.arange(3, 203, dtype=np.int32)], 200)), 0.3, seed).numpy()
     assert 30 <= (masked == MASK).sum() <= 90
-    again = inputs.augment(batch, seed, crop=0.6, mask=0.2, reorder=0.3).numpy()
-    np.testing.assert_array_equal(again, inputs.augment(batch, seed, crop=0.6, mask=0.2, reorder=0.3).numpy())
+    again = augment.augment(batch, seed, crop=0.6, mask=0.2, reorder=0.3).numpy()
+    np.testing.assert_array_equal(again, augment.augment(batch, seed, crop=0.6, mask=0.2, reorder=0.3).numpy())
     with pytest.raises(TfrecError, match="unknown augmentation 'flip'"):
         inputs.masked_item_dataset([arr(3, 4)], 4, 10, augmentations={"flip": 0.5})
 
@@ -162,7 +162,7 @@ def test_next_item_retrieval_and_rating_datasets(synthetic_prepared):
 def test_continuation_swap_keeps_newer_half_and_labels_rows():
     seqs = [np.arange(10, 10 + n, dtype=np.int32) * (i + 1) for i, n in enumerate([6, 5, 1, 8])]
     batch = tf.constant(inputs.pad_left(seqs, 10))
-    out, cont = inputs.swap_older_halves(batch, 1.0, tf.constant([3, 4], tf.int64))
+    out, cont = augment.swap_older_halves(batch, 1.0, tf.constant([3, 4], tf.int64))
     out, cont = out.numpy(), cont.numpy()
     padded = batch.numpy()
     for i, s in enumerate(seqs):
@@ -174,7 +174,7 @@ def test_continuation_swap_keeps_newer_half_and_labels_rows():
         real = out[i][out[i] != 0]
         newer = s[len(s) // 2:]
         np.testing.assert_array_equal(real, np.concatenate([donor[:len(donor) // 2], newer]))
-    same, cont0 = inputs.swap_older_halves(batch, 0.0, tf.constant([3, 4], tf.int64))
+    same, cont0 = augment.swap_older_halves(batch, 0.0, tf.constant([3, 4], tf.int64))
     assert np.all(cont0.numpy() == 1.0) and np.array_equal(same.numpy(), padded)
 
 

@@ -9,7 +9,6 @@ batches, whatever the parallelism.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -22,314 +21,20 @@ from tfrec.contract import (CONTINUES, ITEM_INDEX, ITEM_INDICES, ITEMS, MASK_POS
                             PADDING_MASK, TARGET, TEACHER_ITEMS, TEACHER_PROBS, USER_INDEX, WEIGHT)
 from tfrec.data import schema  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
+from tfrec.data.augment import AUGMENTATIONS, augment, lengths, swap_older_halves  # noqa: E402
+# The sequence-building names, defined in tfrec/data/sequences.py, are part of this module's API too: the
+# pipelines below batch what they build, and callers name both through ``inputs``.
+from tfrec.data.sequences import (EvalSequences, causal_next_item_examples, group_sequences,  # noqa: E402,F401
+                                  last_example_weights, loo_sequences, next_item_examples, pad_left,
+                                  read_sequence_shards, sequence_shard_batches, sequence_shards, sliding_windows,
+                                  with_mask_slot, with_validation_items)
 
-
-# ---------------------------------------------------------------------------
-# Sequences
-
-
-def group_sequences(df: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Per-user item-index sequences of a chronologically sorted frame.
-
-    Returns ``(user_indices [n_users], sequences)``, users in order of first appearance.
-    """
-    if df.empty:
-        return np.zeros(0, np.int32), []
-    users = df[schema.USER_INDEX].to_numpy()
-    items = df[schema.ITEM_INDEX].to_numpy(dtype=np.int32)
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    if len(np.unique(users[starts])) != len(starts):
-        raise ValueError("group_sequences needs rows grouped by user (a chronologically sorted table)")
-    return users[starts].astype(np.int32), np.split(items, starts[1:])
-
-
-@dataclasses.dataclass
-class EvalSequences:
-    """Histories and held-out targets of one evaluation split.
-
-    user_indices: [n] int32; histories: n int32 arrays (oldest first); targets: [n] int32.
-    """
-
-    user_indices: np.ndarray
-    histories: list[np.ndarray]
-    targets: np.ndarray
-
-
-def _validation_items(valid) -> dict[int, int]:
-    """user index -> validation item index, from the validation rows of the leave-one-out split."""
-    return dict(zip(valid[schema.USER_INDEX].tolist(), valid[schema.ITEM_INDEX].astype(np.int32).tolist()))
-
-
-def loo_sequences(dataset, split: str) -> EvalSequences | tuple[np.ndarray, list[np.ndarray]]:
-    """Sequences of the leave-one-out split of a :class:`PreparedDataset`.
-
-    ``train``: ``(user_indices, sequences)`` of the training part.  ``valid``: history =
-    train part, target = the validation item.  ``test``: history = train + validation,
-    target = the test item.
-    """
-    train = dataset.split(schema.TRAIN)
-    users, seqs = group_sequences(train)
-    if split == schema.TRAIN:
-        return users, seqs
-    if split not in (schema.VALID, schema.TEST):
-        raise TfrecError(f"unknown split {split!r}; use train, valid or test")
-    by_user = dict(zip(users.tolist(), seqs))
-    valid = dataset.split(schema.VALID)
-    valid_item = _validation_items(valid)
-    target_df = valid if split == schema.VALID else dataset.split(schema.TEST)
-    empty = np.zeros(0, np.int32)
-    histories, targets, uids = [], [], []
-    for u, item in zip(target_df[schema.USER_INDEX].tolist(), target_df[schema.ITEM_INDEX].tolist()):
-        hist = by_user.get(u, empty)
-        if split == schema.TEST:
-            hist = np.append(hist, np.int32(valid_item[u])).astype(np.int32)
-        uids.append(u)
-        histories.append(hist)
-        targets.append(item)
-    return EvalSequences(np.asarray(uids, np.int32), histories, np.asarray(targets, np.int32))
-
-
-def _shard_spec() -> dict:
-    scalar = tf.io.FixedLenFeature([], tf.int64)
-    return {"position": scalar, schema.USER_INDEX: scalar, "items": tf.io.RaggedFeature(tf.int64),
-            "valid_item": scalar, "test_item": scalar}
-
-
-def sequence_shard_batches(dataset, batch_size: int = 4096, cycle_length: int = 4, shuffle_files: bool = False,
-                           seed: int = 0) -> tf.data.Dataset:
-    """The users' leave-one-out sequences from the TFRecord shards of a dataset prepared with
-    ``--format tfrecord``: shards read in parallel and interleaved, parsed a batch of users at a
-    time (``position``, ``user_index``, ``valid_item``, ``test_item`` [b] int64; ``items`` a
-    [b, None] ragged int64 tensor)."""
-    files = dataset.sequence_shards
-    if not files:
-        raise TfrecError(f"{dataset.path} has no sequence shards; prepare it with --format tfrecord")
-    names = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle_files:
-        names = names.shuffle(len(files), seed=seed)
-    records = names.interleave(tf.data.TFRecordDataset, cycle_length=max(1, cycle_length),
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    spec = _shard_spec()
-    return records.batch(batch_size).map(lambda r: tf.io.parse_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE,
-                                         deterministic=True)
-
-
-def sequence_shards(dataset, cycle_length: int = 4, shuffle_files: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """The same, one dict per user (``items`` [n] int64)."""
-    return sequence_shard_batches(dataset, 256, cycle_length, shuffle_files, seed).unbatch()
-
-
-def read_sequence_shards(dataset) -> tuple[np.ndarray, list[np.ndarray], EvalSequences]:
-    """``(users, training sequences, validation)`` from the shards, in the order of
-    :func:`loo_sequences` (the shards hold each user's position)."""
-    positions, users, valid_items, values, lengths = [], [], [], [], []
-    for batch in sequence_shard_batches(dataset).prefetch(tf.data.AUTOTUNE):
-        positions.append(batch["position"].numpy())
-        users.append(batch[schema.USER_INDEX].numpy())
-        valid_items.append(batch["valid_item"].numpy())
-        values.append(batch["items"].flat_values.numpy())
-        lengths.append(batch["items"].row_lengths().numpy())
-    if not positions:
-        return np.zeros(0, np.int32), [], EvalSequences(np.zeros(0, np.int32), [], np.zeros(0, np.int32))
-    lengths = np.concatenate(lengths)
-    sequences = np.split(np.concatenate(values).astype(np.int32), np.cumsum(lengths)[:-1])
-    order = np.argsort(np.concatenate(positions), kind="stable")
-    users = np.concatenate(users).astype(np.int32)[order]
-    sequences = [sequences[i] for i in order]
-    valid_items = np.concatenate(valid_items).astype(np.int32)[order]
-    held = np.flatnonzero(valid_items)
-    valid = EvalSequences(users[held], [sequences[i] for i in held], valid_items[held])
-    return users, sequences, valid
-
-
-def with_validation_items(dataset, users: np.ndarray, sequences: list[np.ndarray]) -> list[np.ndarray]:
-    """Each user's training sequence with the validation item appended (a refit's training data)."""
-    valid_item = _validation_items(dataset.split(schema.VALID))
-    return [np.append(s, np.int32(valid_item[u])).astype(np.int32) if u in valid_item else s
-            for u, s in zip(users.tolist(), sequences)]
-
-
-def pad_left(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
-    """[n, max_len] int32: each sequence's last `max_len` items, right-aligned, zeros in front."""
-    out = np.zeros((len(sequences), max_len), dtype=np.int32)
-    for i, s in enumerate(sequences):
-        s = s[-max_len:]
-        if len(s):
-            out[i, max_len - len(s):] = s
-    return out
-
-
-def sliding_windows(sequences: list[np.ndarray], max_len: int, stride: int | None = None) -> list[np.ndarray]:
-    """Cuts histories longer than `max_len` into windows of `max_len`, `stride` apart.
-
-    Windows end at the last item, then `stride` earlier each time; the earliest
-    window starts at the first item, so every item appears in some window.
-    """
-    stride = stride or max_len
-    if stride < 1 or max_len < 1:
-        raise TfrecError(f"max_len and stride must be positive, got {max_len} and {stride}")
-    out = []
-    for s in sequences:
-        n = len(s)
-        if n <= max_len:
-            out.append(s)
-            continue
-        ends = list(range(n, max_len, -stride))
-        if ends[-1] != max_len:
-            ends.append(max_len)
-        out.extend(s[e - max_len:e] for e in reversed(ends))
-    return out
-
-
-def with_mask_slot(histories: list[np.ndarray], max_len: int) -> np.ndarray:
-    """[n, max_len] int32: the last `max_len - 1` items of each history, then the mask id."""
-    padded = pad_left(histories, max_len - 1)
-    return np.concatenate([padded, np.full((len(histories), 1), schema.MASK_ID, np.int32)], axis=1)
-
-
-def next_item_examples(sequences: list[np.ndarray], max_len: int, min_history: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Every (history -> next item) pair of each sequence, history ending in the mask slot.
-
-    Returns ``inputs [N, max_len]`` (last `max_len - 1` items before the target, then
-    the mask id) and ``targets [N]``.
-    """
-    width = max_len - 1
-    inputs, targets = [], []
-    for s in sequences:
-        n = len(s)
-        if n <= min_history:
-            continue
-        padded = np.concatenate([np.zeros(width, np.int32), s.astype(np.int32)])
-        windows = np.lib.stride_tricks.sliding_window_view(padded, width)  # window t ends before s[t]
-        inputs.append(windows[min_history:n])
-        targets.append(s[min_history:])
-    if not inputs:
-        return np.zeros((0, max_len), np.int32), np.zeros(0, np.int32)
-    x = np.concatenate(inputs)
-    x = np.concatenate([x, np.full((len(x), 1), schema.MASK_ID, np.int32)], axis=1)
-    return x, np.concatenate(targets).astype(np.int32)
-
-
-def causal_next_item_examples(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows for next-item training at every position of a causal backbone.
-
-    Each sequence (cut into windows of `max_len` by :func:`sliding_windows`) gives one row:
-    ``inputs [N, max_len]``, its items but the last, then the mask id, left-padded; and
-    ``targets [N, max_len]``, at each item's position the item after it; 0 at padding and
-    at the mask slot (a causal model is read at the last item, not at the slot, so the
-    row's last target is its last input item's).  Sequences of one item give no row.
-    """
-    rows = [np.asarray(w, np.int32) for w in sliding_windows(sequences, max_len)]
-    rows = [w for w in rows if len(w) >= 2]
-    inputs = np.zeros((len(rows), max_len), np.int32)
-    targets = np.zeros((len(rows), max_len), np.int32)
-    for i, w in enumerate(rows):
-        n = len(w)
-        inputs[i, max_len - n:-1] = w[:-1]
-        inputs[i, -1] = schema.MASK_ID
-        targets[i, max_len - n:-1] = w[1:]
-    return inputs, targets
-
-
-def last_example_weights(sequences: list[np.ndarray], last_weight: float, min_history: int = 1) -> np.ndarray:
-    """Per-example weights in the order of :func:`next_item_examples`: `last_weight` for
-    each sequence's last (most recent) example, 1 for the others."""
-    counts = np.asarray([max(len(s) - min_history, 0) for s in sequences], np.int64)
-    weights = np.ones(int(counts.sum()), np.float32)
-    weights[np.cumsum(counts)[counts > 0] - 1] = last_weight
-    return weights
-
-
-# ---------------------------------------------------------------------------
-# Augmentations on left-padded batches ([batch, seq_len] int32, 0 = padding)
-
-
-def _lengths(batch: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_sum(tf.cast(batch != schema.PAD_ID, tf.int32), axis=1)
-
-
-def random_crop(batch: tf.Tensor, ratio: float, seed: tf.Tensor) -> tf.Tensor:
-    """Keeps a random contiguous run of ``max(1, floor(ratio * n))`` items of each row."""
-    seq_len = tf.shape(batch)[1]
-    n = _lengths(batch)
-    keep = tf.maximum(1, tf.cast(tf.floor(ratio * tf.cast(n, tf.float32)), tf.int32))
-    keep = tf.minimum(keep, tf.maximum(n, 1))
-    u = tf.random.stateless_uniform(tf.shape(n), seed=seed)
-    start = tf.cast(tf.floor(u * tf.cast(n - keep + 1, tf.float32)), tf.int32)  # in [0, n - keep]
-    shift = n - start - keep  # how far the kept run moves right to end at the last slot
-    pos = tf.range(seq_len)[tf.newaxis, :]
-    src = pos - shift[:, tf.newaxis]
-    inside = pos >= (seq_len - keep)[:, tf.newaxis]
-    taken = tf.gather(batch, tf.clip_by_value(src, 0, seq_len - 1), batch_dims=1)
-    return tf.where(inside, taken, tf.zeros_like(batch))
-
-
-def random_mask(batch: tf.Tensor, ratio: float, seed: tf.Tensor, mask_id: int = schema.MASK_ID) -> tf.Tensor:
-    """Replaces each item with the mask id with probability `ratio`."""
-    hit = (tf.random.stateless_uniform(tf.shape(batch), seed=seed) < ratio) & (batch != schema.PAD_ID)
-    return tf.where(hit, tf.fill(tf.shape(batch), tf.constant(mask_id, batch.dtype)), batch)
-
-
-def random_reorder(batch: tf.Tensor, ratio: float, seed: tf.Tensor) -> tf.Tensor:
-    """Shuffles a random contiguous run of ``floor(ratio * n)`` items of each row."""
-    seq_len = tf.shape(batch)[1]
-    n = _lengths(batch)
-    width = tf.cast(tf.floor(ratio * tf.cast(n, tf.float32)), tf.int32)
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    u = tf.random.stateless_uniform(tf.shape(n), seed=seeds[0])
-    start = (seq_len - n) + tf.cast(tf.floor(u * tf.cast(n - width + 1, tf.float32)), tf.int32)
-    pos = tf.range(seq_len)[tf.newaxis, :]
-    inside = (pos >= start[:, tf.newaxis]) & (pos < (start + width)[:, tf.newaxis])
-    # Positions outside the run keep their place; inside it they sort by random keys.
-    jitter = tf.random.stateless_uniform(tf.shape(batch), seed=seeds[1])
-    keys = tf.where(inside, tf.cast(start[:, tf.newaxis], tf.float32) + jitter * tf.cast(width[:, tf.newaxis], tf.float32) - 0.5,
-                    tf.cast(pos, tf.float32))
-    keys = tf.broadcast_to(keys, tf.shape(batch))
-    return tf.gather(batch, tf.argsort(keys, axis=1, stable=True), batch_dims=1)
-
-
-def swap_older_halves(batch: tf.Tensor, rate: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Segment-continuation examples: ``(sequences, continues [batch] float32)``.
-
-    With probability `rate`, a row (of at least two items) keeps its newer half but
-    its older half is replaced by the older half of the previous row in the batch, a
-    different user's history; ``continues`` is 0 for those rows, 1 for the others.
-    """
-    seq_len = tf.shape(batch)[1]
-    n = _lengths(batch)
-    newer = n - n // 2  # items of the row's own newer half
-    donor = tf.roll(batch, shift=1, axis=0)
-    n_donor = tf.roll(n, shift=1, axis=0)
-    older = n_donor // 2  # items of the donor's older half
-    swap = (tf.random.stateless_uniform(tf.shape(n), seed=seed) < rate) & (n >= 2) & (older >= 1)
-    pos = tf.range(seq_len)[tf.newaxis, :]
-    start_newer = (seq_len - newer)[:, tf.newaxis]
-    start_older = start_newer - older[:, tf.newaxis]
-    # Donor position of each slot of its older half: it starts at the donor's first item.
-    src = pos - start_older + (seq_len - n_donor)[:, tf.newaxis]
-    taken = tf.gather(donor, tf.clip_by_value(src, 0, seq_len - 1), batch_dims=1)
-    swapped = tf.where(pos >= start_newer, batch, tf.where(pos >= start_older, taken, tf.zeros_like(batch)))
-    out = tf.where(swap[:, tf.newaxis], swapped, batch)
-    return out, 1.0 - tf.cast(swap, tf.float32)
-
-
-AUGMENTATIONS = {"crop": random_crop, "mask": random_mask, "reorder": random_reorder}
-
-
-def augment(batch: tf.Tensor, seed: tf.Tensor, crop: float = 0.0, mask: float = 0.0, reorder: float = 0.0) -> tf.Tensor:
-    """Applies each augmentation whose ratio is non-zero (crop ratio = share kept)."""
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    if crop:
-        batch = random_crop(batch, crop, seeds[0])
-    if reorder:
-        batch = random_reorder(batch, reorder, seeds[1])
-    if mask:
-        batch = random_mask(batch, mask, seeds[2])
-    return batch
-
-
-# ---------------------------------------------------------------------------
-# Datasets
+__all__ = ["EvalSequences", "causal_next_item_examples", "group_sequences", "last_example_weights",
+           "loo_sequences", "next_item_examples", "pad_left", "read_sequence_shards", "sequence_shard_batches",
+           "sequence_shards", "sliding_windows", "with_mask_slot", "with_validation_items", "augment",
+           "swap_older_halves", "masked_item_dataset", "next_item_sequence_dataset", "next_item_dataset",
+           "causal_next_item_dataset", "retrieval_dataset", "feature_batches", "time_features", "rating_dataset",
+           "leading_padding"]
 
 
 def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat: bool,
@@ -352,7 +57,7 @@ def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat
     if sort_window > 1:
         def sorted_batches(chunk):
             ids = chunk[ITEM_INDICES] if isinstance(chunk, dict) else chunk
-            order = tf.argsort(_lengths(ids), stable=True)
+            order = tf.argsort(lengths(ids), stable=True)
             chunk = tf.nest.map_structure(lambda a: tf.gather(a, order), chunk)
             return tf.data.Dataset.from_tensor_slices(chunk).batch(batch_size, drop_remainder=drop_remainder)
 
@@ -367,7 +72,7 @@ def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat
 
 def leading_padding(ids: tf.Tensor) -> tf.Tensor:
     """How many leading columns of a left-padded batch are padding in every row (one column always stays)."""
-    return tf.shape(ids)[1] - tf.maximum(tf.reduce_max(_lengths(ids)), 1)
+    return tf.shape(ids)[1] - tf.maximum(tf.reduce_max(lengths(ids)), 1)
 
 
 def _trim(features: dict, labels, weights):
@@ -493,7 +198,7 @@ def next_item_sequence_dataset(
 
     def to_batch(index, batch):
         seeds = tf.random.experimental.stateless_split(_batch_seed(seed, index), 3)
-        n = _lengths(batch)
+        n = lengths(batch)
         u = tf.random.stateless_uniform(tf.shape(n), seed=seeds[0])
         cut = tf.random.stateless_uniform(tf.shape(n), seed=seeds[1])
         # End (exclusive) of the kept run: n, or uniform in [1, n - 1] for a prefix.

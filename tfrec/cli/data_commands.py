@@ -1,0 +1,47 @@
+"""``tfrec data prepare`` and ``tfrec data stats``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from tfrec.cli.common import column_map, format_table, stats_rows
+
+
+def cmd_data_prepare(args) -> int:
+    from tfrec.data import dataset, loaders, preprocess
+
+    path = args.path
+    if path is None and args.source not in loaders.TABLE_SOURCES:
+        path = loaders.local_copy(args.source)
+    kwargs = {}
+    if args.source == "amazon-s3rec" and args.name:
+        kwargs["name"] = args.name
+    if args.source in loaders.TABLE_SOURCES:
+        kwargs.update(columns=column_map(args.columns), items=args.items, users=args.users,
+                      list_columns=tuple(filter(None, (args.list_columns or "").split(","))),
+                      sep=args.sep, order_as_time=args.order_as_time)
+    config = preprocess.PrepareConfig(
+        rating_threshold=args.rating_threshold, min_user_interactions=args.min_user_interactions,
+        min_item_interactions=args.min_item_interactions, dedupe=args.dedupe,
+        loo_min_length=args.loo_min_length, random_test_fraction=args.test_fraction,
+        temporal_test_fraction=args.test_fraction, seed=args.seed, format=args.format, shards=args.shards,
+    )
+    print(f"tfrec: loading {args.source}" + (f" from {path}" if path else " (cache or download)"), file=sys.stderr)
+    raw = loaders.load(args.source, path, **kwargs)
+    prepared = dataset.prepare(raw, args.out, config)
+    print(f"tfrec: wrote {args.out}", file=sys.stderr)
+    print(format_table(stats_rows(prepared.stats), ("statistic", "value")))
+    return 0
+
+
+def cmd_data_stats(args) -> int:
+    from tfrec.data.dataset import PreparedDataset
+
+    prepared = PreparedDataset(args.dir)
+    if args.json:
+        print(json.dumps(prepared.stats, indent=2, sort_keys=True))
+    else:
+        print(f"{prepared.meta['source']} ({args.dir})")
+        print(format_table(stats_rows(prepared.stats), ("statistic", "value")))
+    return 0
