@@ -31,7 +31,7 @@ from tfrec.contract import (COLD_START, HOUR, ITEM_INDEX, ITEM_INDICES, MULTITAS
                             USER_INDEX, WEEKDAY)
 from tfrec.data import schema  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
-from tfrec.models.tasks import item_head  # noqa: E402
+from tfrec.models.item_head import item_head  # noqa: E402
 from tfrec.models.towers import CandidateTower, ContentTower, PooledFeatures, QueryTower  # noqa: E402
 
 RATING = schema.RATING

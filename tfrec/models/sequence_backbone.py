@@ -116,7 +116,7 @@ class SequenceBackbone(BackboneMixin, tf.keras.Model):
             the tied ones (0 = none): item logits get ``hidden_dim + output_extra_dim`` dimensions
             instead of ``hidden_dim``.  Those weights live in the heads, so any pretrained
             backbone takes it; the extra part starts at zero, so a head starts where its source's
-            left off (:class:`tfrec.models.tasks.ItemHead`).
+            left off (:class:`tfrec.models.item_head.ItemHead`).
         output_last_item: next-item heads also add a vector of the history's last item to
             the state they score with (a learnt item-to-item transition term, started at
             zero; vocabulary x state width new weights in the head).

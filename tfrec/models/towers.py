@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 from tfrec.data import schema  # noqa: E402
 from tfrec.contract import ITEM_INDICES, PADDING_MASK, USER_INDEX  # noqa: E402
 from tfrec.models.sequence_backbone import SEQUENCE_OUTPUT, SequenceBackbone  # noqa: E402
-from tfrec.models.tasks import ItemHead  # noqa: E402
+from tfrec.models.item_head import ItemHead  # noqa: E402
 
 
 class PooledFeatures(tf.keras.layers.Layer):
