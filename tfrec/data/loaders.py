@@ -8,113 +8,20 @@ cache, downloading it when the machine is online.  Every loader returns a
 from __future__ import annotations
 
 import csv
-import dataclasses
-import hashlib
 import io
 import json
 import os
 from collections.abc import Callable
 
-import numpy as np
 import pandas as pd
 
 from tfrec.data import schema
 from tfrec.data.download import ensure_files
 from tfrec.errors import TfrecError
+from tfrec.data.raw import (RawDataset, check_unique, clean_ids, interactions, read_text, require_file,  # noqa: F401
+                            sha256, split_table, to_int)
+from tfrec.data.table_loader import load_table
 
-
-@dataclasses.dataclass
-class RawDataset:
-    """Tables in the canonical schema, before cleaning and splitting.
-
-    interactions: ``user_id``, ``item_id`` (str), ``timestamp`` (int64), optional ``rating``.
-    items: ``item_id`` plus feature columns (list-valued columns hold lists of str), or None.
-    users: ``user_id`` plus feature columns, or None.
-    checksums: input file name -> sha256, for ``dataset.json``.
-    """
-
-    source: str
-    interactions: pd.DataFrame
-    items: pd.DataFrame | None = None
-    users: pd.DataFrame | None = None
-    checksums: dict[str, str] = dataclasses.field(default_factory=dict)
-    path: str | None = None
-    timestamp_kind: str = "unix_seconds"  # or "order": position in the user's sequence
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _require_file(folder: str, name: str, source: str) -> str:
-    path = os.path.join(folder, name)
-    if not os.path.isfile(path):
-        raise TfrecError(f"{path} is missing: a {source} folder must hold {name}")
-    return path
-
-
-def _read_text(path: str, encoding: str) -> str:
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        raise TfrecError(f"{path} is not valid {encoding} text (first bad byte at offset {e.start})") from None
-
-
-def _split_table(path: str, text: str, sep: str, names: list[str], min_fields: int | None = None) -> pd.DataFrame:
-    """Parses separator-delimited text with no header into string columns, checking field counts."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise TfrecError(f"{path} is empty")
-    want = len(names)
-    rows = [ln.split(sep) for ln in lines]
-    for i, r in enumerate(rows):
-        if len(r) < (min_fields or want) or (min_fields is None and len(r) != want):
-            shown = "tab" if sep == "\t" else repr(sep)
-            raise TfrecError(
-                f"{path} line {i + 1} has {len(r)} {shown}-separated fields where {want} were expected "
-                f"({', '.join(names)}); wrong separator or wrong file?"
-            )
-    if min_fields is not None:  # keep the first `want` fields, joining the overflow into the last
-        rows = [r[: want - 1] + [sep.join(r[want - 1:])] for r in rows]
-    return pd.DataFrame(rows, columns=names, dtype=object)
-
-
-def _to_int(df: pd.DataFrame, col: str, path: str, what: str | None = None) -> pd.Series:
-    values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna() & df[col].notna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise TfrecError(f"{path}: {what or col} {df[col].iloc[i]!r} on row {i + 1} is not a number")
-    return values
-
-
-def _clean_ids(series: pd.Series) -> pd.Series:
-    return series.astype(str).str.strip()
-
-
-def _interactions(user, item, ts, rating=None) -> pd.DataFrame:
-    df = pd.DataFrame(
-        {
-            schema.USER_ID: _clean_ids(pd.Series(user)).to_numpy(dtype=object),
-            schema.ITEM_ID: _clean_ids(pd.Series(item)).to_numpy(dtype=object),
-            schema.TIMESTAMP: pd.Series(ts).to_numpy(dtype=np.int64),
-        }
-    )
-    if rating is not None:
-        df[schema.RATING] = pd.Series(rating).to_numpy(dtype=np.float32)
-    return df
-
-
-def _check_unique(df: pd.DataFrame, col: str, path: str) -> None:
-    dup = df[col].duplicated()
-    if dup.any():
-        raise TfrecError(f"{path}: {col} {df[col][dup].iloc[0]!r} appears more than once")
 
 
 # ---------------------------------------------------------------------------
@@ -143,43 +50,43 @@ def load_movielens_100k(path: str | None = None) -> RawDataset:
         source, {"ml-100k.zip": _GROUPLENS + "ml-100k.zip"}, ["u.data", "u.item", "u.user"],
         archive_subdir="ml-100k", hint="pass --path DIR with u.data, u.item and u.user (the ml-100k folder)",
     )
-    data_path = _require_file(folder, "u.data", source)
-    item_path = _require_file(folder, "u.item", source)
+    data_path = require_file(folder, "u.data", source)
+    item_path = require_file(folder, "u.item", source)
     user_path = os.path.join(folder, "u.user")
 
-    ratings = _split_table(data_path, _read_text(data_path, "ascii"), "\t", ["u", "i", "r", "t"])
-    inter = _interactions(
+    ratings = split_table(data_path, read_text(data_path, "ascii"), "\t", ["u", "i", "r", "t"])
+    inter = interactions(
         ratings["u"], ratings["i"],
-        _to_int(ratings, "t", data_path, "timestamp"),
-        _to_int(ratings, "r", data_path, "rating"),
+        to_int(ratings, "t", data_path, "timestamp"),
+        to_int(ratings, "r", data_path, "rating"),
     )
 
     names = ["item_id", "title", "release_date", "video_release_date", "url"] + list(ML100K_GENRES)
-    raw_items = _split_table(item_path, _read_text(item_path, "latin-1"), "|", names)
+    raw_items = split_table(item_path, read_text(item_path, "latin-1"), "|", names)
     title, year = _title_year(raw_items["title"])
     dates = pd.to_datetime(raw_items["release_date"], format="%d-%b-%Y", errors="coerce")
     year = year.fillna(dates.dt.year.astype("Int32"))
     flags = raw_items[list(ML100K_GENRES)].to_numpy() == "1"
     genres = [[g for g, on in zip(ML100K_GENRES, row) if on] for row in flags]
     items = pd.DataFrame(
-        {schema.ITEM_ID: _clean_ids(raw_items["item_id"]), schema.TITLE: title, schema.YEAR: year,
+        {schema.ITEM_ID: clean_ids(raw_items["item_id"]), schema.TITLE: title, schema.YEAR: year,
          schema.GENRES: genres}
     )
-    _check_unique(items, schema.ITEM_ID, item_path)
+    check_unique(items, schema.ITEM_ID, item_path)
 
     users = None
     checksums = {"u.data": sha256(data_path), "u.item": sha256(item_path)}
     if os.path.isfile(user_path):
-        raw_users = _split_table(user_path, _read_text(user_path, "latin-1"), "|",
+        raw_users = split_table(user_path, read_text(user_path, "latin-1"), "|",
                                  ["user_id", "age", "gender", "occupation", "zip"])
         users = pd.DataFrame(
-            {schema.USER_ID: _clean_ids(raw_users["user_id"]),
-             schema.AGE: _to_int(raw_users, "age", user_path).astype("Int32"),
+            {schema.USER_ID: clean_ids(raw_users["user_id"]),
+             schema.AGE: to_int(raw_users, "age", user_path).astype("Int32"),
              schema.GENDER: raw_users["gender"].astype(object),
              schema.OCCUPATION: raw_users["occupation"].astype(object),
              schema.ZIP_CODE: raw_users["zip"].astype(object)}
         )
-        _check_unique(users, schema.USER_ID, user_path)
+        check_unique(users, schema.USER_ID, user_path)
         checksums["u.user"] = sha256(user_path)
     return RawDataset(source, inter, items, users, checksums, folder)
 
@@ -191,35 +98,35 @@ def load_movielens_1m(path: str | None = None) -> RawDataset:
         source, {"ml-1m.zip": _GROUPLENS + "ml-1m.zip"}, ["ratings.dat", "movies.dat", "users.dat"],
         archive_subdir="ml-1m", hint="pass --path DIR with ratings.dat, movies.dat and users.dat",
     )
-    r_path = _require_file(folder, "ratings.dat", source)
-    m_path = _require_file(folder, "movies.dat", source)
+    r_path = require_file(folder, "ratings.dat", source)
+    m_path = require_file(folder, "movies.dat", source)
     u_path = os.path.join(folder, "users.dat")
-    ratings = _split_table(r_path, _read_text(r_path, "latin-1"), "::", ["u", "i", "r", "t"])
-    inter = _interactions(ratings["u"], ratings["i"], _to_int(ratings, "t", r_path, "timestamp"),
-                          _to_int(ratings, "r", r_path, "rating"))
-    movies = _split_table(m_path, _read_text(m_path, "latin-1"), "::", ["item_id", "title", "genres"])
+    ratings = split_table(r_path, read_text(r_path, "latin-1"), "::", ["u", "i", "r", "t"])
+    inter = interactions(ratings["u"], ratings["i"], to_int(ratings, "t", r_path, "timestamp"),
+                          to_int(ratings, "r", r_path, "rating"))
+    movies = split_table(m_path, read_text(m_path, "latin-1"), "::", ["item_id", "title", "genres"])
     title, year = _title_year(movies["title"])
     items = pd.DataFrame(
-        {schema.ITEM_ID: _clean_ids(movies["item_id"]), schema.TITLE: title, schema.YEAR: year,
+        {schema.ITEM_ID: clean_ids(movies["item_id"]), schema.TITLE: title, schema.YEAR: year,
          schema.GENRES: [[g for g in s.strip().split("|") if g] for s in movies["genres"]]}
     )
-    _check_unique(items, schema.ITEM_ID, m_path)
+    check_unique(items, schema.ITEM_ID, m_path)
     checksums = {"ratings.dat": sha256(r_path), "movies.dat": sha256(m_path)}
     users = None
     if os.path.isfile(u_path):
-        raw = _split_table(u_path, _read_text(u_path, "latin-1"), "::", ["user_id", "gender", "age", "occupation", "zip"])
+        raw = split_table(u_path, read_text(u_path, "latin-1"), "::", ["user_id", "gender", "age", "occupation", "zip"])
         users = pd.DataFrame(
-            {schema.USER_ID: _clean_ids(raw["user_id"]), schema.GENDER: raw["gender"].astype(object),
-             schema.AGE: _to_int(raw, "age", u_path).astype("Int32"),
+            {schema.USER_ID: clean_ids(raw["user_id"]), schema.GENDER: raw["gender"].astype(object),
+             schema.AGE: to_int(raw, "age", u_path).astype("Int32"),
              schema.OCCUPATION: raw["occupation"].astype(object), schema.ZIP_CODE: raw["zip"].astype(object)}
         )
-        _check_unique(users, schema.USER_ID, u_path)
+        check_unique(users, schema.USER_ID, u_path)
         checksums["users.dat"] = sha256(u_path)
     return RawDataset(source, inter, items, users, checksums, folder)
 
 
-def _read_csv(path: str, required: list[str], encoding: str = "utf-8") -> pd.DataFrame:
-    text = _read_text(path, encoding)
+def read_csv(path: str, required: list[str], encoding: str = "utf-8") -> pd.DataFrame:
+    text = read_text(path, encoding)
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, csv.Error) as e:
@@ -242,23 +149,23 @@ def load_movielens_latest_small(path: str | None = None) -> RawDataset:
         source, {"ml-latest-small.zip": _GROUPLENS + "ml-latest-small.zip"}, ["ratings.csv", "movies.csv"],
         archive_subdir="ml-latest-small", hint="pass --path DIR with ratings.csv and movies.csv",
     )
-    r_path = _require_file(folder, "ratings.csv", source)
-    m_path = _require_file(folder, "movies.csv", source)
+    r_path = require_file(folder, "ratings.csv", source)
+    m_path = require_file(folder, "movies.csv", source)
     t_path = os.path.join(folder, "tags.csv")
-    ratings = _read_csv(r_path, ["userId", "movieId", "rating", "timestamp"])
-    inter = _interactions(ratings["userId"], ratings["movieId"], _to_int(ratings, "timestamp", r_path),
+    ratings = read_csv(r_path, ["userId", "movieId", "rating", "timestamp"])
+    inter = interactions(ratings["userId"], ratings["movieId"], to_int(ratings, "timestamp", r_path),
                           pd.to_numeric(ratings["rating"], errors="coerce"))
     if inter[schema.RATING].isna().any():
         raise TfrecError(f"{r_path}: column rating holds values that are not numbers")
-    movies = _read_csv(m_path, ["movieId", "title", "genres"])
+    movies = read_csv(m_path, ["movieId", "title", "genres"])
     title, year = _title_year(movies["title"])
     genres = [[g for g in str(s).split("|") if g and g != "(no genres listed)"] for s in movies["genres"]]
-    items = pd.DataFrame({schema.ITEM_ID: _clean_ids(movies["movieId"]), schema.TITLE: title,
+    items = pd.DataFrame({schema.ITEM_ID: clean_ids(movies["movieId"]), schema.TITLE: title,
                           schema.YEAR: year, schema.GENRES: genres})
-    _check_unique(items, schema.ITEM_ID, m_path)
+    check_unique(items, schema.ITEM_ID, m_path)
     checksums = {"ratings.csv": sha256(r_path), "movies.csv": sha256(m_path)}
     if os.path.isfile(t_path):
-        tags = _read_csv(t_path, ["userId", "movieId", "tag"])
+        tags = read_csv(t_path, ["userId", "movieId", "tag"])
         tags["tag"] = tags["tag"].fillna("").str.strip().str.lower()
         grouped = tags[tags["tag"] != ""].groupby("movieId")["tag"].apply(lambda s: sorted(set(s)))
         items[schema.TAGS] = [grouped.get(i, []) for i in items[schema.ITEM_ID]]
@@ -299,9 +206,9 @@ def load_amazon_s3rec(path: str | None = None, name: str | None = None) -> RawDa
     if not os.path.isdir(path):
         raise TfrecError(f"{path} is not a folder")
     name = name or _find_s3rec_name(path)
-    seq_path = _require_file(path, f"{name}.txt", source)
+    seq_path = require_file(path, f"{name}.txt", source)
     users, items, order = [], [], []
-    for lineno, line in enumerate(_read_text(seq_path, "utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text(seq_path, "utf-8").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -312,13 +219,13 @@ def load_amazon_s3rec(path: str | None = None, name: str | None = None) -> RawDa
         order.extend(range(len(parts) - 1))
     if not users:
         raise TfrecError(f"{seq_path} is empty")
-    inter = _interactions(users, items, order)
+    inter = interactions(users, items, order)
     checksums = {f"{name}.txt": sha256(seq_path)}
     attr_path = os.path.join(path, f"{name}_item2attributes.json")
     item_table = None
     if os.path.isfile(attr_path):
         try:
-            mapping = json.loads(_read_text(attr_path, "utf-8"))
+            mapping = json.loads(read_text(attr_path, "utf-8"))
         except json.JSONDecodeError as e:
             raise TfrecError(f"{attr_path} is not valid JSON ({e.msg} at line {e.lineno})") from None
         if not isinstance(mapping, dict):
@@ -329,116 +236,6 @@ def load_amazon_s3rec(path: str | None = None, name: str | None = None) -> RawDa
         )
         checksums[f"{name}_item2attributes.json"] = sha256(attr_path)
     return RawDataset(f"{source}:{name}", inter, item_table, None, checksums, path, timestamp_kind="order")
-
-
-# ---------------------------------------------------------------------------
-# Generic tables
-
-
-def _parse_timestamps(series: pd.Series, where: str) -> np.ndarray:
-    numeric = pd.to_numeric(series, errors="coerce")
-    if numeric.notna().all():
-        return numeric.to_numpy(dtype=np.float64).astype(np.int64)
-    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna() & series.notna()
-    if bad.any():
-        value = series[bad].iloc[0]
-        raise TfrecError(f"{where}: timestamp {value!r} is neither a number nor a date")
-    epoch = pd.Timestamp(0, tz="UTC")
-    return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
-
-
-def load_table(
-    data: str | pd.DataFrame,
-    columns: dict[str, str] | None = None,
-    items: str | pd.DataFrame | None = None,
-    users: str | pd.DataFrame | None = None,
-    list_columns: tuple[str, ...] = (),
-    list_sep: str = "|",
-    sep: str = ",",
-    order_as_time: bool = False,
-) -> RawDataset:
-    """Interactions from a CSV or parquet file or a DataFrame, with a column mapping.
-
-    Args:
-        data: a ``.csv``/``.tsv``/``.parquet`` path or a DataFrame of interactions.
-        columns: canonical name -> source column, e.g. ``{"user_id": "userId"}``; the same
-            mapping renames item and user tables.
-        list_columns: feature columns holding ``list_sep``-separated values.
-        order_as_time: with no timestamp column, the row order within a user is the time.
-    """
-    columns = dict(columns or {})
-
-    def read(obj, what: str) -> tuple[pd.DataFrame, str, dict[str, str]]:
-        if isinstance(obj, pd.DataFrame):
-            return obj.copy(), f"the {what} DataFrame", {}
-        if not os.path.isfile(obj):
-            raise TfrecError(f"{obj} does not exist")
-        sums = {os.path.basename(obj): sha256(obj)}
-        if obj.endswith(".parquet"):
-            try:
-                return pd.read_parquet(obj), obj, sums
-            except Exception as e:  # pyarrow raises several types for a corrupt file
-                raise TfrecError(f"{obj} is not a readable parquet file ({type(e).__name__})") from None
-        file_sep = "\t" if obj.endswith(".tsv") else sep
-        text = _read_text(obj, "utf-8")
-        try:
-            df = pd.read_csv(io.StringIO(text), sep=file_sep, dtype=str, keep_default_na=False, na_values=[""])
-        except pd.errors.EmptyDataError:
-            raise TfrecError(f"{obj} is empty") from None
-        except (pd.errors.ParserError, csv.Error) as e:
-            raise TfrecError(f"{obj} is not a readable table ({str(e).splitlines()[0]})") from None
-        return df, obj, sums
-
-    inv = {src: dst for dst, src in columns.items()}
-    df, where, checksums = read(data, "interactions")
-    df = df.rename(columns=inv)
-    required = [schema.USER_ID, schema.ITEM_ID] + ([] if order_as_time else [schema.TIMESTAMP])
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        wanted = ", ".join(f"{c} (from {columns.get(c, c)!r})" for c in missing)
-        raise TfrecError(f"{where} lacks the column {wanted}; it has {', '.join(map(str, df.columns[:10]))}")
-    if df.empty:
-        raise TfrecError(f"{where} holds no rows")
-    kind = "unix_seconds"
-    if order_as_time and schema.TIMESTAMP not in df.columns:
-        ts = df.groupby(schema.USER_ID, sort=False).cumcount().to_numpy(dtype=np.int64)
-        kind = "order"
-    else:
-        ts = _parse_timestamps(df[schema.TIMESTAMP], where)
-    rating = None
-    if schema.RATING in df.columns:
-        rating = pd.to_numeric(df[schema.RATING], errors="coerce")
-        if (rating.isna() & df[schema.RATING].notna()).any():
-            raise TfrecError(f"{where}: column {schema.RATING} holds values that are not numbers")
-    inter = _interactions(df[schema.USER_ID].where(df[schema.USER_ID].notna(), None),
-                          df[schema.ITEM_ID].where(df[schema.ITEM_ID].notna(), None), ts, rating)
-    # Missing ids stay missing (not the string 'None') so that cleaning drops them.
-    inter.loc[df[schema.USER_ID].isna().to_numpy(), schema.USER_ID] = None
-    inter.loc[df[schema.ITEM_ID].isna().to_numpy(), schema.ITEM_ID] = None
-
-    def side(obj, key: str, what: str) -> pd.DataFrame | None:
-        if obj is None:
-            return None
-        table, twhere, sums = read(obj, what)
-        checksums.update(sums)
-        table = table.rename(columns=inv)
-        if key not in table.columns:
-            raise TfrecError(f"{twhere} lacks the column {key} (from {columns.get(key, key)!r})")
-        table[key] = _clean_ids(table[key])
-        _check_unique(table, key, twhere)
-        for col in list_columns:
-            if col in table.columns:
-                table[col] = [[v.strip() for v in str(s).split(list_sep) if v.strip()] if isinstance(s, str) else
-                              (list(s) if isinstance(s, (list, tuple, np.ndarray)) else []) for s in table[col]]
-        return table
-
-    item_table = side(items, schema.ITEM_ID, "items")
-    user_table = side(users, schema.USER_ID, "users")
-    path = data if isinstance(data, str) else None
-    source = "parquet" if isinstance(data, str) and data.endswith(".parquet") else (
-        "dataframe" if isinstance(data, pd.DataFrame) else "csv")
-    return RawDataset(source, inter, item_table, user_table, checksums, path, timestamp_kind=kind)
 
 
 LOADERS: dict[str, Callable[..., RawDataset]] = {
