@@ -99,14 +99,14 @@ def test_prepare_local_copy_through_data_dir_env(tmp_path):
     assert "943" in r.stdout and "1,682" in r.stdout and "100,000" in r.stdout
 
 
-# The quickstart's seven steps at a fifth of the default run's cost: tfrec/configs/quickstart.yaml with
-# the tiny MovieLens settings of tests/conftest.py and one short rating epoch.  Even this beats
-# popularity clearly on the test split (NDCG@10 .059 against .044 on a 2-core machine).
+# The quickstart pipeline at a fifth of the default run's cost: tfrec/configs/quickstart.yaml with the tiny
+# MovieLens settings of tests/conftest.py and one short rating epoch.  Even this beats popularity clearly
+# on the test split (NDCG@10 .059 against .044 on a 2-core machine).
 TINY_QUICKSTART = {**TINY_MOVIELENS, "tasks.epochs": 1, "tasks.steps_per_epoch": 40}
 
 
 @pytest.mark.slow
-def test_quickstart(tmp_path):
+def test_quickstart_is_the_pipeline_then_a_query(tmp_path):
     root = os.path.dirname(dataset_dir("ml-100k"))
     config = tmp_path / "tiny.yaml"
     default = os.path.join(REPO, "tfrec", "configs", "quickstart.yaml")
@@ -115,22 +115,33 @@ def test_quickstart(tmp_path):
     r = run_cli("quickstart", "--workdir", str(work), "--config", str(config), env={"TFREC_DATA_DIR": root},
                 timeout=1200)
     assert r.returncode == 0, r.stderr
-    assert os.path.isfile(work / "data" / "movielens-100k" / "stats.json")
+    # The pipeline's seven steps ran, in order, each leaving its artifact, and the manifest says so.
+    manifest = json.load(open(work / "pipeline" / "manifest.json"))
+    steps = {s["step"]: s for s in manifest["steps"]}
+    assert list(steps) == ["ingest", "transform", "pretrain", "finetune", "evaluate", "export", "push"]
+    assert manifest["status"] == "done" and {s["status"] for s in steps.values()} == {"ran"}
     assert "| users" in r.stdout and "943" in r.stdout
-    for step in ("[2/7] pretraining", "[3/7] fine-tuning", "[4/7] fine-tuning rating", "[5/7] evaluating",
-                 "[6/7] exporting", "[7/7] serving"):
-        assert step in r.stdout
-    report = json.load(open(work / "test_pretrained.json"))
-    pop = json.load(open(work / "test_popularity.json"))
-    assert report["split"] == "test" and report["metrics"]["users"] == 943
+    # The transform step's preprocessor is what training checked and recorded, and what the export read.
+    preprocessor = os.path.join(steps["transform"]["output_dir"], "preprocessor")
+    for run in ("next-item", "ranking"):
+        used = json.load(open(os.path.join(steps["finetune"]["output_dir"], run, "preprocessor.json")))
+        assert used["path"] == preprocessor and used["max_len"] == TINY_MOVIELENS["model.max_len"]
+    evaluation = json.load(open(steps["evaluate"]["outputs"]["evaluation"]))
+    model, pop = evaluation["next-item"]["test"], evaluation["next-item"]["popularity"]
+    assert model["users"] == 943
     # even the short run must beat popularity on the test split
-    assert report["metrics"]["ndcg@10"] > pop["metrics"]["ndcg@10"], (report["metrics"], pop["metrics"])
+    assert model["ndcg@10"] > pop["ndcg@10"], (model, pop)
     assert "| pretrained + fine-tuned |" in r.stdout
-    # the ranking model beats the training mean; the served model answers ten titled recommendations
-    ranking = json.load(open(work / "ranking" / "metrics.json"))
+    # the ranking model beats the training mean; the pushed model answers ten titled recommendations
+    ranking = evaluation["ranking"]
     assert ranking["test"]["ranking"]["rmse"] < ranking["baselines"]["train_mean"]["rmse"]
     assert os.listdir(work / "serving" / "movielens-100k") == ["1"]
     served = r.stdout.split("from the server", 1)[1]
     rows = [ln for ln in served.splitlines() if ln.startswith("| ") and not ln.startswith("| rank")]
     assert len(rows) == 10 and all(ln.count("|") == 5 and ln.split("|")[4].strip() for ln in rows)
     assert "server stopped" in r.stdout
+    # Run again, nothing changed: every step is found by its id and skipped, and the query still answers.
+    again = run_cli("quickstart", "--workdir", str(work), "--config", str(config), env={"TFREC_DATA_DIR": root},
+                    timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("unchanged") == 7 and "server stopped" in again.stdout

@@ -1,4 +1,4 @@
-"""Imports run one way: contract <- data <- models <- evaluation <- training <- export <- cli/pipelines,
+"""Imports run one way: contract <- data <- models <- evaluation <- training <- export <- pipeline <- cli,
 serving apart; no module reaches into another's private names."""
 
 import ast
@@ -8,7 +8,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PACKAGE = os.path.join(REPO, "tfrec")
 # The layer of each part (a module may import its own layer and those below).
 LAYERS = {"contract": 0, "errors": 0, "fileio": 0, "allocator": 0, "data": 1, "models": 2, "evaluation": 3,
-          "training": 4, "export": 5, "notebook": 6, "cli": 6, "__main__": 7, "__init__": 7}
+          "training": 4, "export": 5, "notebook": 6, "pipeline": 6, "cli": 7, "__main__": 8, "__init__": 8}
 SERVING_MAY_IMPORT = {"contract", "errors", "serving"}
 
 

@@ -55,3 +55,41 @@ def test_time_features_are_utc_hour_and_weekday_for_any_timestamp():
     assert got[WEEKDAY] == [t.weekday() for t in want]
     # the numpy path of the training batches is the same function
     assert {k: v.tolist() for k, v in inputs.time_features(np.array(stamps)).items()} == got
+
+
+def test_the_artifact_is_the_same_preprocessor_and_is_refused_for_another_dataset_or_length(
+        tmp_path, synthetic_prepared):
+    import shutil
+
+    import pytest
+
+    from tfrec.data import preprocessor
+    from tfrec.errors import TfrecError
+
+    data = synthetic_prepared.path
+    spec = preprocessor.save_artifact(data, 6, str(tmp_path / "pre"))
+    assert spec["max_len"] == 6 and spec["items"] == len(synthetic_prepared.item_vocab)
+    # The SavedModel's signature gives what the in-memory preprocessor gives.
+    tokens = [synthetic_prepared.item_vocab.token(i) for i in (3, 4, 5, 6, 7, 8, 9)]
+    history = tf.constant([tokens, ["", "", "nobody", "", "", "", tokens[0]]])
+    saved = tf.saved_model.load(str(tmp_path / "pre")).signatures["preprocess"](history=history)
+    direct = SequencePreprocessor(str(tmp_path / "pre" / "assets" / "items.txt"), 6)(history)
+    assert saved[ITEM_INDICES].numpy().tolist() == direct[ITEM_INDICES].numpy().tolist() == [
+        [5, 6, 7, 8, 9, 1], [0, 0, 0, 0, 3, 1]]
+    assert preprocessor.check_artifact(str(tmp_path / "pre"), data, 6)["item_vocab"].endswith("assets/items.txt")
+    with pytest.raises(TfrecError, match="max_len 6, the model has 8"):
+        preprocessor.check_artifact(str(tmp_path / "pre"), data, 8)
+    # Another dataset (its item vocabulary one line longer): refused.
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    with open(other / "vocab" / "items.txt", "a") as f:
+        f.write("one-more\n")
+    with pytest.raises(TfrecError, match="another item vocabulary"):
+        preprocessor.check_artifact(str(tmp_path / "pre"), str(other), 6)
+    # A vocabulary changed inside the artifact: refused by its checksum.
+    with open(tmp_path / "pre" / "assets" / "items.txt", "a") as f:
+        f.write("tampered\n")
+    with pytest.raises(TfrecError, match="does not match its checksum"):
+        preprocessor.read_artifact(str(tmp_path / "pre"))
+    with pytest.raises(TfrecError, match="not a preprocessor artifact"):
+        preprocessor.read_artifact(str(tmp_path))

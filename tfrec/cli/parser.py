@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from tfrec import __version__, contract
 from tfrec.cli.common import DATA_DIR_ENV, Parser, flag_bool
 from tfrec.cli.data_commands import cmd_data_prepare, cmd_data_stats
 from tfrec.cli.serve_commands import cmd_export, cmd_push, cmd_query, cmd_serve
-from tfrec.cli.train_commands import cmd_ensemble, cmd_evaluate, cmd_finetune, cmd_pretrain, cmd_quickstart
+from tfrec.cli.pipeline_commands import QUICKSTART_PIPELINE, QUICKSTART_RUN_CONFIG, cmd_pipeline, cmd_quickstart
+from tfrec.cli.train_commands import cmd_ensemble, cmd_evaluate, cmd_finetune, cmd_pretrain
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
@@ -26,6 +26,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                                       "multi-worker (the cluster in TF_CONFIG)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config setting, e.g. --set pretrain.mask_rate=0.3 --set model.hidden_dim=128")
+    p.add_argument("--preprocessor", help="a preprocessor artifact (tfrec pipeline's transform step): the run is "
+                                          "refused unless it matches --data and the model's length, and records it")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or different run in --out")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress: 1 bars, 2 a line per epoch")
 
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--version", type=int, help="version number (default: one more than the largest present)")
     ex.add_argument("--top-k", type=int, default=100, help="items a recommendation request returns (default 100)")
     ex.add_argument("--data", help="prepared dataset folder (default: the one the model was trained on)")
+    ex.add_argument("--preprocessor", help="a preprocessor artifact (tfrec pipeline's transform step) whose "
+                                           "vocabularies the signatures read (default: the dataset's)")
     ex.set_defaults(func=cmd_export)
     pu = sub.add_parser("push", help="push an export as the next served version if it is not worse than the current")
     pu.add_argument("--candidate", required=True, help="an export folder (a version folder written by tfrec export)")
@@ -176,12 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="output prefix of the .json/.md files (default: <model>/eval_<split>)")
     ev.set_defaults(func=cmd_evaluate)
 
-    qs = sub.add_parser("quickstart", help="run the main job end to end on MovieLens-100K")
+    qs = sub.add_parser("quickstart", help="run the main job end to end on MovieLens-100K: the quickstart pipeline, "
+                                           "then a query to the model it pushed")
     qs.add_argument("--data-dir", help=f"folder with u.data, u.item, u.user (or its parent); default ${DATA_DIR_ENV}")
     qs.add_argument("--workdir", default="artifacts/quickstart", help="where outputs go (default artifacts/quickstart)")
-    qs.add_argument("--config", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.yaml"),
-                    help="run config (default: the short run of tfrec/configs/quickstart.yaml)")
+    qs.add_argument("--pipeline", default=QUICKSTART_PIPELINE,
+                    help="pipeline config (default: the packaged tfrec/configs/quickstart-pipeline.yaml)")
+    qs.add_argument("--config", default=QUICKSTART_RUN_CONFIG,
+                    help="run config, in place of the pipeline config's (default: the short run of "
+                         "tfrec/configs/quickstart.yaml)")
     qs.set_defaults(func=cmd_quickstart)
+
+    pl = sub.add_parser("pipeline", help="run a pipeline (ingest, transform, pretrain, finetune, evaluate, export, "
+                                         "push), each unchanged step skipped")
+    from tfrec.pipeline import runner
+
+    runner.add_arguments(pl)
+    pl.set_defaults(func=cmd_pipeline)
     return parser
 
 

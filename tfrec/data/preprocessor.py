@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfrec.contract import HOUR, ITEM_INDICES, PADDING_MASK, USER_INDEX, WEEKDAY  # noqa: E402
 from tfrec.data import schema  # noqa: E402
+from tfrec.errors import TfrecError  # noqa: E402
 
 SECONDS_PER_HOUR = 3_600
 SECONDS_PER_DAY = 86_400
@@ -124,3 +125,80 @@ class SequencePreprocessor(tf.Module):
         if timestamp is not None:
             features.update(time_features(timestamp))
         return features
+
+
+# ---------------------------------------------------------------------------
+# The preprocessor as an artifact: what the pipeline's transform step writes and training and export read
+
+ARTIFACT_SPEC = "preprocessor.json"
+ARTIFACT_FORMAT = 1
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def save_artifact(data_dir: str, max_len: int, out: str) -> dict:
+    """Writes the preprocessor of the prepared dataset at `data_dir` to `out`: a SavedModel (core ops only;
+    its vocabularies are assets) whose ``preprocess`` signature turns ``[batch, T]`` string histories into
+    ``item_indices`` and ``padding_mask``, and ``preprocessor.json``: ``max_len``, the vocabulary sizes and
+    checksums that :func:`check_artifact` compares.  Returns that spec."""
+    import json
+
+    vocab = os.path.join(data_dir, schema.VOCAB_DIR)
+    items, users = os.path.join(vocab, schema.ITEM_VOCAB_FILE), os.path.join(vocab, schema.USER_VOCAB_FILE)
+    if not os.path.isfile(items):
+        raise TfrecError(f"{data_dir} has no item vocabulary ({items}); is it a prepared dataset?")
+    module = SequencePreprocessor(items, max_len, users if os.path.isfile(users) else None)
+    history = tf.TensorSpec([None, None], tf.string, name="history")
+    preprocess = tf.function(lambda history: module(history), input_signature=[history])
+    tf.saved_model.save(module, out, signatures={"preprocess": preprocess})
+    spec = {"format_version": ARTIFACT_FORMAT, "max_len": int(max_len),
+            "item_vocab": f"assets/{schema.ITEM_VOCAB_FILE}", "items": _line_count(items), "item_vocab_sha256": _sha256(items)}
+    if os.path.isfile(users):
+        spec.update(user_vocab=f"assets/{schema.USER_VOCAB_FILE}", users=_line_count(users), user_vocab_sha256=_sha256(users))
+    with open(os.path.join(out, ARTIFACT_SPEC), "w") as f:
+        json.dump(spec, f, indent=2, sort_keys=True)
+    return spec
+
+
+def _line_count(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def read_artifact(path: str) -> dict:
+    """The spec of the preprocessor artifact at `path`, its vocabulary paths made absolute and checked."""
+    import json
+
+    try:
+        with open(os.path.join(path, ARTIFACT_SPEC)) as f:
+            spec = json.load(f)
+    except (OSError, ValueError) as e:
+        raise TfrecError(f"{path} is not a preprocessor artifact (its {ARTIFACT_SPEC} cannot be read: {e})") from None
+    if spec.get("format_version") != ARTIFACT_FORMAT:
+        raise TfrecError(f"the preprocessor at {path} has format {spec.get('format_version')}; this tfrec reads "
+                         f"{ARTIFACT_FORMAT}")
+    for key in ("item_vocab", "user_vocab"):
+        if key in spec:
+            spec[key] = os.path.join(path, spec[key])
+            if _sha256(spec[key]) != spec[f"{key}_sha256"]:
+                raise TfrecError(f"the preprocessor at {path}: {spec[key]} does not match its checksum")
+    return spec
+
+
+def check_artifact(path: str, data_dir: str, max_len: int) -> dict:
+    """The spec of the artifact at `path` when it is the preprocessor of the prepared dataset at `data_dir`
+    for models of length `max_len`; a TfrecError naming the difference otherwise."""
+    spec = read_artifact(path)
+    items = os.path.join(data_dir, schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE)
+    if not os.path.isfile(items) or _sha256(items) != spec["item_vocab_sha256"]:
+        raise TfrecError(f"the preprocessor at {path} was made from another item vocabulary than the dataset at "
+                         f"{data_dir}'s")
+    if spec["max_len"] != int(max_len):
+        raise TfrecError(f"the preprocessor at {path} packs histories for max_len {spec['max_len']}, the model "
+                         f"has {max_len}")
+    return spec

@@ -27,6 +27,7 @@ import tempfile
 import numpy as np
 
 from tfrec import contract
+from tfrec.data import schema
 from tfrec.errors import TfrecError
 
 METADATA_FILE = "tfrec_model.json"
@@ -183,8 +184,11 @@ def _mark_regress(export_dir: str) -> None:
 
 
 def export(model_dir: str, serving_root: str, name: str, version: int | None = None, k: int = 100,
-           data_dir: str | None = None, validate: bool = True) -> str:
-    """Exports the model saved at `model_dir` to ``serving_root/name/<version>``; returns that path."""
+           data_dir: str | None = None, validate: bool = True, preprocessor: str | None = None) -> str:
+    """Exports the model saved at `model_dir` to ``serving_root/name/<version>``; returns that path.
+
+    The signatures map string ids with the vocabularies of `preprocessor` (the pipeline's transform
+    artifact, checked against the dataset and the model) when given, else with the dataset's."""
     import tensorflow as tf
 
     from tfrec import __version__
@@ -214,8 +218,15 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         raise TfrecError(f"{base}/{version} exists; versions only go up (the next free one is {present[-1] + 1})")
     os.makedirs(base, exist_ok=True)
     max_len = model.backbone.max_len
-    vocab_dir = os.path.join(dataset.path, "vocab")
-    item_vocab, user_vocab = os.path.join(vocab_dir, "items.txt"), os.path.join(vocab_dir, "users.txt")
+    if preprocessor:
+        from tfrec.data.preprocessor import check_artifact
+
+        spec = check_artifact(preprocessor, dataset.path, max_len)
+        item_vocab, user_vocab = spec["item_vocab"], spec.get("user_vocab")
+    else:
+        vocab_dir = os.path.join(dataset.path, schema.VOCAB_DIR)
+        item_vocab = os.path.join(vocab_dir, schema.ITEM_VOCAB_FILE)
+        user_vocab = os.path.join(vocab_dir, schema.USER_VOCAB_FILE)
     requests = validation_rows(dataset, task, config["run_config"], WARMUP_ROWS)
     if task in SEQUENCE_TASKS:
         module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k)

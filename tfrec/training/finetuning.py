@@ -12,10 +12,25 @@ from tfrec.training.config import RunConfig
 
 
 def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
-             task: str = contract.NEXT_ITEM, overwrite: bool = False, verbose=None) -> dict:
+             task: str = contract.NEXT_ITEM, overwrite: bool = False, verbose=None,
+             preprocessor: str | None = None) -> dict:
     """Fine-tunes `task` (one of :data:`tfrec.contract.TASKS`) on the prepared dataset at `data_dir` into
     the run folder `out`, from the backbone (and head) of `pretrained`, or from scratch when it is None.
+    `preprocessor`: the artifact of the pipeline's transform step; the run is refused unless it is this
+    dataset's preprocessor for this model's length, and the run folder records which one it used.
     Returns the run's record (its ``summary`` holds the validation figures)."""
+    config = config or RunConfig()
+    if preprocessor:
+        from tfrec.training.runs import record_preprocessor
+
+        spec = record_preprocessor(preprocessor, data_dir, config.model.max_len)
+        record = _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose)
+        record_preprocessor(preprocessor, data_dir, config.model.max_len, out, spec)
+        return record
+    return _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose)
+
+
+def _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose) -> dict:
     if task == contract.NEXT_ITEM:
         from tfrec.training import trainer
 

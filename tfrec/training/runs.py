@@ -74,3 +74,19 @@ def finish_run(out: str, summary: dict, chief: bool = True) -> dict:
 
 def steps_per_epoch(stage, n_sequences: int) -> int:
     return stage.steps_per_epoch or max(1, math.ceil(n_sequences / stage.batch_size))
+
+
+PREPROCESSOR_FILE = "preprocessor.json"
+
+
+def record_preprocessor(path: str, data_dir: str, max_len: int, out: str | None = None,
+                        spec: dict | None = None) -> dict:
+    """Checks that the preprocessor artifact at `path` belongs to the dataset at `data_dir` and to models of
+    length `max_len` (:func:`tfrec.data.preprocessor.check_artifact`); with `out`, writes which one the
+    run there used (``preprocessor.json``: its folder and vocabulary checksums).  Returns its spec."""
+    from tfrec.data.preprocessor import check_artifact
+
+    spec = spec or check_artifact(path, data_dir, max_len)
+    if out is not None:
+        write_json(os.path.join(out, PREPROCESSOR_FILE), dict(spec, path=os.path.abspath(path)))
+    return spec

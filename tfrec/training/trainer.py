@@ -39,7 +39,8 @@ from tfrec.models.persistence import MODEL_DIR, resolve_model_dir  # noqa: E402,
 from tfrec.training import cluster  # noqa: E402
 from tfrec.training.callbacks import Backup, EpochCheckpoint, RankingValidation  # noqa: E402
 from tfrec.training.runs import (BACKUP_DIR, CHECKPOINT_DIR, LOG_DIR, METRICS_FILE,  # noqa: E402,F401
-                                 VALIDATION_FILE, finish_run, prepare_run_dir, steps_per_epoch)
+                                 VALIDATION_FILE, finish_run, prepare_run_dir, record_preprocessor,
+                                 steps_per_epoch)
 from tfrec.training.config import STRATEGIES, RunConfig  # noqa: E402
 
 def set_seed(config: RunConfig) -> None:
@@ -213,15 +214,19 @@ def weights_fingerprint(model: tf.keras.Model) -> str:
     return h.hexdigest()
 
 
-def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite: bool = False, verbose=None) -> dict:
+def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite: bool = False, verbose=None,
+             preprocessor: str | None = None) -> dict:
     """Pretraining of a backbone on the training sequences of `data_dir`.
 
     ``pretrain.objective: cloze`` (masked items from both sides, with segment continuation and
     attribute prediction as set) saves a pretrainer; ``autoregressive`` (every position predicts the
     item after it, through a causal view of the backbone: SASRec's and GRU4Rec's objective) saves a
-    next-item model.  ``finetune --pretrained`` takes either."""
+    next-item model.  ``finetune --pretrained`` takes either.  `preprocessor`: the transform step's artifact,
+    checked against this dataset and model length and recorded in the run folder, as
+    :func:`tfrec.training.finetuning.finetune` does."""
     config = config or RunConfig()
     strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TensorFlow op
+    spec = record_preprocessor(preprocessor, data_dir, config.model.max_len) if preprocessor else None
     data = SequenceData.load(data_dir, config.split, config)
     set_seed(config)
     stage = config.pretrain
@@ -269,7 +274,10 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model), "pretrain_objective": stage.objective}
     summary = _fit(model, train_ds, steps, stage, config, data, out, saved_as, extra, verbose)
-    return finish_run(out, summary, chief)
+    record = finish_run(out, summary, chief)
+    if spec and chief:
+        record_preprocessor(preprocessor, data_dir, config.model.max_len, out, spec)
+    return record
 
 
 def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,

@@ -37,10 +37,18 @@ def ingest(inputs: dict, out: str, settings: dict) -> dict:
     return {"data": os.path.join(out, "data"), "stats": prepared.stats}
 
 
+def _preprocessor(inputs: dict) -> str:
+    return os.path.join(inputs["transform"], "preprocessor")
+
+
 def transform(inputs: dict, out: str, settings: dict) -> dict:
-    """Vocabularies and feature statistics: what the models' lookups and feature tables are built from."""
+    """The preprocessor (string ids to model features: a SavedModel in core ops, its vocabularies as
+    assets), which training checks it matches and the export's signatures read their vocabularies from;
+    and the vocabulary and feature statistics the models' lookups and feature tables are built from."""
+    from tfrec.data import preprocessor
     from tfrec.data.dataset import PreparedDataset
 
+    spec = preprocessor.save_artifact(_data(inputs), settings["max_len"], os.path.join(out, "preprocessor"))
     ds = PreparedDataset(_data(inputs))
     shutil.copytree(os.path.join(ds.path, "vocab"), os.path.join(out, "vocab"))
     item_table, item_ids, item_columns = ds.feature_table("item") if ds.items is not None else (None, 0, [])
@@ -53,13 +61,15 @@ def transform(inputs: dict, out: str, settings: dict) -> dict:
                                          "width": 0 if user_table is None else int(user_table.shape[1])},
                   "interactions": ds.stats}
     _json(os.path.join(out, "statistics.json"), statistics)
-    return {"vocab": os.path.join(out, "vocab"), "statistics": os.path.join(out, "statistics.json")}
+    return {"preprocessor": os.path.join(out, "preprocessor"), "preprocessor_spec": spec,
+            "vocab": os.path.join(out, "vocab"), "statistics": os.path.join(out, "statistics.json")}
 
 
 def pretrain(inputs: dict, out: str, settings: dict) -> dict:
     from tfrec.training import trainer
 
-    record = trainer.pretrain(_data(inputs), os.path.join(out, "run"), _run_config(settings), verbose=2)
+    record = trainer.pretrain(_data(inputs), os.path.join(out, "run"), _run_config(settings), verbose=2,
+                              preprocessor=_preprocessor(inputs))
     return {"run": os.path.join(out, "run"), "valid": record["summary"]["valid"]}
 
 
@@ -71,7 +81,8 @@ def finetune(inputs: dict, out: str, settings: dict) -> dict:
     for task in settings["tasks"]:
         run = os.path.join(out, task)
         record = finetune_task(_data(inputs), run, _run_config(settings),
-                               pretrained=os.path.join(inputs["pretrain"], "run"), task=task, verbose=2)
+                               pretrained=os.path.join(inputs["pretrain"], "run"), task=task, verbose=2,
+                               preprocessor=_preprocessor(inputs))
         outputs[task] = {"run": run, "valid": record["summary"]["valid"]}
     return outputs
 
@@ -100,7 +111,8 @@ def export(inputs: dict, out: str, settings: dict) -> dict:
     from tfrec.export import exporter
 
     path = exporter.export(os.path.join(inputs["finetune"], settings["task"]), os.path.join(out, "serving"),
-                           settings["name"], version=1, k=settings["top_k"], data_dir=_data(inputs))
+                           settings["name"], version=1, k=settings["top_k"], data_dir=_data(inputs),
+                           preprocessor=_preprocessor(inputs))
     return {"export": path}
 
 
