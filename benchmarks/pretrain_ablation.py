@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import REPO, data_dir, machine, run_measured, write_result  # noqa: E402
 from sequential_quality import DATASETS, checked, tfrec  # noqa: E402
 
-ATTR = "pretrain.attribute_weight="
+ATTR = "experimental.attribute_weight="
 CONT = "pretrain.continuation_weight="
 VARIANTS = {
     "cloze": ["--set", ATTR + "0", "--set", CONT + "0"],

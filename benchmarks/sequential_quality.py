@@ -106,7 +106,7 @@ def reusable(stage: str, run_dir: str, config_path: str, data: str, refit: bool,
     wanted = RunConfig.from_file(config_path).updated({"refit": refit, "seed": seed}).to_dict()
     # Read through the current RunConfig, so a setting added since that run counts at its default
     # (which is how the run trained) rather than as a difference.
-    used = RunConfig.from_dict(identity["config"]).to_dict()
+    used = RunConfig.from_record(identity["config"]).to_dict()
     if teacher is not None:  # the teacher comes from --teacher, checked below
         wanted["finetune"]["teacher"] = used.get("finetune", {}).get("teacher")
     ignored = ("finetune", "tasks") if stage == "pretrain" else ()

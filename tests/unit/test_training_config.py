@@ -10,8 +10,10 @@ from tfrec.training.config import RunConfig
 def test_defaults_round_trip_and_overrides(tmp_path):
     c = RunConfig()
     assert RunConfig.from_dict(c.to_dict()) == c
-    d = c.updated({"pretrain.epochs": 3, "model.hidden_dim": 32, "seed": 9, "finetune.augmentations": {"mask": 0.1}})
-    assert (d.pretrain.epochs, d.model.hidden_dim, d.seed, d.finetune.augmentations) == (3, 32, 9, {"mask": 0.1})
+    d = c.updated({"pretrain.epochs": 3, "model.hidden_dim": 32, "seed": 9,
+                   "experimental.finetune_augmentations": {"mask": 0.1}})
+    assert (d.pretrain.epochs, d.model.hidden_dim, d.seed, d.experimental.finetune_augmentations) == (
+        3, 32, 9, {"mask": 0.1})
     assert d.finetune.epochs == c.finetune.epochs  # the other stage keeps its own setting
     p = tmp_path / "c.yaml"
     p.write_text("seed: 4\nmodel:\n  num_layers: 1\npretrain:\n  mask_rate: 0.4\n")
@@ -33,10 +35,14 @@ def test_defaults_round_trip_and_overrides(tmp_path):
     ("strategy: tpu\n", "unknown strategy 'tpu'"),
     ("finetune:\n  examples: some\n", "unknown finetune.examples"),
     ("pretrain:\n  lr_schedule: wavy\n", "unknown pretrain.lr_schedule"),
-    ("finetune:\n  last_weight: 0\n", "last_weight must be a positive weight"),
+    ("experimental:\n  last_weight: 0\n", "last_weight must be a positive weight"),
+    ("finetune:\n  last_weight: 2\n", "finetune.last_weight is now experimental.last_weight"),
+    ("pretrain:\n  attribute_weight: 1\n", "pretrain.attribute_weight is now experimental.attribute_weight"),
+    ("finetune:\n  triplet_weight: 1\n", "finetune.triplet_weight is now experimental.triplet_weight"),
+    ("experimental:\n  triplet_loss: hinge\n", "unknown experimental.triplet_loss"),
     ("finetune:\n  contrastive_temperature: 0\n", "contrastive_temperature must be positive"),
     ("finetune:\n  contrastive_weight: -0.1\n", "must not be negative"),
-    ("finetune:\n  examples: causal\n  last_weight: 2\n", "takes neither finetune.last_weight"),
+    ("finetune:\n  examples: causal\nexperimental:\n  last_weight: 2\n", "takes neither experimental.last_weight"),
     ("finetune:\n  examples: every\n", "use all-prefixes or random-prefix or causal"),
     ("finetune:\n  examples: causal\n  teacher: t\n", "teacher \\(distillation\\) takes finetune.examples"),
     ("finetune:\n  teacher: t\n  distill_temperature: 0\n", "positive finetune.distill_temperature"),
@@ -65,8 +71,19 @@ def test_committed_configs_parse():
 
     files = glob.glob(os.path.join(REPO, "configs", "*.yaml")) + glob.glob(os.path.join(REPO, "tfrec", "configs", "*.yaml"))
     assert files, "configs/ holds the committed run configs"
+    from tfrec.pipeline.runner import load_config
+    from tfrec.training.config import read_mapping
+
+    pipelines = glob.glob(os.path.join(REPO, "pipelines", "configs", "*.yaml"))
     for path in files:
-        RunConfig.from_file(path)
+        if "run_config" in read_mapping(path):  # a pipeline config (the packaged quickstart's)
+            pipelines.append(path)
+        else:
+            RunConfig.from_file(path)
+    assert len(pipelines) >= 3
+    for path in pipelines:  # each names a run config that parses, and a data source
+        config = load_config(path, "/data", "/pipe", "/serving")
+        assert config.data["source"] and config.tasks and RunConfig.from_dict(config.run_config)
 
 
 def test_configs_default_yaml_is_generated_from_the_dataclasses_and_complete():
@@ -93,6 +110,24 @@ def test_configs_default_yaml_is_generated_from_the_dataclasses_and_complete():
 def test_settings_the_tfrs_tasks_do_not_read_are_refused():
     from tfrec.training.config import RunConfig
 
-    for key, value in (("num_sampled", 100), ("validate_every", 2), ("augmentations", {"crop": 0.2})):
+    for key, value in (("num_sampled", 100), ("validate_every", 2)):
         with pytest.raises(TfrecError, match=f"tasks.{key} is not read by the TFRS tasks"):
             RunConfig.from_dict({"tasks": {key: value}})
+
+
+def test_records_of_runs_made_before_the_experimental_section_are_read_at_the_new_place():
+    from tfrec.training.config import RunConfig
+
+    old = RunConfig().to_dict()
+    experimental = old.pop("experimental")
+    old["pretrain"].update(attribute_weight=0.5, augmentations={"crop": 0.2})
+    old["finetune"].update(last_weight=3.0, augmentations={}, triplet_weight=0.1, triplet_loss="infonce",
+                           triplet_margin=1.0, triplet_negatives=8)
+    old["tasks"]["augmentations"] = {}
+    config = RunConfig.from_record(old)
+    assert config.experimental.attribute_weight == 0.5 and config.experimental.last_weight == 3.0
+    assert config.experimental.pretrain_augmentations == {"crop": 0.2}
+    assert (config.experimental.triplet_weight, config.experimental.triplet_loss) == (0.1, "infonce")
+    assert set(config.to_dict()["experimental"]) == set(experimental)
+    with pytest.raises(TfrecError, match="is now experimental"):
+        RunConfig.from_dict(old)

@@ -242,7 +242,7 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
                                        num_sampled=stage.num_sampled, item_counts=data.item_counts)
     else:
         attribute_table, attribute_size = None, 0
-        if stage.attribute_weight:
+        if config.experimental.attribute_weight:
             attribute_table, attribute_size, columns = data.dataset.item_feature_table()
             if not columns:
                 raise TfrecError(f"the attribute objective needs item features, and the dataset at {data_dir} "
@@ -251,7 +251,7 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         train_ds = inputs.masked_item_dataset(
             sequences, max_len, data.vocabulary_size, batch_size=stage.batch_size, mask_rate=stage.mask_rate,
             mask_last_rate=stage.mask_last_rate, max_masks=stage.max_masks or None,
-            augmentations=stage.augmentations, repeat=True, seed=config.seed,
+            augmentations=config.experimental.pretrain_augmentations, repeat=True, seed=config.seed,
             continuation_rate=stage.continuation_rate if stage.continuation_weight else 0.0, trim=True,
             sort_window=stage.sort_window)
         examples, saved_as = len(sequences), contract.PRETRAIN
@@ -260,7 +260,7 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
             return MaskedItemPretrainer(
                 build_backbone(config, data.dataset), num_sampled=stage.num_sampled, item_counts=data.item_counts,
                 attribute_table=attribute_table, attribute_size=attribute_size,
-                attribute_weight=stage.attribute_weight, continuation_weight=stage.continuation_weight)
+                attribute_weight=config.experimental.attribute_weight, continuation_weight=stage.continuation_weight)
     steps = steps_per_epoch(stage, examples)
     identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
     chief = cluster.is_chief(strategy)
@@ -303,7 +303,8 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     train_ds = None
     if stage.examples == "all-prefixes":
         x, y = inputs.next_item_examples(data.train, max_len)
-        weights = inputs.last_example_weights(data.train, stage.last_weight) if stage.last_weight != 1 else None
+        last_weight = config.experimental.last_weight
+        weights = inputs.last_example_weights(data.train, last_weight) if last_weight != 1 else None
 
         def prefix_dataset(soft_targets=None):
             return inputs.next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
@@ -322,7 +323,8 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         sequences = inputs.sliding_windows(data.train, max_len)
         train_ds = inputs.next_item_sequence_dataset(
             sequences, max_len, batch_size=stage.batch_size, prefix_rate=stage.prefix_rate,
-            augmentations=stage.augmentations, repeat=True, seed=config.seed, trim=True, sort_window=stage.sort_window)
+            augmentations=config.experimental.finetune_augmentations, repeat=True, seed=config.seed, trim=True,
+            sort_window=stage.sort_window)
         n = len(sequences)
     else:
         raise TfrecError(f"unknown finetune.examples {stage.examples!r}; use all-prefixes, random-prefix or causal")
@@ -348,9 +350,11 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
                                     contrastive_weight=stage.contrastive_weight,
                                     contrastive_temperature=stage.contrastive_temperature,
                                     distill_weight=stage.distill_weight if teacher else 0.0,
-                                    distill_temperature=stage.distill_temperature, triplet_weight=stage.triplet_weight,
-                                    triplet_loss=stage.triplet_loss, triplet_margin=stage.triplet_margin,
-                                    triplet_negatives=stage.triplet_negatives)
+                                    distill_temperature=stage.distill_temperature,
+                                    triplet_weight=config.experimental.triplet_weight,
+                                    triplet_loss=config.experimental.triplet_loss,
+                                    triplet_margin=config.experimental.triplet_margin,
+                                    triplet_negatives=config.experimental.triplet_negatives)
         if pretrained_model:
             source, source_config = persistence.load(pretrained_model)
             if source_config.get("run_config", {}).get("refit") and not config.refit:
