@@ -129,8 +129,16 @@ def recommend(model: str, data_dir: str, history, k: int = 10, exclude_history: 
     if loaded.backbone.vocabulary_size != len(vocab):
         raise TfrecError(f"the model at {model_dir} has {loaded.backbone.vocabulary_size} item ids but the dataset "
                          f"at {data_dir} has {len(vocab)}; it was trained on other data")
+    # The same preprocessor the export's signatures run: string ids looked up, packed, the mask slot.
+    import tensorflow as tf
+
+    from tfrec.data.preprocessor import SequencePreprocessor
+
+    pre = SequencePreprocessor(os.path.join(dataset.path, schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE),
+                               loaded.backbone.max_len)
+    packed = pre(tf.constant([history], tf.string, shape=(1, len(history))))[inputs.ITEM_INDICES].numpy()
     ids = vocab.lookup(history)
-    scores = loaded.score(inputs.with_mask_slot([ids], loaded.backbone.max_len))[0].astype(np.float64)
+    scores = loaded.score(packed)[0].astype(np.float64)
     scores[:schema.NUM_ITEM_RESERVED] = -np.inf
     if exclude_history and len(ids):
         scores[ids] = -np.inf

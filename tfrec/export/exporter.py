@@ -86,40 +86,36 @@ def padded(histories: list[list[str]]) -> np.ndarray:
     return np.array([[""] * (width - len(h)) + list(h) for h in histories], dtype=object)
 
 
-def _expected_sequence(model, task: str, dataset, requests: dict, max_len: int, k: int) -> dict:
-    """Top-K of the in-memory Keras model, computed without the serving graph."""
-    from tfrec.data import inputs, schema
+def _expected_sequence(model, task: str, pre, requests: dict, k: int) -> dict:
+    """Top-K of the in-memory Keras model on the features `pre` (the export's SequencePreprocessor, run
+    eagerly) gives, computed without the serving graph."""
+    from tfrec.data import schema
 
-    hist = [dataset.item_vocab.lookup(h) if h else np.zeros(0, np.int32) for h in requests["history"]]
-    hist = [h[h >= schema.NUM_ITEM_RESERVED].astype(np.int32) for h in hist]
-    ids = inputs.with_mask_slot(hist, max_len)
+    with_users = pre.user_index is not None  # the signatures' preprocessor reads users where the model does
+    features = pre(padded(requests["history"]), user_id=requests["user_id"] if with_users else None)
+    ids = features[contract.ITEM_INDICES].numpy()
     if task in (contract.PRETRAIN, contract.NEXT_ITEM, contract.ENSEMBLE):
         scores = model.score(ids)
     else:
-        features = {inputs.ITEM_INDICES: ids,
-                    inputs.USER_INDEX: dataset.user_vocab.lookup(requests["user_id"]).astype(np.int32)}
-        scores = model.query_vectors(features) @ model.candidate_matrix().T
+        users = features[contract.USER_INDEX].numpy() if with_users else np.zeros(len(ids), np.int32)
+        scores = model.query_vectors({contract.ITEM_INDICES: ids, contract.USER_INDEX: users}) @ \
+            model.candidate_matrix().T
     scores = np.array(scores, np.float32)
     scores[:, : schema.NUM_ITEM_RESERVED] = -np.inf
-    for row, h in enumerate(hist):
-        scores[row, h] = -np.inf
+    every, known = (t.numpy() for t in pre.lookup(padded(requests["history"])))
+    for row in range(len(scores)):
+        scores[row, every[row][known[row]]] = -np.inf  # the whole history's items, not only the packed ones
     k = min(k, scores.shape[1] - schema.NUM_ITEM_RESERVED)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return {contract.ITEM_IDS: [[dataset.item_vocab.token(int(i)) for i in row] for row in order],
+    return {contract.ITEM_IDS: [[t.decode() for t in row] for row in pre.tokens(order).numpy().tolist()],
             "scores": np.take_along_axis(scores, order, axis=1).tolist()}
 
 
-def _expected_ranking(model, dataset, requests: dict, max_len: int) -> dict:
-    from tfrec.data import inputs, schema
-
-    hist = [dataset.item_vocab.lookup(h) if h else np.zeros(0, np.int32) for h in requests["history"]]
-    hist = [h[h >= schema.NUM_ITEM_RESERVED].astype(np.int32) for h in hist]
-    ts = np.asarray(requests["timestamp"], np.int64)
-    time = inputs.time_features(ts)
-    features = {inputs.ITEM_INDICES: inputs.with_mask_slot(hist, max_len),
-                inputs.USER_INDEX: dataset.user_vocab.lookup(requests["user_id"]).astype(np.int32),
-                inputs.ITEM_INDEX: dataset.item_vocab.lookup(requests["item_id"]).astype(np.int32),
-                **time}
+def _expected_ranking(model, pre, requests: dict) -> dict:
+    features = pre(padded(requests["history"]), user_id=requests["user_id"],
+                   timestamp=np.asarray(requests["timestamp"], np.int64))
+    features = {key: value.numpy() for key, value in features.items()}
+    features[contract.ITEM_INDEX] = pre.items(requests["item_id"]).numpy()
     out = model.ratings(features)
     if model.objective == "binary":
         out = 1.0 / (1.0 + np.exp(-out))
@@ -235,15 +231,15 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         warm = [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"])]
         if module.serves_embeddings:
             warm.append((sig.ITEM_EMBEDDINGS, [contract.ITEM_IDS]))
-        expected = {sig.SERVING_DEFAULT: _expected_sequence(model, task, dataset, requests, max_len, k),
-                    sig.SERVING_TF_EXAMPLE: _expected_sequence(model, task, dataset, requests, max_len, k)}
+        expected = {sig.SERVING_DEFAULT: _expected_sequence(model, task, module.preprocessor, requests, k)}
+        expected[sig.SERVING_TF_EXAMPLE] = expected[sig.SERVING_DEFAULT]
     elif task in RANKING_TASKS:
         ranking = sig.RankingServing(model, item_vocab, user_vocab, max_len, k)
         default_name = sig.SERVING_DEFAULT if task == contract.RANKING else sig.RANK
         signatures = ranking.signatures(default_name)
         rank_inputs = ["user_id", "item_id", "history", "timestamp"]
         warm = [(default_name, rank_inputs), (sig.REGRESS, [])]
-        expected = {default_name: _expected_ranking(model, dataset, requests, max_len)}
+        expected = {default_name: _expected_ranking(model, ranking.preprocessor, requests)}
         module = ranking
         if task == contract.MULTITASK:
             retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k)
@@ -253,7 +249,8 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
             inputs = ["history", "user_id"] if retrieval.uses_user else ["history"]
             warm += [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"]),
                      (sig.ITEM_EMBEDDINGS, [contract.ITEM_IDS])]
-            expected[sig.SERVING_DEFAULT] = _expected_sequence(model, contract.RETRIEVAL, dataset, requests, max_len, k)
+            expected[sig.SERVING_DEFAULT] = _expected_sequence(model, contract.RETRIEVAL, retrieval.preprocessor,
+                                                               requests, k)
     else:
         raise TfrecError(f"the model at {model_dir} has task {task!r}, which tfrec cannot export")
 
