@@ -19,6 +19,9 @@ setup(
         # grpc.health.v1 for the embedded server, from gRPC's own maintained implementation.
         "grpcio-health-checking",
         "tensorboard==2.21.*",  # TensorBoard logs of training runs
+        # tfrec tune: TPE sampling, median/Hyperband pruning and studies in SQLite or any SQLAlchemy database,
+        # driving tfrec's own Keras 2 loop (KerasTuner would import Keras 3).
+        "optuna>=4.5,<6",
         "pandas",
         "pyarrow",
         "pyyaml",

@@ -9,7 +9,7 @@ from tfrec.cli.common import DATA_DIR_ENV, Parser, flag_bool
 from tfrec.cli.data_commands import cmd_data_prepare, cmd_data_stats
 from tfrec.cli.serve_commands import cmd_export, cmd_push, cmd_query, cmd_serve
 from tfrec.cli.pipeline_commands import QUICKSTART_PIPELINE, QUICKSTART_RUN_CONFIG, cmd_pipeline, cmd_quickstart
-from tfrec.cli.train_commands import cmd_ensemble, cmd_evaluate, cmd_finetune, cmd_pretrain
+from tfrec.cli.train_commands import cmd_ensemble, cmd_evaluate, cmd_finetune, cmd_pretrain, cmd_tune
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
@@ -179,6 +179,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--include-history", action="store_true", help="rank the history's items too (default: excluded)")
     ev.add_argument("--out", help="output prefix of the .json/.md files (default: <model>/eval_<split>)")
     ev.set_defaults(func=cmd_evaluate)
+
+    tu = sub.add_parser("tune", help="search settings on the validation split (Optuna): trials fine-tune the base "
+                                     "config with settings from a search space; writes best.yaml")
+    tu.add_argument("--task", default=contract.NEXT_ITEM, help="next-item (default), retrieval, ranking, cold-start "
+                                                             "or multitask")
+    tu.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare)")
+    tu.add_argument("--config", help="base run config; the search space's keys are set on top of it")
+    tu.add_argument("--space", required=True, help="search space YAML: dotted key -> {low, high[, log, step]} or "
+                                                   "{choices: [...]}")
+    tu.add_argument("--trials", type=int, required=True, help="finished trials (completed or pruned) the study "
+                                                              "should hold at the end")
+    tu.add_argument("--study", required=True, help="a folder (the study in its SQLite file, trials' runs beside it; "
+                                                   "started again, the search resumes) or an SQLAlchemy URL")
+    tu.add_argument("--study-name", help="name of the study in the storage (default tfrec-<task>)")
+    tu.add_argument("--workdir", help="where the trials' runs, best.yaml and tuning.json go (default: the --study "
+                                      "folder; needed with a URL)")
+    tu.add_argument("--pretrained", help="pretraining run every trial fine-tunes from (default: from scratch)")
+    tu.add_argument("--sampler", default="tpe", choices=("tpe", "random"), help="Optuna sampler (default tpe)")
+    tu.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"),
+                    help="stops trials trailing the others on the per-epoch validation figure (default median)")
+    tu.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting on top of the base config")
+    tu.set_defaults(func=cmd_tune)
 
     qs = sub.add_parser("quickstart", help="run the main job end to end on MovieLens-100K: the quickstart pipeline, "
                                            "then a query to the model it pushed")

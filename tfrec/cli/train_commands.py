@@ -83,3 +83,16 @@ def cmd_evaluate(args) -> int:
     print(sequential.markdown_table([(str(report["model"]), report["metrics"])]), end="")
     print(f"tfrec: wrote {', '.join(paths)}", file=sys.stderr)
     return 0
+
+
+def cmd_tune(args) -> int:
+    from tfrec.training import tuning
+
+    for name in ("epochs", "batch_size", "learning_rate", "seed", "strategy", "split"):
+        setattr(args, name, getattr(args, name, None))  # flags tune does not take: the config's
+    base = run_config_from_args(args, "finetune")
+    space = tuning.load_space(args.space, base)
+    tuning.tune(args.task, args.data, base, space, args.trials, args.study, workdir=args.workdir,
+                pretrained=args.pretrained, sampler=args.sampler, pruner=args.pruner, study_name=args.study_name,
+                log=lambda m: print(m, flush=True))
+    return 0

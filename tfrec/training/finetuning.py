@@ -13,32 +13,45 @@ from tfrec.training.config import RunConfig
 
 def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
              task: str = contract.NEXT_ITEM, overwrite: bool = False, verbose=None,
-             preprocessor: str | None = None) -> dict:
+             preprocessor: str | None = None, callbacks=(), score_test: bool = True) -> dict:
     """Fine-tunes `task` (one of :data:`tfrec.contract.TASKS`) on the prepared dataset at `data_dir` into
     the run folder `out`, from the backbone (and head) of `pretrained`, or from scratch when it is None.
     `preprocessor`: the artifact of the pipeline's transform step; the run is refused unless it is this
     dataset's preprocessor for this model's length, and the run folder records which one it used.
+    `callbacks`: Keras callbacks run after the validation that picks the best epoch (they see its figure
+    in the logs: ``val_ndcg@10`` for next-item, :func:`monitored_figure` for each task).  `score_test`
+    false: a TFRS task run does not score the test split at its end (next-item runs never do).
     Returns the run's record (its ``summary`` holds the validation figures)."""
     config = config or RunConfig()
     if preprocessor:
         from tfrec.training.runs import record_preprocessor
 
         spec = record_preprocessor(preprocessor, data_dir, config.model.max_len)
-        record = _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose)
+        record = _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose, callbacks, score_test)
         record_preprocessor(preprocessor, data_dir, config.model.max_len, out, spec)
         return record
-    return _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose)
+    return _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose, callbacks, score_test)
 
 
-def _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose) -> dict:
+def monitored_figure(task: str, config: RunConfig, num_items: int) -> tuple[str, str]:
+    """(the Keras log key of the validation figure that picks a run's best epoch, "max" or "min")."""
+    if task == contract.NEXT_ITEM:
+        return "val_ndcg@10", "max"
+    from tfrec.training import task_trainer
+
+    return task_trainer.monitored(task, config, num_items)
+
+
+def _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose, callbacks, score_test) -> dict:
     if task == contract.NEXT_ITEM:
         from tfrec.training import trainer
 
         return trainer.finetune(data_dir, out, config, pretrained=pretrained, task=task, overwrite=overwrite,
-                                verbose=verbose)
+                                verbose=verbose, callbacks=callbacks)
     if task in contract.TFRS_TASKS:
         from tfrec.training import task_trainer
 
         return task_trainer.finetune_task(data_dir, out, config, pretrained=pretrained, task=task,
-                                          overwrite=overwrite, verbose=verbose)
+                                          overwrite=overwrite, verbose=verbose, callbacks=callbacks,
+                                          score_test=score_test)
     raise TfrecError(f"unknown task {task!r}; known: {', '.join(contract.TASKS)}")

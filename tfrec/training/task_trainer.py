@@ -31,7 +31,8 @@ from tfrec.models.recommender import (  # noqa: E402
     HOUR, RATING, RETRIEVAL_KS, TASK_WEIGHTS, WEEKDAY, RecommenderModel)
 from tfrec.models.tasks import copy_head_weights, count_parameters  # noqa: E402
 from tfrec.fileio import write_json  # noqa: E402
-from tfrec.training import callbacks, cluster, runs, trainer  # noqa: E402
+from tfrec.training import cluster, runs, trainer  # noqa: E402
+from tfrec.training.callbacks import Backup, EpochCheckpoint, EpochSelection  # noqa: E402
 from tfrec.training.config import RunConfig  # noqa: E402
 
 TASKS = tuple(TASK_WEIGHTS)
@@ -130,7 +131,7 @@ def monitored(task: str, config: RunConfig, n_candidates: int) -> tuple[str, str
     return f"val_factorized_top_k/top_{k}_categorical_accuracy", "max"
 
 
-class BestEpoch(callbacks.EpochSelection):
+class BestEpoch(EpochSelection):
     """Selects on one figure of the Keras validation logs (`monitor`, ``max`` or ``min``)."""
 
     def __init__(self, monitor: str, mode: str, patience: int, state_path: str, on_improve, write_state: bool = True):
@@ -221,8 +222,11 @@ def baselines(task: str, split: task_splits.TaskSplit, objective: str, threshold
 
 
 def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
-                  task: str = contract.RETRIEVAL, overwrite: bool = False, verbose=None) -> dict:
-    """Fine-tunes `task` from the backbone of `pretrained` (or from scratch) on ``config.split``."""
+                  task: str = contract.RETRIEVAL, overwrite: bool = False, verbose=None, callbacks=(),
+                  score_test: bool = True) -> dict:
+    """Fine-tunes `task` from the backbone of `pretrained` (or from scratch) on ``config.split``; `callbacks`
+    (Keras callbacks) run after the epoch selection, so they see its validation figure.  With
+    `score_test` false (a tuner's trial) the test split is not read at the end."""
     if task not in TASKS:
         raise TfrecError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     config = config or RunConfig()
@@ -292,9 +296,10 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     run_callbacks = [
         best,
         tf.keras.callbacks.TensorBoard(os.path.join(out, runs.LOG_DIR), update_freq="epoch", profile_batch=0),
-        callbacks.EpochCheckpoint(target.path(runs.CHECKPOINT_DIR), config.keep_checkpoints),
-        callbacks.Backup(os.path.join(out, runs.BACKUP_DIR), save_freq=max(1, config.backup_every_steps),
+        EpochCheckpoint(target.path(runs.CHECKPOINT_DIR), config.keep_checkpoints),
+        Backup(os.path.join(out, runs.BACKUP_DIR), save_freq=max(1, config.backup_every_steps),
                          delete_checkpoint=False),
+        *callbacks,
     ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -309,7 +314,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
                "valid": state["epochs"].get(str(state["best_epoch"]), {}),
                "fit_seconds_this_process": seconds, "parameters": extra["parameters"],
                **trainer.worker_fingerprint(model, config)}
-    if target.chief:  # the test split is scored once, by the worker that keeps the model
+    if target.chief and score_test:  # the test split is scored once, by the worker that keeps the model
         best_model, _ = persistence.load(model_dir)
         summary["test"] = evaluate_task(best_model, split, config, task)
         summary["baselines"] = baselines(task, split, stage.objective, stage.like_threshold, config.seed)

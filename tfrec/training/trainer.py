@@ -163,7 +163,7 @@ def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer
 
 
 def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceData, out: str, task: str,
-         extra: dict, verbose) -> dict:
+         extra: dict, verbose, more_callbacks=()) -> dict:
     max_len = config.model.max_len
     strategy = model.distribute_strategy
     target = cluster.WriteTarget(out, strategy)  # the run folder on the chief, scratch on other workers
@@ -180,6 +180,7 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
         tf.keras.callbacks.TensorBoard(os.path.join(out, LOG_DIR), update_freq="epoch", profile_batch=0),
         EpochCheckpoint(target.path(CHECKPOINT_DIR), config.keep_checkpoints),
         Backup(os.path.join(out, BACKUP_DIR), save_freq=max(1, config.backup_every_steps), delete_checkpoint=False),
+        *more_callbacks,  # after validation, so they read its figures (a tuner's pruning callback)
     ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -281,8 +282,9 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
 
 
 def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
-             task: str = contract.NEXT_ITEM, overwrite: bool = False, verbose=None) -> dict:
-    """Next-item fine-tuning, from the backbone (and head) of `pretrained` or from scratch."""
+             task: str = contract.NEXT_ITEM, overwrite: bool = False, verbose=None, callbacks=()) -> dict:
+    """Next-item fine-tuning, from the backbone (and head) of `pretrained` or from scratch; `callbacks`
+    (Keras callbacks) run after the validation callback, so they see ``val_ndcg@10``."""
     if task != contract.NEXT_ITEM:
         raise TfrecError(f"unknown fine-tuning task {task!r}; this version fine-tunes: next-item")
     config = config or RunConfig()
@@ -378,7 +380,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "teacher": identity.get("teacher"),
              "parameters": count_parameters(model)}
-    summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose)
+    summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose, callbacks)
     return finish_run(out, summary, chief)
 
 
