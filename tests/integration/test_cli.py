@@ -145,3 +145,8 @@ def test_quickstart_is_the_pipeline_then_a_query(tmp_path):
                     timeout=600)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("unchanged") == 7 and "server stopped" in again.stdout
+    # The test split was read three times, once per figure shown (next-item, popularity, ranking), and the
+    # cached rerun read it no more.
+    from tfrec.evaluation import test_reads
+
+    assert test_reads.summary(steps["ingest"]["outputs"]["data"])["reads"] == 3

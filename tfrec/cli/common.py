@@ -110,4 +110,4 @@ def print_summary(record: dict, out: str) -> None:
 
         print(f"best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')}"
               f"{' (stopped early)' if summary.get('stopped_early') else ''}; validation split:")
-        print(markdown_table([(os.path.join(out, "model"), dict(valid, users=""))]), end="")
+        print(markdown_table([(os.path.join(out, "model"), valid)]), end="")

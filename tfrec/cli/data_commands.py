@@ -38,10 +38,16 @@ def cmd_data_prepare(args) -> int:
 def cmd_data_stats(args) -> int:
     from tfrec.data.dataset import PreparedDataset
 
+    from tfrec.evaluation import test_reads
+
     prepared = PreparedDataset(args.dir)
+    reads = test_reads.summary(args.dir)
     if args.json:
-        print(json.dumps(prepared.stats, indent=2, sort_keys=True))
+        print(json.dumps(dict(prepared.stats, test_reads=reads), indent=2, sort_keys=True))
     else:
         print(f"{prepared.meta['source']} ({args.dir})")
-        print(format_table(stats_rows(prepared.stats), ("statistic", "value")))
+        rows = stats_rows(prepared.stats) + [
+            ("test split reads", f"{reads['reads']} (by {reads['configs']} distinct configs, "
+                                 f"{reads['scored']} models or baselines; {test_reads.FILE})")]
+        print(format_table(rows, ("statistic", "value")))
     return 0

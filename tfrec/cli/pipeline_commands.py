@@ -79,7 +79,8 @@ def _quickstart_query(serving_root: str, name: str, data: str) -> None:
     try:
         ds = PreparedDataset(data)
         seqs = inputs.loo_sequences(ds, schema.TEST)
-        user = int(np.argmax([len(h) for h in seqs.histories[:50]]))
+        lengths = np.array([len(h) for h in seqs.histories])
+        user = int(np.argmin(np.abs(lengths - np.median(lengths))))  # a typical user: the median history length
         history = [ds.item_vocab.token(int(i)) for i in seqs.histories[user]]
         titles = dict(zip(ds.items["item_id"].astype(str), ds.items["title"].astype(str))) if ds.items is not None \
             else {}

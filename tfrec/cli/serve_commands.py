@@ -145,6 +145,7 @@ def cmd_query(args) -> int:
         items = PreparedDataset(args.data).items
         if items is not None and "title" in items.columns:
             titles = dict(zip(items["item_id"].astype(str), items["title"].astype(str)))
-    table = [(str(rank), item, f"{score:.4f}", titles.get(item, "")) for rank, (item, score) in enumerate(rows, 1)]
-    print(format_table(table, ("rank", "item", "score", "title") if titles else ("rank", "item", "score", "")))
+    table = [(str(rank), item, f"{score:.4f}") + ((titles.get(item, ""),) if titles else ())
+             for rank, (item, score) in enumerate(rows, 1)]
+    print(format_table(table, ("rank", "item", "score") + (("title",) if titles else ())))
     return 0

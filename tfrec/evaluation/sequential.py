@@ -68,6 +68,11 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
     start = time.perf_counter()
     metrics, ranks = ranking.evaluate(scorer, seqs.histories, seqs.targets, exclude_history=exclude_history,
                                       batch_size=batch_size)
+    if split == schema.TEST:
+        from tfrec.evaluation import test_reads
+
+        test_reads.record(data_dir, model_dir if not baseline else baseline,
+                          baseline if baseline else config.get("run_config", config), metrics, "next-item")
     report = {"model": name, "dataset": data_dir, "split": split, "exclude_history": exclude_history,
               "metrics": metrics, "seconds": time.perf_counter() - start, "protocol":
               "leave-one-out, full ranking over every item" + (", history items excluded" if exclude_history else "")}

@@ -150,6 +150,7 @@ class RankingValidation(EpochSelection):
             self._save_state()
             return
         metrics = self.metrics.measure(logs)
+        self.state["users"] = int(metrics["users"])  # how many validation targets the figures average over
         self.record(epoch + 1, logs, float(metrics[MONITOR]), metrics)
         print(f"epoch {epoch + 1}: validation NDCG@10 {metrics[MONITOR]:.4f}, HR@10 {metrics['hr@10']:.4f} "
               f"({self.describe()})", flush=True)

@@ -25,6 +25,7 @@ from tfrec.data import inputs, schema, task_splits  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
 from tfrec.evaluation import ranking  # noqa: E402
+from tfrec.evaluation import test_reads  # noqa: E402
 from tfrec.evaluation.rating import rating_metrics  # noqa: E402
 from tfrec.models import persistence  # noqa: E402
 from tfrec.models.recommender import (  # noqa: E402
@@ -255,6 +256,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
             raise TfrecError(f"the pretrained model at {pretrained_model} was trained on the {source_split} split "
                              f"and this run tests on the {scheme} split, whose test rows it may have seen; "
                              f"pretrain with split: {scheme}")
+        check_same_split(source_config.get("run_config", {}), config, pretrained_model)
     trainer.set_seed(config)
     stage = config.tasks
     max_len = config.model.max_len
@@ -317,10 +319,30 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     if target.chief and score_test:  # the test split is scored once, by the worker that keeps the model
         best_model, _ = persistence.load(model_dir)
         summary["test"] = evaluate_task(best_model, split, config, task)
+        test_reads.record(data_dir, model_dir, config.to_dict(), summary["test"], task)
         summary["baselines"] = baselines(task, split, stage.objective, stage.like_threshold, config.seed)
     write_json(target.path(runs.METRICS_FILE), summary)
     target.close()
     return runs.finish_run(out, summary, target.chief)
+
+
+def check_same_split(source: dict, config: RunConfig, where: str) -> None:
+    """Refuses a backbone pretrained on another draw of this run's random or cold split: the seed and the
+    shares that pick the held-back validation rows (and, for cold, the held-out items) must be the same,
+    or pretraining would have trained on this run's validation rows or cold test items."""
+    if config.split == schema.LEAVE_ONE_OUT:
+        return
+    keys = ["seed", "tasks.valid_fraction"] + (["tasks.cold_fraction"] if config.split == "cold" else [])
+    mine = config.to_dict()
+    for key in keys:
+        section, _, name = key.rpartition(".")
+        theirs = (source.get(section, {}) if section else source).get(name)
+        ours = (mine[section] if section else mine)[name]
+        if theirs is not None and theirs != ours:
+            raise TfrecError(f"the pretrained model at {where} drew the {config.split} split with {key} {theirs} "
+                             f"and this run with {ours}, so it may have trained on this run's "
+                             f"{'cold test items' if key == 'tasks.cold_fraction' else 'held-out rows'}; "
+                             f"pretrain with the same {key}")
 
 
 def evaluate_task(model: RecommenderModel, split: task_splits.TaskSplit, config: RunConfig, task: str) -> dict:

@@ -190,6 +190,8 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     state = validation.state
     best = state["epochs"].get(str(state["best_epoch"]), {})
     metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+    if metrics and state.get("users"):
+        metrics["users"] = state["users"]
     summary = {"best_epoch": state["best_epoch"], "epochs_run": state.get("last_epoch", 0),
                "validations": len(state["epochs"]), "stopped_early": state["stopped_early"],
                "valid": metrics, "fit_seconds_this_process": seconds, "refit": config.refit,
