@@ -296,3 +296,31 @@ def test_push_is_atomic_for_a_server_polling_the_folder(seq_export, tmp_path):
     out, _ = poller.communicate(timeout=120)
     seen, broken = out.strip().split("] [")
     assert "'1'" in seen and broken.strip("[]") == ""  # saw version 1, and never a half-written one
+
+
+def test_ensemble_search_chooses_members_and_weights_on_validation(trained, tmp_path):
+    """Greedy forward selection on validation NDCG@10: the figures it reports are the saved ensemble's own,
+    the first member is the best single model, and no round lowers the figure.  The test split is not read."""
+    data, runs, root = trained
+    from tfrec.evaluation import test_reads
+
+    reads_before = test_reads.summary(data)["reads"]
+    out = str(tmp_path / "search")
+    candidates = [runs["next-item"], str(root / "pre"), runs["causal"]]
+    searched, weights_too = run_cli_batch(
+        ("ensemble", "--search", "--models", *candidates, "--out", out, "--max-rounds", "4"),
+        ("ensemble", "--search", "--models", *candidates, "--out", out, "--weights", "1", "1", "1"))
+    assert searched.returncode == 0, searched.stderr[-2000:]
+    assert_clean_error(weights_too, "--search chooses the weights")
+    chosen = json.load(open(os.path.join(out, "search.json")))
+    singles = [m["ndcg@10"] for m in chosen["single_valid"]]
+    assert chosen["rounds"][0]["added"] == singles.index(max(singles))
+    figures = [r["valid"]["ndcg@10"] for r in chosen["rounds"] if r.get("valid")]
+    assert figures == sorted(figures) and len(figures) <= 5 and chosen["test_read"] is False
+    assert sum(chosen["weights"]) == len(figures)  # one weight unit per round that added a model
+    if len(chosen["members"]) > 1:  # the saved ensemble scores on validation what the search said
+        summary = json.load(open(os.path.join(out, "validation.json")))
+        assert summary["valid_metrics"]["ndcg@10"] == pytest.approx(chosen["valid"]["ndcg@10"], abs=1e-4)
+    else:
+        assert "the search kept one model" in searched.stdout
+    assert test_reads.summary(data)["reads"] == reads_before

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--weights", nargs="+", type=float, metavar="W",
                     help="one positive weight per model (default: equal)")
     en.add_argument("--data", help="prepared dataset folder for the validation figures (default: the models' own)")
+    en.add_argument("--search", action="store_true",
+                    help="choose members and weights among --models on the validation split (greedy forward "
+                         "selection on NDCG@10); writes OUT/search.json")
+    en.add_argument("--max-rounds", type=int, default=10, help="--search: most members added after the first "
+                                                                "(default 10)")
     en.add_argument("--overwrite", action="store_true", help="replace an ensemble already in OUT")
     en.set_defaults(func=cmd_ensemble)
     ex = sub.add_parser("export", help="export a trained model as a versioned SavedModel for TensorFlow Serving")

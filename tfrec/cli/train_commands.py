@@ -50,7 +50,18 @@ def cmd_ensemble(args) -> int:
     from tfrec.evaluation import sequential
     from tfrec.training import ensemble
 
-    summary = ensemble.combine(args.models, args.out, member_weights=args.weights, data_dir=args.data,
+    models, weights = args.models, args.weights
+    if args.search:
+        if weights:
+            raise TfrecError("--search chooses the weights on validation; leave out --weights")
+        chosen = ensemble.search(args.models, args.out, data_dir=args.data, max_rounds=args.max_rounds,
+                                 log=lambda m: print(m, flush=True))
+        models, weights = chosen["members"], chosen["weights"]
+        if len(models) == 1:
+            print(f"the search kept one model, {models[0]} (validation NDCG@10 {chosen['valid']['ndcg@10']:.4f}): "
+                  f"no other candidate raised it; no ensemble written ({os.path.join(args.out, ensemble.SEARCH_FILE)})")
+            return 0
+    summary = ensemble.combine(models, args.out, member_weights=weights, data_dir=args.data,
                                overwrite=args.overwrite)
     print(f"ensemble of {len(summary['members'])} models, weights "
           f"{', '.join(f'{w:.3g}' for w in summary['member_weights'])}")
