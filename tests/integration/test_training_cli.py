@@ -47,6 +47,12 @@ def test_pretrain_writes_a_complete_run(prepared, pretrained):
     state = json.load(open(os.path.join(out, "validation.json")))
     assert set(state["epochs"]) == {"1", "2", "3"} and "val_ndcg@10" in state["epochs"]["3"]
     assert "validation NDCG@10" in r.stdout and "| HR@1 |" in r.stdout
+    # the printed validation table names how many users its figures average over (one target each)
+    row = [ln for ln in r.stdout.splitlines() if ln.startswith(f"| {os.path.join(out, 'model')} |")]
+    assert len(row) == 1 and row[0].rstrip(" |").split("|")[-1].strip() == str(run["summary"]["valid"]["users"])
+    # the run records what it cost, measured by the process itself
+    cost = run["resources"]
+    assert 0 < cost["process_cpu_seconds"] and 0 < cost["wall_seconds"] and 100 < cost["process_peak_rss_mb"] < 20000
     # the same command again: finished, nothing retrained
     again = run_cli("pretrain", "--data", prepared, "--out", out, "--epochs", "3", "--learning-rate", "0.01", *SMALL)
     assert again.returncode == 0 and "finished pretraining run" in again.stdout

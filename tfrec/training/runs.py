@@ -67,9 +67,22 @@ def finish_run(out: str, summary: dict, chief: bool = True) -> dict:
     with open(run_path) as f:
         record = json.load(f)
     record.update(status="done", finished=time.time(), summary=summary)
+    record["resources"] = resources(record)
     write_json(run_path, record)
     shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)
     return record
+
+
+def resources(record: dict) -> dict:
+    """What the run cost, measured by the process that finished it: wall seconds since the run folder was
+    started (a resumed run counts its pause too), and this process's CPU seconds and peak resident memory
+    (``getrusage``; children such as an export check are not counted)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"wall_seconds": round(record["finished"] - record.get("started", record["finished"]), 3),
+            "process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "process_peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def steps_per_epoch(stage, n_sequences: int) -> int:
