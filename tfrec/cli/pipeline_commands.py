@@ -8,8 +8,8 @@ import json
 import os
 
 from tfrec.cli.common import format_table, stats_rows
+from tfrec.pipeline.runner import PACKAGED_CONFIGS
 
-PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 QUICKSTART_PIPELINE = os.path.join(PACKAGED_CONFIGS, "quickstart-pipeline.yaml")
 QUICKSTART_RUN_CONFIG = os.path.join(PACKAGED_CONFIGS, "quickstart.yaml")
 

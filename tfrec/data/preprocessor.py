@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfrec.contract import HOUR, ITEM_INDICES, PADDING_MASK, USER_INDEX, WEEKDAY  # noqa: E402
 from tfrec.data import schema  # noqa: E402
+from tfrec.data.raw import sha256  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
 
 SECONDS_PER_HOUR = 3_600
@@ -134,13 +135,6 @@ ARTIFACT_SPEC = "preprocessor.json"
 ARTIFACT_FORMAT = 1
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def save_artifact(data_dir: str, max_len: int, out: str) -> dict:
     """Writes the preprocessor of the prepared dataset at `data_dir` to `out`: a SavedModel (core ops only;
     its vocabularies are assets) whose ``preprocess`` signature turns ``[batch, T]`` string histories into
@@ -157,9 +151,9 @@ def save_artifact(data_dir: str, max_len: int, out: str) -> dict:
     preprocess = tf.function(lambda history: module(history), input_signature=[history])
     tf.saved_model.save(module, out, signatures={"preprocess": preprocess})
     spec = {"format_version": ARTIFACT_FORMAT, "max_len": int(max_len),
-            "item_vocab": f"assets/{schema.ITEM_VOCAB_FILE}", "items": _line_count(items), "item_vocab_sha256": _sha256(items)}
+            "item_vocab": f"assets/{schema.ITEM_VOCAB_FILE}", "items": _line_count(items), "item_vocab_sha256": sha256(items)}
     if os.path.isfile(users):
-        spec.update(user_vocab=f"assets/{schema.USER_VOCAB_FILE}", users=_line_count(users), user_vocab_sha256=_sha256(users))
+        spec.update(user_vocab=f"assets/{schema.USER_VOCAB_FILE}", users=_line_count(users), user_vocab_sha256=sha256(users))
     with open(os.path.join(out, ARTIFACT_SPEC), "w") as f:
         json.dump(spec, f, indent=2, sort_keys=True)
     return spec
@@ -185,7 +179,7 @@ def read_artifact(path: str) -> dict:
     for key in ("item_vocab", "user_vocab"):
         if key in spec:
             spec[key] = os.path.join(path, spec[key])
-            if _sha256(spec[key]) != spec[f"{key}_sha256"]:
+            if sha256(spec[key]) != spec[f"{key}_sha256"]:
                 raise TfrecError(f"the preprocessor at {path}: {spec[key]} does not match its checksum")
     return spec
 
@@ -195,7 +189,7 @@ def check_artifact(path: str, data_dir: str, max_len: int) -> dict:
     for models of length `max_len`; a TfrecError naming the difference otherwise."""
     spec = read_artifact(path)
     items = os.path.join(data_dir, schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE)
-    if not os.path.isfile(items) or _sha256(items) != spec["item_vocab_sha256"]:
+    if not os.path.isfile(items) or sha256(items) != spec["item_vocab_sha256"]:
         raise TfrecError(f"the preprocessor at {path} was made from another item vocabulary than the dataset at "
                          f"{data_dir}'s")
     if spec["max_len"] != int(max_len):

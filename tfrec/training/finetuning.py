@@ -22,15 +22,14 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     in the logs: ``val_ndcg@10`` for next-item, :func:`monitored_figure` for each task).  `score_test`
     false: a TFRS task run does not score the test split at its end (next-item runs never do).
     Returns the run's record (its ``summary`` holds the validation figures)."""
-    config = config or RunConfig()
-    if preprocessor:
-        from tfrec.training.runs import record_preprocessor
+    from tfrec.training.runs import record_preprocessor
 
-        spec = record_preprocessor(preprocessor, data_dir, config.model.max_len)
-        record = _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose, callbacks, score_test)
+    config = config or RunConfig()
+    spec = record_preprocessor(preprocessor, data_dir, config.model.max_len) if preprocessor else None
+    record = _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose, callbacks, score_test)
+    if spec:
         record_preprocessor(preprocessor, data_dir, config.model.max_len, out, spec)
-        return record
-    return _dispatch(data_dir, out, config, pretrained, task, overwrite, verbose, callbacks, score_test)
+    return record
 
 
 def monitored_figure(task: str, config: RunConfig, num_items: int) -> tuple[str, str]:
