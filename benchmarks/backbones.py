@@ -4,7 +4,8 @@ pretrained with its natural objective, beside RecBole's GRU4Rec and SASRec measu
     python benchmarks/backbones.py ml-100k --peer-python /work/peers-venv/bin/python [--workdir W]
     python benchmarks/backbones.py beauty  --peer-python ... [--backbones gru transformer] [--no-peers]
     python benchmarks/backbones.py ml-100k --workdir W --reuse   (keep the runs an earlier call finished in W
-        with the same command lines, with the wall time and memory measured then)
+        with the same command lines, with the wall time and memory measured then, and their test figures:
+        a kept model's test split is not read again)
 
 Every tfrec row runs the real commands (`tfrec pretrain`, `tfrec finetune`, `tfrec evaluate`) in fresh
 processes with the dataset's committed config and one change, `model.backbone`, plus what the backbone's
@@ -151,6 +152,10 @@ def main() -> None:
     for name in [k for k in runs if not k.endswith("-pretrain")]:
         out = os.path.join(work, f"test_{name}")
         log = os.path.join(work, f"eval_{name}.log")
+        if runs[name].get("reused") and os.path.exists(f"{out}.json"):
+            # the same finished model: its one test read is kept, not repeated
+            tests[name] = json.load(open(f"{out}.json"))["metrics"]
+            continue
         checked(run_measured(tfrec("evaluate", "--model", f"{work}/{name}", "--data", data, "--split", "test",
                                    "--out", out), log), f"evaluate {name}", log)
         tests[name] = json.load(open(f"{out}.json"))["metrics"]
