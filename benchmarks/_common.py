@@ -73,3 +73,24 @@ def run_measured(args: list[str], log_path: str, env: dict | None = None) -> dic
                 pass
             time.sleep(0.2)
     return {"seconds": time.time() - start, "peak_rss_mb": peak / 2**20, "started": start, "returncode": proc.returncode}
+
+
+MEASURED = "measured.json"
+
+
+def measured_run(name: str, command: list[str], work: str, reuse: bool) -> dict:
+    """Runs `command` (its run folder is work/name) unless --reuse finds it finished with the same command."""
+    folder, log = os.path.join(work, name), os.path.join(work, f"{name}.log")
+    record = os.path.join(folder, MEASURED)
+    if reuse and os.path.exists(record):
+        kept = json.load(open(record))
+        if kept.get("command") == command[1:]:
+            print(f"{name}: reusing the finished run in {folder}", flush=True)
+            return dict(kept, reused=True)
+    print(f"{name}: {' '.join(command[1:])}", flush=True)
+    result = checked(run_measured(command, log), name, log)
+    result = {"seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"], "command": command[1:]}
+    os.makedirs(folder, exist_ok=True)
+    with open(record, "w") as f:
+        json.dump(result, f)
+    return result

@@ -35,7 +35,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, checked, data_dir, machine, run_measured, tfrec, write_result  # noqa: E402
+from _common import REPO, checked, data_dir, machine, measured_run, run_measured, tfrec, write_result  # noqa: E402
 
 DATASETS = {
     # name: (prepare arguments, local folder, config, RecBole dropout as in ../shared/ANCHORS.md)
@@ -49,7 +49,6 @@ BACKBONES = {  # name: (row label, bidirectional)
     "transformer": ("BERT4Rec-style (transformer)", True),
 }
 PEERS = ("GRU4Rec", "SASRec")
-MEASURED = "measured.json"
 METRICS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")
 
 
@@ -62,24 +61,6 @@ def settings(backbone: str, stage: str, args) -> list[str]:
         return out + ["--set", "pretrain.objective=autoregressive"]
     return out + ["--set", "finetune.examples=causal", "--set", f"finetune.epochs={args.causal_epochs}",
                   "--set", f"finetune.patience={args.causal_patience}", "--set", "finetune.validate_every=1"]
-
-
-def measured_run(name: str, command: list[str], work: str, reuse: bool) -> dict:
-    """Runs `command` (its run folder is work/name) unless --reuse finds it finished with the same command."""
-    folder, log = os.path.join(work, name), os.path.join(work, f"{name}.log")
-    record = os.path.join(folder, MEASURED)
-    if reuse and os.path.exists(record):
-        kept = json.load(open(record))
-        if kept.get("command") == command[1:]:
-            print(f"{name}: reusing the finished run in {folder}", flush=True)
-            return dict(kept, reused=True)
-    print(f"{name}: {' '.join(command[1:])}", flush=True)
-    result = checked(run_measured(command, log), name, log)
-    result = {"seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"], "command": command[1:]}
-    os.makedirs(folder, exist_ok=True)
-    with open(record, "w") as f:
-        json.dump(result, f)
-    return result
 
 
 def write_atomic(data: str, folder: str, name: str) -> str:

@@ -35,12 +35,16 @@ def test_search_writes_the_best_config_chosen_on_validation(tmp_path, synthetic_
     from tfrec.training.config import RunConfig
 
     study = tmp_path / "study"
+    base = ["--set", "model.dropout=0.2", "--set", "finetune.batch_size=64"]  # inside the space
     r = run_cli("tune", "--data", synthetic_prepared.path, "--space", write_space(tmp_path), "--trials", "3",
-                "--study", str(study), "--pruner", "none", *TINY, timeout=600)
+                "--study", str(study), "--pruner", "none", *TINY, *base, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.load(open(study / "tuning.json"))
     done = [t for t in report["trials"] if t["state"] == "COMPLETE"]
     assert len(done) == 3 and report["monitor"] == "val_ndcg@10"
+    # The first trial is the base config itself, so the best is never worse than it on validation.
+    assert report["trials"][0]["params"] == {"finetune.learning_rate": 0.001, "model.dropout": 0.2,
+                                             "finetune.batch_size": 64}
     best = max(done, key=lambda t: t["value"])
     assert report["best"]["number"] == best["number"] and report["best"]["value"] == best["value"]
     # Each trial's value is its run's best validation NDCG@10, and every setting stayed inside the space.
@@ -54,7 +58,7 @@ def test_search_writes_the_best_config_chosen_on_validation(tmp_path, synthetic_
     assert config.model.backbone == "gru" and config.finetune.epochs == 2  # the base config's other settings
     # Run again with the same study: it already holds 3 finished trials, so nothing more runs.
     again = run_cli("tune", "--data", synthetic_prepared.path, "--space", write_space(tmp_path), "--trials", "3",
-                    "--study", str(study), "--pruner", "none", *TINY, timeout=300)
+                    "--study", str(study), "--pruner", "none", *TINY, *base, timeout=300)
     assert again.returncode == 0 and "trial 3" not in again.stdout
     # Another space in the same study is refused, in one sentence.
     other = run_cli("tune", "--data", synthetic_prepared.path, "--space",
@@ -93,6 +97,21 @@ def test_bad_spaces_are_refused_in_one_sentence(tmp_path, space, message):
 
     with pytest.raises(TfrecError, match=message):
         load_space(space, RunConfig())
+
+
+def test_the_base_config_is_the_first_trial_only_when_its_values_lie_in_the_space():
+    from tfrec.training.config import RunConfig
+    from tfrec.training.tuning import base_point, load_space
+
+    base = RunConfig().updated({"finetune.learning_rate": 0.001, "model.dropout": 0.2, "finetune.batch_size": 64})
+    assert base_point(load_space(SPACE, base), base) == {"finetune.learning_rate": 0.001, "model.dropout": 0.2,
+                                                         "finetune.batch_size": 64}
+    off_step = base.updated({"finetune.batch_size": 48})  # inside 32..96 but not on the step of 32
+    assert base_point(load_space(SPACE, off_step), off_step) is None
+    outside = base.updated({"model.dropout": 0.1})  # not one of the choices
+    assert base_point(load_space(SPACE, outside), outside) is None
+    too_high = base.updated({"finetune.learning_rate": 0.05})
+    assert base_point(load_space(SPACE, too_high), too_high) is None
 
 
 def test_a_search_killed_mid_trial_resumes_to_the_asked_number_of_trials(tmp_path, synthetic_prepared):

@@ -15,7 +15,9 @@ never reads the test split.  The study lives in Optuna's storage: an SQLite file
 default, so a killed search started again goes on where it stopped (a trial that was running when the
 search was killed is marked failed by its stopped heartbeat and run again); any SQLAlchemy URL
 (PostgreSQL, MySQL) lets several machines work on one study.  At the end ``best.yaml`` (the base config
-with the best trial's settings) and ``tuning.json`` (every trial) are written to the workdir.
+with the best trial's settings) and ``tuning.json`` (every trial) are written to the workdir.  When the
+base config's values of the searched keys lie inside the space, the first trial runs them, so the search
+reports how far the best trial is from the base and never picks something worse on validation.
 """
 
 from __future__ import annotations
@@ -75,6 +77,28 @@ def load_space(path_or_mapping, base: RunConfig) -> dict[str, dict]:
                     "step": spec.get("step")}
     base.updated({k: (v["choices"][0] if "choices" in v else v["low"]) for k, v in out.items()}, where=where)
     return out
+
+
+def base_point(space: dict, base: RunConfig) -> dict | None:
+    """The base config's own values of the searched keys, when every one lies inside the space (then the
+    study's first trial is the base config, so ``best.yaml`` is never worse than it on validation)."""
+    values = base.to_dict()
+    point = {}
+    for key, spec in space.items():
+        node = values
+        for part in key.split("."):
+            node = node[part]
+        if "choices" in spec:
+            if node not in spec["choices"]:
+                return None
+        else:
+            if isinstance(node, bool) or not isinstance(node, (int, float)) or not spec["low"] <= node <= spec["high"]:
+                return None
+            step = spec["step"]
+            if step and abs((node - spec["low"]) / step - round((node - spec["low"]) / step)) > 1e-9:
+                return None
+        point[key] = node
+    return point
 
 
 def suggest(trial, space: dict) -> dict:
@@ -180,6 +204,10 @@ def tune(task: str, data_dir: str, base: RunConfig, space: dict, trials: int, st
         the_study.set_user_attr("space", json.loads(json.dumps(space)))
         the_study.set_user_attr("base", base.to_dict())
         the_study.set_user_attr("task", task)
+        first = base_point(space, base)
+        if first is not None:
+            the_study.enqueue_trial(first)
+            log(f"trial 0 is the base config's own settings: {json.dumps(first)}")
     elif recorded_space != json.loads(json.dumps(space)) or the_study.user_attrs.get("task") != task:
         raise TfrecError(f"the study in {study} searched another task or space; start a new study (another "
                          "--study folder or --study-name) for this one")
