@@ -21,6 +21,8 @@ from the per-epoch validation curve (validation is what a run may look at).
     python benchmarks/sequential_quality.py beauty ... --ensemble-weights ... --distill configs/beauty-distill.yaml
         (then the pretrained model fine-tuned once more with that config, learning from the ensemble:
         `tfrec finetune --teacher`, one model)
+    python benchmarks/sequential_quality.py beauty ... --ensemble-search   (members and weights chosen on
+        validation by tfrec ensemble --search instead of --ensemble-weights)
 
 With the from-scratch run, the pretrained + fine-tuned and the from-scratch models are also combined
 (`tfrec ensemble`, the mean of their log-probabilities) and the ensemble is tested as one more row.
@@ -141,6 +143,9 @@ def main() -> None:
     ap.add_argument("--ensemble-weights", nargs="+", type=float, metavar="W",
                     help="one positive weight per ensemble member, in the order pretrained + fine-tuned, from "
                          "scratch, then the --with-scratch runs (default: equal); choose them on validation")
+    ap.add_argument("--ensemble-search", action="store_true",
+                    help="choose the ensemble's members and weights on validation (tfrec ensemble --search) "
+                         "instead of giving --ensemble-weights")
     ap.add_argument("--distill", metavar="CONFIG",
                     help="after the ensemble, fine-tune the pretrained model once more with this config, the "
                          "ensemble as its teacher (tfrec finetune --teacher), and test that single model too")
@@ -181,6 +186,9 @@ def main() -> None:
                      "from-scratch run")
         if len(args.ensemble_weights) != len(ensemble_members) or min(args.ensemble_weights) <= 0:
             sys.exit(f"--ensemble-weights: give {len(ensemble_members)} positive weights, one per ensemble member")
+    if args.ensemble_search and (args.ensemble_weights or not has_ensemble):
+        sys.exit("--ensemble-search chooses the weights itself, and needs an ensemble: the pretrained run with "
+                 "--with-scratch runs or the from-scratch run")
     if args.distill:
         if not has_ensemble:
             sys.exit("--distill needs an ensemble to learn from: the pretrained run with --with-scratch runs or the "
@@ -228,9 +236,14 @@ def main() -> None:
         # The pretrained + fine-tuned and the from-scratch models start from different weights; their
         # mean log-probabilities rank better than either (tfrec ensemble, which also scores them on validation).
         weights = ["--weights", *map(str, args.ensemble_weights)] if args.ensemble_weights else []
+        if args.ensemble_search:  # members and weights chosen on validation (greedy forward selection)
+            weights = ["--search", "--data", data]
         ens = run_measured(tfrec("ensemble", "--models", *(f"{work}/{k}" for k in ensemble_members), *weights, "--out",
                                  f"{work}/ensemble", "--overwrite"), log("ensemble"))
         checked(ens, "ensemble", log("ensemble"))
+        if not os.path.isfile(os.path.join(work, "ensemble", "validation.json")):
+            sys.exit(f"the ensemble search kept one model (no other raised validation NDCG@10; "
+                     f"{work}/ensemble/search.json): there is no ensemble to test or distil from")
         ensemble = json.load(open(os.path.join(work, "ensemble", "validation.json")))
         ensemble.update(seconds=ens["seconds"], peak_rss_mb=ens["peak_rss_mb"])
         stages_tested = stages + ["ensemble"]
@@ -290,6 +303,8 @@ def main() -> None:
         "config": os.path.relpath(config, REPO), "config_settings": json.load(open(os.path.join(work, main_run, "run.json")))["identity"]["config"],
         "test": tests, "runs": {k: {kk: v[kk] for kk in ("seconds", "peak_rss_mb")} for k, v in runs.items()},
         "reused": sorted(k for k, v in runs.items() if v.get("reused")),
+        "ensemble_weights_chosen_by": ("tfrec ensemble --search (validation)" if args.ensemble_search else
+                                       "--ensemble-weights" if args.ensemble_weights else "equal"),
         "best_epochs": {k: s["best_epoch"] for k, s in summaries.items()},
         "epochs_run": {k: s["epochs_run"] for k, s in summaries.items()},
         "valid": {k: s["valid"] for k, s in summaries.items()},
