@@ -86,6 +86,38 @@ def test_finetune_from_pretrained_and_from_scratch_then_evaluate(prepared, pretr
     assert pop.returncode == 0 and "popularity" in pop.stdout
 
 
+def test_label_scarce_finetuning_learns_from_a_share_of_users_and_reports_the_unseen(prepared, pretrained,
+                                                                                    tmp_path):
+    import numpy as np
+
+    from tfrec.training.config import RunConfig
+    from tfrec.training.trainer import SequenceData
+
+    data = SequenceData.load(prepared)
+    part = data.label_part(0.25, seed=0)
+    assert len(part) == int(np.ceil(0.25 * len(data.train))) and data.label_part(1.0, 0) is data.train
+    pre, _ = pretrained
+    ft = str(tmp_path / "ft")
+    r, evaluation = run_cli_batch(
+        ("finetune", "--data", prepared, "--pretrained", pre, "--out", ft, "--epochs", "1",
+         "--set", "finetune.fraction=0.25", *SMALL),
+        ("evaluate", "--model", ft, "--data", prepared, "--split", "test", "--out", str(tmp_path / "test")))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert RunConfig.from_record(json.load(open(os.path.join(ft, "run.json")))["identity"]["config"]).finetune.fraction == 0.25
+    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+    report = json.load(open(tmp_path / "test.json"))
+    slices = report["metrics_by_users"]
+    seen, unseen = slices["fine-tuned users"], slices["users fine-tuning never saw"]
+    assert seen["users"] == len(part) and seen["users"] + unseen["users"] == report["metrics"]["users"]
+    # the whole is the users-weighted mean of its two parts
+    assert report["metrics"]["ndcg@10"] * report["metrics"]["users"] == pytest.approx(
+        seen["ndcg@10"] * seen["users"] + unseen["ndcg@10"] * unseen["users"])
+    assert "users fine-tuning never saw" in evaluation.stdout
+    bad = run_cli("finetune", "--data", prepared, "--from-scratch", "--out", str(tmp_path / "bad"),
+                  "--set", "finetune.fraction=0", *SMALL)
+    assert_clean_error(bad, "finetune.fraction is a share of the labels")
+
+
 def test_refit_trains_on_the_validation_items_and_keeps_the_last_epoch(prepared, pretrained, tmp_path):
     from tfrec.data import inputs, schema
     from tfrec.data.dataset import PreparedDataset

@@ -80,3 +80,25 @@ def test_eval_sequences_keep_one_row_per_user(synthetic_prepared):
 def test_unknown_scheme_is_one_sentence(synthetic_prepared):
     with pytest.raises(TfrecError, match="unknown split scheme 'weekly'"):
         task_splits.load(synthetic_prepared, "weekly")
+
+
+def test_label_scarce_draws_keep_a_seeded_share_of_users_and_rows(synthetic_prepared):
+    from tfrec.data.sequences import label_rows, label_users
+
+    users = np.array([7, 3, 3, 9, 1, 5, 8, 2, 6, 4])  # 9 distinct users, one repeated
+    kept = label_users(users, 0.25, seed=0)
+    assert len(kept) == 3 and set(kept) <= set(users.tolist()) and kept.tolist() == sorted(kept.tolist())
+    assert label_users(users, 0.25, seed=0).tolist() == kept.tolist()  # the draw depends on the seed only
+    assert any(label_users(users, 0.25, seed=s).tolist() != kept.tolist() for s in range(1, 5))
+    assert label_users(users, 1.0, seed=0).tolist() == list(range(1, 10))
+    assert len(label_users(users, 0.01, seed=0)) == 1  # never nothing
+    rows = label_rows(10, 0.5, seed=0)
+    assert len(rows) == 5 and rows.tolist() == sorted(set(rows.tolist())) and rows.max() < 10
+    # a task split's training rows: a share kept, validation, test and the histories untouched
+    split = task_splits.load(synthetic_prepared, "random", seed=0, valid_fraction=0.1)
+    part = task_splits.label_part(split, 0.1, seed=0)
+    assert len(part.train) == int(np.ceil(0.1 * len(split.train)))
+    assert part.valid is split.valid and part.test is split.test and part.train_sequences is split.train_sequences
+    whole = set(zip(split.train.users.tolist(), split.train.items.tolist(), split.train.timestamps.tolist()))
+    assert set(zip(part.train.users.tolist(), part.train.items.tolist(), part.train.timestamps.tolist())) <= whole
+    assert task_splits.label_part(split, 1.0, seed=0) is split

@@ -91,7 +91,9 @@ def cmd_evaluate(args) -> int:
         out = os.path.join("artifacts", "eval", f"{args.baseline}_{args.split}")
     paths = sequential.write_report(report, ranks, seqs, out, args.per_user)
     print(f"{args.split} split, {report['protocol']}:")
-    print(sequential.markdown_table([(str(report["model"]), report["metrics"])]), end="")
+    rows = [(str(report["model"]), report["metrics"])]
+    rows += [(f"  {name}", m) for name, m in report.get("metrics_by_users", {}).items()]  # finetune.fraction < 1
+    print(sequential.markdown_table(rows), end="")
     print(f"tfrec: wrote {', '.join(paths)}", file=sys.stderr)
     return 0
 

@@ -25,7 +25,8 @@ from tfrec.data.augment import AUGMENTATIONS, augment, lengths, swap_older_halve
 # The sequence-building names, defined in tfrec/data/sequences.py, are part of this module's API too: the
 # pipelines below batch what they build, and callers name both through ``inputs``.
 from tfrec.data.sequences import (EvalSequences, causal_next_item_examples, group_sequences,  # noqa: E402,F401
-                                  last_example_weights, loo_sequences, next_item_examples, pad_left,
+                                  label_rows, label_users, last_example_weights, loo_sequences,
+                                  next_item_examples, pad_left,
                                   read_sequence_shards, sequence_shard_batches, sequence_shards, sliding_windows,
                                   with_mask_slot, with_validation_items)
 

@@ -27,6 +27,7 @@ import pandas as pd
 from tfrec.contract import COLD_SPLIT, LEAVE_ONE_OUT, RANDOM_SPLIT
 from tfrec.data import schema
 from tfrec.data.inputs import group_sequences, with_mask_slot
+from tfrec.data.sequences import label_rows
 from tfrec.errors import TfrecError
 
 SCHEMES = (LEAVE_ONE_OUT, RANDOM_SPLIT, COLD_SPLIT)
@@ -78,6 +79,17 @@ class TaskSplit:
     vocabulary_size: int
     candidates: np.ndarray
     cold_items: np.ndarray
+
+
+def label_part(split: TaskSplit, fraction: float, seed: int) -> TaskSplit:
+    """`split` with a seeded share of its training rows, whose labels a label-scarce fine-tuning learns
+    from (``finetune.fraction``); validation, test and the training sequences (the histories) keep
+    every row."""
+    if fraction >= 1:
+        return split
+    keep = np.zeros(len(split.train), bool)
+    keep[label_rows(len(split.train), fraction, seed)] = True
+    return dataclasses.replace(split, train=split.train.subset(keep))
 
 
 def _rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:

@@ -68,6 +68,7 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
     start = time.perf_counter()
     metrics, ranks = ranking.evaluate(scorer, seqs.histories, seqs.targets, exclude_history=exclude_history,
                                       batch_size=batch_size)
+    slices = None if baseline else label_slices(config, dataset, seqs, ranks)
     if split == schema.TEST:
         from tfrec.evaluation import test_reads
 
@@ -76,7 +77,22 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
     report = {"model": name, "dataset": data_dir, "split": split, "exclude_history": exclude_history,
               "metrics": metrics, "seconds": time.perf_counter() - start, "protocol":
               "leave-one-out, full ranking over every item" + (", history items excluded" if exclude_history else "")}
+    if slices:
+        report["metrics_by_users"] = slices
     return report, ranks, seqs
+
+
+def label_slices(config: dict, dataset: PreparedDataset, seqs: inputs.EvalSequences, ranks: np.ndarray) -> dict | None:
+    """For a model fine-tuned on a share of the users (``finetune.fraction`` < 1): the same read's figures
+    over the users whose examples fine-tuning learnt from and over those it never saw."""
+    run_config = config.get("run_config", {})
+    fraction = run_config.get("finetune", {}).get("fraction", 1.0)
+    if fraction >= 1 or config.get("task") != "next-item":
+        return None
+    users, _ = inputs.loo_sequences(dataset, schema.TRAIN)
+    seen = np.isin(seqs.user_indices, inputs.label_users(users, fraction, run_config.get("seed", 0)))
+    return {name: dict(ranking.metrics_from_ranks(ranks[mask]), users=int(mask.sum()))
+            for name, mask in (("fine-tuned users", seen), ("users fine-tuning never saw", ~seen)) if mask.any()}
 
 
 def write_report(report: dict, ranks: np.ndarray, seqs: inputs.EvalSequences, out: str, per_user: bool,

@@ -92,6 +92,10 @@ class FinetuneConfig(StageConfig):
     # to the ones before it only, so one pass over a history trains every position's next item,
     # an epoch costs about as much as a pretraining epoch, and scores are read at the last item).
     examples: str = "all-prefixes"
+    # Label-scarce fine-tuning: the share of the labels fine-tuning learns from, drawn with the seed, by
+    # user for next-item (the examples of that share of users; validation and test keep every user) and
+    # by training row for the TFRS tasks.  Pretraining still reads every training sequence.
+    fraction: float = 1.0
     # random-prefix: share of rows whose target is drawn from an earlier point of the sequence.
     prefix_rate: float = 0.5
     # Weight of a contrastive regulariser (0 = off): two dropout passes over each example should
@@ -267,6 +271,9 @@ class RunConfig:
         for key, value, known in choices:
             if value not in known:
                 raise TfrecError(f"{where}: unknown {key} {value!r}; use {' or '.join(known)}")
+        if not 0 < self.finetune.fraction <= 1:
+            raise TfrecError(f"{where}: finetune.fraction is a share of the labels, above 0 and at most 1, "
+                             f"not {self.finetune.fraction}")
         if not self.finetune.contrastive_temperature > 0:
             raise TfrecError(f"{where}: finetune.contrastive_temperature must be positive, "
                              f"not {self.finetune.contrastive_temperature}")

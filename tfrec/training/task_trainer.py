@@ -244,6 +244,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     dataset = PreparedDataset(data_dir)
     split = task_splits.load(dataset, scheme, seed=config.seed, valid_fraction=config.tasks.valid_fraction,
                              cold_fraction=config.tasks.cold_fraction)
+    split = task_splits.label_part(split, config.finetune.fraction, config.seed)  # all rows unless fraction < 1
     pretrained_model = persistence.resolve_model_dir(pretrained) if pretrained else None
     source = None
     if pretrained_model:

@@ -81,6 +81,15 @@ class SequenceData:
     valid: inputs.EvalSequences
     vocabulary_size: int
     item_counts: np.ndarray
+    users: np.ndarray  # the user index of each training sequence
+
+    def label_part(self, fraction: float, seed: int) -> list:
+        """The training sequences a fine-tuning with ``finetune.fraction`` learns from: those of a seeded
+        share of the users (:func:`tfrec.data.sequences.label_users`), every sequence at 1."""
+        if fraction >= 1:
+            return self.train
+        kept = set(inputs.label_users(self.users, fraction, seed).tolist())
+        return [seq for user, seq in zip(self.users.tolist(), self.train) if user in kept]
 
     @classmethod
     def load(cls, path: str, scheme: str = schema.LEAVE_ONE_OUT, config: RunConfig | None = None) -> "SequenceData":
@@ -104,7 +113,7 @@ class SequenceData:
             config = config or RunConfig()
             split = task_splits.load(ds, scheme, seed=config.seed, valid_fraction=config.tasks.valid_fraction,
                                      cold_fraction=config.tasks.cold_fraction)
-            train = split.train_sequences
+            train, users = split.train_sequences, split.train_users
             valid = task_splits.eval_sequences(split.valid, limit=1, seed=config.seed)
         if not train or not len(valid.targets):
             raise TfrecError(f"the dataset at {path} has no {scheme} training or validation sequences")
@@ -115,7 +124,7 @@ class SequenceData:
                                          valid.targets[keep])
         vocab = len(ds.item_vocab)
         counts = np.bincount(np.concatenate(train), minlength=vocab).astype(np.float64)
-        return cls(ds, train, valid, vocab, counts)
+        return cls(ds, train, valid, vocab, counts, np.asarray(users))
 
 
 def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features: bool = False,
@@ -305,10 +314,11 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
 
         teacher = distill.check_teacher(stage.teacher, data.vocabulary_size, fingerprint, config.refit)
     train_ds = None
+    labelled = data.label_part(stage.fraction, config.seed)  # every sequence unless finetune.fraction < 1
     if stage.examples == "all-prefixes":
-        x, y = inputs.next_item_examples(data.train, max_len)
+        x, y = inputs.next_item_examples(labelled, max_len)
         last_weight = config.experimental.last_weight
-        weights = inputs.last_example_weights(data.train, last_weight) if last_weight != 1 else None
+        weights = inputs.last_example_weights(labelled, last_weight) if last_weight != 1 else None
 
         def prefix_dataset(soft_targets=None):
             return inputs.next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
@@ -319,12 +329,12 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
             train_ds = prefix_dataset()
         n = len(y)
     elif stage.examples == "causal":
-        x, y = inputs.causal_next_item_examples(data.train, max_len)
+        x, y = inputs.causal_next_item_examples(labelled, max_len)
         train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
                                                    trim=True, sort_window=stage.sort_window)
         n = len(y)
     elif stage.examples == "random-prefix":
-        sequences = inputs.sliding_windows(data.train, max_len)
+        sequences = inputs.sliding_windows(labelled, max_len)
         train_ds = inputs.next_item_sequence_dataset(
             sequences, max_len, batch_size=stage.batch_size, prefix_rate=stage.prefix_rate,
             augmentations=config.experimental.finetune_augmentations, repeat=True, seed=config.seed, trim=True,
