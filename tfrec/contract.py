@@ -105,3 +105,7 @@ TFRS_TASKS = (RETRIEVAL, RANKING, MULTITASK, COLD_START)
 TASKS = (NEXT_ITEM, *TFRS_TASKS)  # what `finetune --task` takes
 RATED_TASKS = (RANKING, MULTITASK)  # tasks that predict a rating
 SEQUENCE_TASKS = (PRETRAIN, NEXT_ITEM, ENSEMBLE, RETRIEVAL, COLD_START)  # exported with SequenceServing
+
+# What a fine-tuning trains (finetune.trainable; tfrec.models.adapters): every weight, the head on a frozen
+# backbone, or low-rank adapters plus the head.
+TRAINABLE = ("all", "head", "adapters")

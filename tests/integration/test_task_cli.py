@@ -60,9 +60,17 @@ def test_ranking_and_multitask_report_rating_errors_below_the_mean_baseline(data
         *(("finetune", "--task", task, "--data", data, "--out", str(tmp_path / task), "--epochs", "2", *SMALL, *TASK,
            "--split", "random", "--pretrained", pretrained_random) for task in ("ranking", "multitask")),
         ("finetune", "--task", "ranking", "--data", data, "--out", binary, "--epochs", "2", *SMALL, *TASK,
-         "--split", "random", "--from-scratch", "--set", "tasks.objective=binary"))
+         "--split", "random", "--from-scratch", "--set", "tasks.objective=binary"),
+        # label-scarce, parameter-efficient: half the rated rows, adapters on the frozen pretrained encoder
+        ("finetune", "--task", "ranking", "--data", data, "--out", str(tmp_path / "scarce"), "--epochs", "2", *SMALL,
+         *TASK, "--split", "random", "--pretrained", pretrained_random, "--set", "finetune.fraction=0.5",
+         "--set", "finetune.trainable=adapters"))
     for r in results:
         assert r.returncode == 0, r.stderr[-2000:]
+    scarce = json.load(open(os.path.join(tmp_path / "scarce", "metrics.json")))
+    whole = json.load(open(os.path.join(tmp_path / "ranking", "metrics.json")))
+    assert scarce["train_rows"] == -(-whole["train_rows"] // 2) and scarce["parameters"] < whole["parameters"]
+    assert 0 < scarce["test"]["ranking"]["rmse"] < 2 * scarce["baselines"]["train_mean"]["rmse"]
     for task in ("ranking", "multitask"):
         summary = json.load(open(os.path.join(tmp_path / task, "metrics.json")))
         ranking = summary["test"]["ranking"]

@@ -98,11 +98,19 @@ def test_label_scarce_finetuning_learns_from_a_share_of_users_and_reports_the_un
     assert len(part) == int(np.ceil(0.25 * len(data.train))) and data.label_part(1.0, 0) is data.train
     pre, _ = pretrained
     ft = str(tmp_path / "ft")
-    r, evaluation = run_cli_batch(
+    # with low-rank adapters on a frozen backbone, exported as a plain model (the export checks its answers)
+    r, evaluation, export = run_cli_batch(
         ("finetune", "--data", prepared, "--pretrained", pre, "--out", ft, "--epochs", "1",
-         "--set", "finetune.fraction=0.25", *SMALL),
-        ("evaluate", "--model", ft, "--data", prepared, "--split", "test", "--out", str(tmp_path / "test")))
+         "--set", "finetune.fraction=0.25", "--set", "finetune.trainable=adapters", "--set", "finetune.adapter_rank=2",
+         *SMALL),
+        ("evaluate", "--model", ft, "--data", prepared, "--split", "test", "--out", str(tmp_path / "test")),
+        ("export", "--model", ft, "--serving-root", str(tmp_path / "serving"), "--name", "scarce"))
     assert r.returncode == 0, r.stderr[-2000:]
+    saved = json.load(open(os.path.join(ft, "model", "config.json")))
+    trained = saved["parameters"]
+    assert saved["finetune_users"] == len(part)
+    assert trained < json.load(open(os.path.join(pre, "model", "config.json")))["parameters"] / 2
+    assert export.returncode == 0, export.stderr[-2000:]
     assert RunConfig.from_record(json.load(open(os.path.join(ft, "run.json")))["identity"]["config"]).finetune.fraction == 0.25
     assert evaluation.returncode == 0, evaluation.stderr[-2000:]
     report = json.load(open(tmp_path / "test.json"))

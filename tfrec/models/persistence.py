@@ -15,6 +15,7 @@ import tensorflow as tf
 from tfrec.contract import ENSEMBLE, NEXT_ITEM, PRETRAIN
 from tfrec.errors import TfrecError
 from tfrec.fileio import atomic_dir
+from tfrec.models import adapters
 from tfrec.models.backbone_registry import TRANSFORMER, backbone_from_config
 from tfrec.models.ensemble import NextItemEnsemble
 from tfrec.models.sequence_backbone import SequenceBackbone
@@ -44,7 +45,8 @@ def save(model: tf.keras.Model, path: str, task: str, extra: dict | None = None)
             config["member_weights"] = list(model.member_weights)
         with open(os.path.join(staging, CONFIG_FILE), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
-        tf.train.Checkpoint(model=model).write(os.path.join(staging, CHECKPOINT_DIR, "model"))
+        with adapters.merged(model):  # low-rank adapters folded into the kernels: a plain model is saved
+            tf.train.Checkpoint(model=model).write(os.path.join(staging, CHECKPOINT_DIR, "model"))
 
 
 def load(path: str, for_serving: bool = False) -> tuple[tf.keras.Model, dict]:

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from tfrec.contract import TRAINABLE
 from tfrec.errors import TfrecError
 
 STRATEGIES = ("mirrored", "default", "one-device", "multi-worker")
@@ -96,6 +97,13 @@ class FinetuneConfig(StageConfig):
     # user for next-item (the examples of that share of users; validation and test keep every user) and
     # by training row for the TFRS tasks.  Pretraining still reads every training sequence.
     fraction: float = 1.0
+    # What fine-tuning trains (next-item and the TFRS tasks): "all" weights, the "head" alone on a frozen
+    # backbone, or low-rank "adapters" (LoRA, rank adapter_rank, scale adapter_alpha / rank) on each
+    # Transformer layer's query, value and feed-forward kernels plus the head; merged into the kernels
+    # when the model is saved, so exports are plain models (tfrec/models/adapters.py).
+    trainable: str = "all"
+    adapter_rank: int = 8
+    adapter_alpha: float = 16.0
     # random-prefix: share of rows whose target is drawn from an earlier point of the sequence.
     prefix_rate: float = 0.5
     # Weight of a contrastive regulariser (0 = off): two dropout passes over each example should
@@ -266,6 +274,7 @@ class RunConfig:
                    ("experimental.triplet_loss", self.experimental.triplet_loss, ("margin", "infonce")),
                    ("pretrain.lr_schedule", self.pretrain.lr_schedule, LR_SCHEDULES),
                    ("finetune.lr_schedule", self.finetune.lr_schedule, LR_SCHEDULES),
+                   ("finetune.trainable", self.finetune.trainable, TRAINABLE),
                    ("tasks.lr_schedule", self.tasks.lr_schedule, LR_SCHEDULES),
                    ("split", self.split, SPLITS), ("tasks.objective", self.tasks.objective, OBJECTIVES)]
         for key, value, known in choices:
@@ -274,6 +283,8 @@ class RunConfig:
         if not 0 < self.finetune.fraction <= 1:
             raise TfrecError(f"{where}: finetune.fraction is a share of the labels, above 0 and at most 1, "
                              f"not {self.finetune.fraction}")
+        if self.finetune.adapter_rank < 1:
+            raise TfrecError(f"{where}: finetune.adapter_rank must be at least 1, not {self.finetune.adapter_rank}")
         if not self.finetune.contrastive_temperature > 0:
             raise TfrecError(f"{where}: finetune.contrastive_temperature must be positive, "
                              f"not {self.finetune.contrastive_temperature}")

@@ -27,7 +27,7 @@ from tfrec.errors import TfrecError  # noqa: E402
 from tfrec.evaluation import ranking  # noqa: E402
 from tfrec.evaluation import test_reads  # noqa: E402
 from tfrec.evaluation.rating import rating_metrics  # noqa: E402
-from tfrec.models import persistence  # noqa: E402
+from tfrec.models import adapters, persistence  # noqa: E402
 from tfrec.models.recommender import (  # noqa: E402
     HOUR, RATING, RETRIEVAL_KS, TASK_WEIGHTS, WEEKDAY, RecommenderModel)
 from tfrec.models.tasks import copy_head_weights, count_parameters  # noqa: E402
@@ -279,6 +279,8 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
             backbone.set_weights(source.backbone.get_weights())
             copy_head_weights(model.head, source.head)
         model.apply_freeze()
+        ft = config.finetune
+        adapters.apply(model, ft.trainable, ft.adapter_rank, ft.adapter_alpha, seed=config.seed)
         chief = cluster.is_chief(strategy)
         done = runs.prepare_run_dir(out, identity, overwrite, chief)
         if done:
@@ -315,7 +317,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     summary = {"task": task, "split": scheme, "monitor": monitor, "best_epoch": state["best_epoch"],
                "epochs_run": state["last_epoch"], "stopped_early": state["stopped_early"],
                "valid": state["epochs"].get(str(state["best_epoch"]), {}),
-               "fit_seconds_this_process": seconds, "parameters": extra["parameters"],
+               "fit_seconds_this_process": seconds, "parameters": extra["parameters"], "train_rows": len(split.train),
                **trainer.worker_fingerprint(model, config)}
     if target.chief and score_test:  # the test split is scored once, by the worker that keeps the model
         best_model, _ = persistence.load(model_dir)

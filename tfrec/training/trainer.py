@@ -29,7 +29,7 @@ from tfrec import contract  # noqa: E402
 from tfrec.data import inputs, schema, task_splits  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
-from tfrec.models import persistence  # noqa: E402
+from tfrec.models import adapters, persistence  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 from tfrec.models.tasks import (  # noqa: E402
     MaskedItemPretrainer, NextItemRecommender, copy_head_weights, count_parameters)
@@ -378,6 +378,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
             persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
             backbone.set_weights(source.backbone.get_weights())
             copy_head_weights(model.head, source.head)
+        adapters.apply(model, stage.trainable, stage.adapter_rank, stage.adapter_alpha, seed=config.seed)
         chief = cluster.is_chief(strategy)
         done = prepare_run_dir(out, identity, overwrite, chief)
         if done:
@@ -391,7 +392,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         train_ds = prefix_dataset(soft)
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "teacher": identity.get("teacher"),
-             "parameters": count_parameters(model)}
+             "parameters": count_parameters(model), "finetune_users": len(labelled)}
     summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose, callbacks)
     return finish_run(out, summary, chief)
 
