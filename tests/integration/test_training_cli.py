@@ -126,6 +126,49 @@ def test_label_scarce_finetuning_learns_from_a_share_of_users_and_reports_the_un
     assert_clean_error(bad, "finetune.fraction is a share of the labels")
 
 
+def test_pretraining_on_two_datasets_then_fine_tuning_on_each(prepared, tmp_path):
+    import numpy as np
+
+    from tfrec.data import corpus
+    from tfrec.data.dataset import PreparedDataset, prepare
+    from tfrec.data.synthetic import generate_synthetic
+    from tfrec.models import persistence
+    from tfrec.models.tasks import NextItemRecommender
+    from tfrec.training import pooled
+    from tfrec.training.config import RunConfig
+    from tfrec.training.trainer import build_backbone, data_fingerprint
+
+    other = str(tmp_path / "other")
+    prepare(generate_synthetic(num_users=120, num_items=40, seed=4), other)
+    pre, ft = str(tmp_path / "pre"), str(tmp_path / "ft")
+    r, fine, bad = run_cli_batch(
+        ("pretrain", "--data", prepared, "--data", other, "--link", "none", "--out", pre, "--epochs", "1", *SMALL),
+        ("finetune", "--data", other, "--pretrained", pre, "--out", ft, "--epochs", "1", *SMALL),
+        ("pretrain", "--data", prepared, "--data", prepared, "--out", str(tmp_path / "twice"), *SMALL))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "pretraining on 2 datasets" in r.stdout
+    saved = json.load(open(os.path.join(pre, "model", "config.json")))
+    record = saved["corpus"]
+    sizes = [len(PreparedDataset(d).item_vocab.tokens) for d in (prepared, other)]
+    assert saved["backbone"]["vocabulary_size"] == len(record["item_keys"]) == sum(sizes) - 3  # kept apart
+    assert fine.returncode == 0, fine.stderr[-2000:]
+    assert f"{sizes[1] - 3} of the {sizes[1] - 3} items start from the pretraining corpus" in fine.stdout
+    assert_clean_error(bad, "named twice")
+    # fine-tuning on the second dataset starts each of its items from its pooled row
+    source, _ = persistence.load(os.path.join(pre, "model"))
+    target = PreparedDataset(other)
+    config = RunConfig().updated({"model.hidden_dim": 16, "model.intermediate_dim": 32, "model.num_layers": 1,
+                                  "model.max_len": 12})
+    model = NextItemRecommender(build_backbone(config, target))
+    pooled.load_weights(model, source, record, target, data_fingerprint(target))
+    rows = corpus.item_map(record, target, data_fingerprint(target))
+    assert (rows >= 0).all()
+    np.testing.assert_array_equal(model.backbone.token_embedding.embeddings.numpy(),
+                                  source.backbone.token_embedding.embeddings.numpy()[rows])
+    np.testing.assert_array_equal(model.backbone.get_layer("position_embedding").get_weights()[0],
+                                  source.backbone.get_layer("position_embedding").get_weights()[0])
+
+
 def test_refit_trains_on_the_validation_items_and_keeps_the_last_epoch(prepared, pretrained, tmp_path):
     from tfrec.data import inputs, schema
     from tfrec.data.dataset import PreparedDataset

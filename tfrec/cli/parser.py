@@ -12,8 +12,15 @@ from tfrec.cli.pipeline_commands import QUICKSTART_PIPELINE, QUICKSTART_RUN_CONF
 from tfrec.cli.train_commands import cmd_ensemble, cmd_evaluate, cmd_finetune, cmd_pretrain, cmd_tune
 
 
-def _training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare)")
+def _training_options(p: argparse.ArgumentParser, several_datasets: bool = False) -> None:
+    if several_datasets:
+        p.add_argument("--data", required=True, action="append",
+                       help="prepared dataset folder (tfrec data prepare); repeated, the datasets' sequences are "
+                            "pooled and the run validates on the first")
+        p.add_argument("--link", default="title", choices=("title", "none"),
+                       help="with several --data: items of the same title and year are one item (default), or none")
+    else:
+        p.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare)")
     p.add_argument("--out", required=True, help="run folder; started again with the same command, a run resumes")
     p.add_argument("--config", help="YAML or JSON run config (sections model, pretrain, finetune, tasks); see configs/")
     p.add_argument("--split", help="loo (default), random (80/20 rows) or cold (10%% of items held out); "
@@ -70,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_data_stats)
 
     pre = sub.add_parser("pretrain", help="pretrain a sequence backbone with the masked-item objective")
-    _training_options(pre)
+    _training_options(pre, several_datasets=True)
     pre.set_defaults(func=cmd_pretrain)
     ft = sub.add_parser("finetune", help="fine-tune a pretrained backbone into a task")
     ft.add_argument("--task", default=contract.NEXT_ITEM,

@@ -14,8 +14,9 @@ def cmd_pretrain(args) -> int:
     from tfrec.training import trainer
 
     config = run_config_from_args(args, "pretrain")
-    record = trainer.pretrain(args.data, args.out, config, overwrite=args.overwrite, verbose=args.verbose,
-                              preprocessor=args.preprocessor)
+    data = args.data[0] if len(args.data) == 1 else args.data
+    record = trainer.pretrain(data, args.out, config, overwrite=args.overwrite, verbose=args.verbose,
+                              preprocessor=args.preprocessor, link=args.link)
     print_summary(record, args.out)
     return 0
 

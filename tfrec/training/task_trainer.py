@@ -30,9 +30,9 @@ from tfrec.evaluation.rating import rating_metrics  # noqa: E402
 from tfrec.models import adapters, persistence  # noqa: E402
 from tfrec.models.recommender import (  # noqa: E402
     HOUR, RATING, RETRIEVAL_KS, TASK_WEIGHTS, WEEKDAY, RecommenderModel)
-from tfrec.models.tasks import copy_head_weights, count_parameters  # noqa: E402
+from tfrec.models.tasks import count_parameters  # noqa: E402
 from tfrec.fileio import write_json  # noqa: E402
-from tfrec.training import cluster, runs, trainer  # noqa: E402
+from tfrec.training import cluster, pooled, runs, trainer  # noqa: E402
 from tfrec.training.callbacks import Backup, EpochCheckpoint, EpochSelection  # noqa: E402
 from tfrec.training.config import RunConfig  # noqa: E402
 
@@ -275,9 +275,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
         backbone = trainer.build_backbone(config, dataset)
         model = RecommenderModel.built(backbone, **arguments)
         if source is not None:
-            persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
-            backbone.set_weights(source.backbone.get_weights())
-            copy_head_weights(model.head, source.head)
+            pooled.start_from(model, source, source_config, dataset, identity["data"], pretrained_model)
         model.apply_freeze()
         ft = config.finetune
         adapters.apply(model, ft.trainable, ft.adapter_rank, ft.adapter_alpha, seed=config.seed)

@@ -14,7 +14,6 @@ A run folder holds::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import sys
@@ -26,22 +25,23 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec import contract  # noqa: E402
-from tfrec.data import inputs, schema, task_splits  # noqa: E402
+from tfrec.data import inputs, schema  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
 from tfrec.models import adapters, persistence  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 from tfrec.models.tasks import (  # noqa: E402
-    MaskedItemPretrainer, NextItemRecommender, copy_head_weights, count_parameters)
+    MaskedItemPretrainer, NextItemRecommender, count_parameters)
 from tfrec.evaluation.ranking import model_scorer  # noqa: E402,F401  (named here for the callers of old)
 from tfrec.fileio import write_json  # noqa: E402
 from tfrec.models.persistence import MODEL_DIR, resolve_model_dir  # noqa: E402,F401
-from tfrec.training import cluster  # noqa: E402
+from tfrec.training import cluster, pooled  # noqa: E402
 from tfrec.training.callbacks import Backup, EpochCheckpoint, RankingValidation  # noqa: E402
 from tfrec.training.runs import (BACKUP_DIR, CHECKPOINT_DIR, LOG_DIR, METRICS_FILE,  # noqa: E402,F401
                                  VALIDATION_FILE, finish_run, prepare_run_dir, record_preprocessor,
                                  steps_per_epoch)
 from tfrec.training.config import STRATEGIES, RunConfig  # noqa: E402
+from tfrec.training.sequence_data import SequenceData, data_fingerprint  # noqa: E402,F401
 
 def set_seed(config: RunConfig) -> None:
     tf.keras.utils.set_random_seed(config.seed)
@@ -62,69 +62,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "one-device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0")
     raise TfrecError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
-
-
-def data_fingerprint(dataset: PreparedDataset) -> str:
-    h = hashlib.sha256()
-    for name in (schema.DATASET_JSON, schema.STATS_JSON):
-        with open(os.path.join(dataset.path, name), "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:16]
-
-
-@dataclasses.dataclass
-class SequenceData:
-    """The leave-one-out sequences of a prepared dataset, as training and validation need them."""
-
-    dataset: PreparedDataset
-    train: list
-    valid: inputs.EvalSequences
-    vocabulary_size: int
-    item_counts: np.ndarray
-    users: np.ndarray  # the user index of each training sequence
-
-    def label_part(self, fraction: float, seed: int) -> list:
-        """The training sequences a fine-tuning with ``finetune.fraction`` learns from: those of a seeded
-        share of the users (:func:`tfrec.data.sequences.label_users`), every sequence at 1."""
-        if fraction >= 1:
-            return self.train
-        kept = set(inputs.label_users(self.users, fraction, seed).tolist())
-        return [seq for user, seq in zip(self.users.tolist(), self.train) if user in kept]
-
-    @classmethod
-    def load(cls, path: str, scheme: str = schema.LEAVE_ONE_OUT, config: RunConfig | None = None) -> "SequenceData":
-        """The training sequences and validation targets of `scheme`.
-
-        ``loo``: the leave-one-out split (with ``config.refit``, the validation items are
-        appended to the training sequences).  ``random`` / ``cold``: each user's training rows
-        of that split in time order, validated on one held-back training row per user
-        (:mod:`tfrec.data.task_splits`), so the split's test rows stay unseen.
-        """
-        ds = PreparedDataset(path)
-        if scheme == schema.LEAVE_ONE_OUT and ds.sequence_shards:  # prepared with --format tfrecord
-            users, train, valid = inputs.read_sequence_shards(ds)
-        elif scheme == schema.LEAVE_ONE_OUT:
-            users, train = inputs.loo_sequences(ds, schema.TRAIN)
-            valid = inputs.loo_sequences(ds, schema.VALID)
-        if scheme == schema.LEAVE_ONE_OUT:
-            if config is not None and config.refit:
-                train = inputs.with_validation_items(ds, users, train)
-        else:
-            config = config or RunConfig()
-            split = task_splits.load(ds, scheme, seed=config.seed, valid_fraction=config.tasks.valid_fraction,
-                                     cold_fraction=config.tasks.cold_fraction)
-            train, users = split.train_sequences, split.train_users
-            valid = task_splits.eval_sequences(split.valid, limit=1, seed=config.seed)
-        if not train or not len(valid.targets):
-            raise TfrecError(f"the dataset at {path} has no {scheme} training or validation sequences")
-        if config is not None and 0 < config.valid_users < len(valid.targets):
-            keep = np.sort(np.random.default_rng(config.seed).choice(len(valid.targets), config.valid_users,
-                                                                      replace=False))
-            valid = inputs.EvalSequences(valid.user_indices[keep], [valid.histories[i] for i in keep],
-                                         valid.targets[keep])
-        vocab = len(ds.item_vocab)
-        counts = np.bincount(np.concatenate(train), minlength=vocab).astype(np.float64)
-        return cls(ds, train, valid, vocab, counts, np.asarray(users))
 
 
 def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features: bool = False,
@@ -226,8 +163,8 @@ def weights_fingerprint(model: tf.keras.Model) -> str:
     return h.hexdigest()
 
 
-def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite: bool = False, verbose=None,
-             preprocessor: str | None = None) -> dict:
+def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = None, overwrite: bool = False,
+             verbose=None, preprocessor: str | None = None, link: str = "title") -> dict:
     """Pretraining of a backbone on the training sequences of `data_dir`.
 
     ``pretrain.objective: cloze`` (masked items from both sides, with segment continuation and
@@ -235,11 +172,22 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
     item after it, through a causal view of the backbone: SASRec's and GRU4Rec's objective) saves a
     next-item model.  ``finetune --pretrained`` takes either.  `preprocessor`: the transform step's artifact,
     checked against this dataset and model length and recorded in the run folder, as
-    :func:`tfrec.training.finetuning.finetune` does."""
+    :func:`tfrec.training.finetuning.finetune` does.  Several `data_dir` folders pool their sequences into
+    one item space (:mod:`tfrec.training.pooled`; `link`: how items are matched across them), validated on
+    the first."""
     config = config or RunConfig()
     strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TensorFlow op
+    paths = [data_dir] if isinstance(data_dir, str) else list(data_dir)
+    data_dir = paths[0]
+    corpus = None
+    if len(paths) > 1:
+        if preprocessor:
+            raise TfrecError("--preprocessor describes one dataset; a pretraining on several takes none")
+        data, corpus, fingerprint = pooled.load(paths, config, link)
     spec = record_preprocessor(preprocessor, data_dir, config.model.max_len) if preprocessor else None
-    data = SequenceData.load(data_dir, config.split, config)
+    if corpus is None:
+        data = SequenceData.load(data_dir, config.split, config)
+        fingerprint = data_fingerprint(data.dataset)
     set_seed(config)
     stage = config.pretrain
     max_len = config.model.max_len
@@ -274,7 +222,7 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
                 attribute_table=attribute_table, attribute_size=attribute_size,
                 attribute_weight=config.experimental.attribute_weight, continuation_weight=stage.continuation_weight)
     steps = steps_per_epoch(stage, examples)
-    identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": data_fingerprint(data.dataset)}
+    identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": fingerprint}
     chief = cluster.is_chief(strategy)
     done = prepare_run_dir(out, identity, overwrite, chief)
     if done:
@@ -285,6 +233,10 @@ def pretrain(data_dir: str, out: str, config: RunConfig | None = None, overwrite
         model.compile(optimizer=make_optimizer(stage, steps))
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model), "pretrain_objective": stage.objective}
+    if corpus is not None:
+        extra.update(datasets=[os.path.abspath(p) for p in paths], corpus=corpus.record())
+        print(f"pretraining on {len(paths)} datasets: {len(corpus.keys) - len(corpus.item_maps[0])} items beside "
+              f"the first's {len(corpus.item_maps[0])}, {corpus.linked_items} linked across them", flush=True)
     summary = _fit(model, train_ds, steps, stage, config, data, out, saved_as, extra, verbose)
     record = finish_run(out, summary, chief)
     if spec and chief:
@@ -375,9 +327,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
                 raise TfrecError(f"the pretrained model at {pretrained_model} was refit on the validation items, "
                                  "so validating this run on them would not be held out; fine-tune it with refit too, "
                                  "or pretrain without refit")
-            persistence.check_compatible(backbone.get_config(), source.backbone.get_config(), pretrained_model)
-            backbone.set_weights(source.backbone.get_weights())
-            copy_head_weights(model.head, source.head)
+            pooled.start_from(model, source, source_config, data.dataset, fingerprint, pretrained_model)
         adapters.apply(model, stage.trainable, stage.adapter_rank, stage.adapter_alpha, seed=config.seed)
         chief = cluster.is_chief(strategy)
         done = prepare_run_dir(out, identity, overwrite, chief)
