@@ -1,0 +1,222 @@
+"""What pretraining buys as labels get scarce: fine-tuning on a share of the labels, pretrained against from
+scratch, each cell over several seeds.
+
+    python benchmarks/pretraining_value.py ml-100k --workdir W --reuse
+    python benchmarks/pretraining_value.py beauty --tasks next-item --workdir W --reuse     (hours: resumable)
+    python benchmarks/pretraining_value.py ml-100k --fractions 0.1 1 --seeds 0 --set model.hidden_dim=16 ...
+        (a smoke run: --set changes every run's config)
+
+For each task the backbone is pretrained on every training sequence of the task's split, labels unseen
+(next-item: once, seed 0, leave-one-out validating on fixed items; ranking and retrieval: once per seed,
+since the seed draws the random split's validation rows); then, for each fraction of the labels (`finetune.fraction`: by user for next-item, by
+training row for ranking and retrieval) and each seed, the task is fine-tuned from that backbone and from
+scratch with the same settings, epochs chosen on validation by early stopping.  At a fraction f an epoch
+holds f of the examples, so the most epochs and the validation interval grow as 1/f (capped), giving every
+cell about the same number of steps.  Each model's test split is read once:
+- next-item (leave-one-out, the dataset's config): NDCG@10 and HR@10 over all users, and over the users
+  fine-tuning never saw (`metrics_by_users` of `tfrec evaluate`); popularity beside them;
+- ranking (random 80/20, `configs/ml-100k-tasks.yaml` with the frozen-encoder settings of
+  `tasks_quality.py`): RMSE, R² and the share of the training mean's RMSE removed;
+- retrieval (random 80/20): top-100 accuracy.
+Cells report the mean and standard deviation over seeds and the pretrained/scratch ratio; the JSON goes to
+`benchmarks/results/pretraining_value_<dataset>.json` and a plot to `docs/figures/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import REPO, checked, data_dir, machine, measured_run, run_measured, tfrec, write_result  # noqa: E402
+
+DATASETS = {  # name: (prepare arguments, local folder, next-item config, random-split task config or None)
+    "beauty": (["amazon-s3rec", "--name", "Beauty"], "amazon-beauty", "configs/beauty.yaml", None),
+    "ml-100k": (["movielens-100k"], "ml-100k", "configs/ml-100k.yaml", "configs/ml-100k-tasks.yaml"),
+}
+TASK_SETTINGS = {  # per task: extra settings (those of tasks_quality.py), the figure, higher is better
+    "next-item": ([], "ndcg@10", True),
+    "ranking": (["--set", "tasks.freeze_backbone=true", "--set", "tasks.epochs=20", "--set", "tasks.patience=3",
+                 "--set", "tasks.learning_rate=0.002"], "rmse_gap", True),
+    "retrieval": ([], "top_100_accuracy", True),
+}
+FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+MAX_SCALE = 20  # the most epochs and validation interval grow as 1/fraction, at most this many times
+
+
+def scaled(fraction: float, config_file: str, settings: list[str]) -> list[str]:
+    """Settings that give a run on `fraction` of the labels about the steps of a full run: its config's
+    (with `settings`, ``--set`` pairs, on top) most epochs and validation interval times 1/fraction (the
+    TFRS tasks validate every epoch, so their patience grows instead)."""
+    import yaml
+
+    scale = min(MAX_SCALE, math.ceil(1 / fraction))
+    if scale == 1:
+        return []
+    sys.path.insert(0, REPO)
+    from tfrec.training.config import RunConfig
+
+    pairs = dict(kv.split("=", 1) for kv in settings[1::2])
+    config = RunConfig.from_file(os.path.join(REPO, config_file)).updated(
+        {k: yaml.safe_load(v) for k, v in pairs.items()})
+    if config.split == "loo":
+        return ["--set", f"finetune.epochs={config.finetune.epochs * scale}",
+                "--set", f"finetune.validate_every={config.finetune.validate_every * scale}"]
+    return ["--set", f"tasks.epochs={config.tasks.epochs * scale}", "--set", f"tasks.patience={config.tasks.patience * scale}"]
+
+
+def figures(task: str, work: str, name: str, data: str, reuse: bool) -> dict:
+    """The test figures of one finished run, its test split read once."""
+    run = os.path.join(work, name)
+    if task != "next-item":  # the TFRS run scored its test rows at its end
+        summary = json.load(open(os.path.join(run, "metrics.json")))
+        if task == "ranking":
+            test, mean = summary["test"]["ranking"], summary["baselines"]["train_mean"]["rmse"]
+            return {"rmse": test["rmse"], "r2": test["r2"], "rmse_gap": (mean - test["rmse"]) / mean,
+                    "train_mean_rmse": mean}
+        test = summary["test"]["retrieval"]
+        return {"top_100_accuracy": test["top_100_accuracy"], "ndcg@10": test["ndcg@10"],
+                "popularity_top_100": summary["baselines"]["popularity"]["top_100_accuracy"]}
+    out = os.path.join(work, f"test_{name}")
+    if not (reuse and os.path.exists(f"{out}.json")):
+        log = os.path.join(work, f"test_{name}.log")
+        checked(run_measured(tfrec("evaluate", "--model", run, "--data", data, "--split", "test", "--out", out), log),
+                f"test {name}", log)
+    report = json.load(open(f"{out}.json"))
+    result = {"ndcg@10": report["metrics"]["ndcg@10"], "hr@10": report["metrics"]["hr@10"]}
+    unseen = report.get("metrics_by_users", {}).get("users fine-tuning never saw")
+    if unseen:
+        result.update({"unseen_ndcg@10": unseen["ndcg@10"], "unseen_hr@10": unseen["hr@10"],
+                       "unseen_users": unseen["users"]})
+    return result
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def plot(result: dict, path: str) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    tasks = list(result["cells"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        key = TASK_SETTINGS[task][1]
+        cells = result["cells"][task]
+        xs = sorted(float(f) for f in cells)
+        for arm, style in (("pretrained", "o-"), ("scratch", "s--")):
+            ys = [cells[str(x)][arm][key]["mean"] for x in xs]
+            sds = [cells[str(x)][arm][key]["sd"] for x in xs]
+            ax.errorbar(xs, ys, yerr=sds, fmt=style, capsize=3, label=arm)
+        ax.set_xscale("log")
+        ax.set_xlabel("share of the labels fine-tuning learns from")
+        ax.set_ylabel(key)
+        ax.set_title(f"{result['dataset']}: {task}")
+        ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", choices=sorted(DATASETS))
+    ap.add_argument("--tasks", nargs="+", choices=list(TASK_SETTINGS), help="default: every task the data has")
+    ap.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting on every run")
+    ap.add_argument("--workdir", help="where runs go (default: a temporary folder)")
+    ap.add_argument("--reuse", action="store_true", help="keep runs and test figures an earlier call finished")
+    args = ap.parse_args()
+    prep_args, folder, loo_config, task_config = DATASETS[args.dataset]
+    tasks = args.tasks or (["next-item", "ranking", "retrieval"] if task_config else ["next-item"])
+    if any(t != "next-item" for t in tasks) and not task_config:
+        sys.exit(f"{args.dataset} has no ratings split config: run --tasks next-item")
+    if any(not 0 < f <= 1 for f in args.fractions):
+        sys.exit("--fractions are shares of the labels, above 0 and at most 1")
+    work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix=f"tfrec-value-{args.dataset}-"))
+    os.makedirs(work, exist_ok=True)
+    data = os.path.join(work, "data")
+    if not (args.reuse and os.path.exists(os.path.join(data, "dataset.json"))):
+        log = os.path.join(work, "prepare.log")
+        checked(run_measured(tfrec("data", "prepare", *prep_args, "--path", os.path.join(data_dir(), folder),
+                                   "--out", data), log), "prepare", log)
+    extra = [x for kv in args.set for x in ("--set", kv)]
+    runs, cells = {}, {}
+    for task in tasks:
+        config = loo_config if task == "next-item" else task_config
+        common = ["--data", data, "--config", os.path.join(REPO, config), "--verbose", "2", "--overwrite", *extra]
+        settings, key, _ = TASK_SETTINGS[task]
+        cells[task] = {}
+        for fraction in args.fractions:
+            cell = {"pretrained": [], "scratch": []}
+            for seed in args.seeds:
+                # leave-one-out validates on fixed items, so one pretraining serves every seed; the random
+                # split draws its validation rows with the seed, so each seed pretrains on its own draw
+                pre = "pretrain-loo" if task == "next-item" else f"pretrain-random-s{seed}"
+                if pre not in runs:
+                    runs[pre] = measured_run(pre, tfrec("pretrain", "--out", f"{work}/{pre}", *common,
+                                                        *([] if task == "next-item" else ["--seed", str(seed)])),
+                                             work, args.reuse)
+                for arm in ("pretrained", "scratch"):
+                    name = f"{task}-{arm}-f{fraction:g}-s{seed}"
+                    start = ["--pretrained", f"{work}/{pre}"] if arm == "pretrained" else ["--from-scratch"]
+                    runs[name] = measured_run(name, tfrec(
+                        "finetune", "--task", task, "--out", f"{work}/{name}", *start, *common, *settings,
+                        "--seed", str(seed), "--set", f"finetune.fraction={fraction:g}",
+                        *scaled(fraction, config, [*extra, *settings])), work, args.reuse)
+                    cell[arm].append(dict(figures(task, work, name, data, args.reuse), seconds=runs[name]["seconds"]))
+            summary = {arm: {k: spread([r[k] for r in rows]) for k in rows[0]} for arm, rows in cell.items()}
+            summary["ratio"] = (summary["pretrained"][key]["mean"] / summary["scratch"][key]["mean"]
+                                if summary["scratch"][key]["mean"] else None)
+            cells[task][str(fraction)] = summary
+            print(f"{task} at {fraction:g}: {key} pretrained {summary['pretrained'][key]['mean']:.4f} ± "
+                  f"{summary['pretrained'][key]['sd']:.4f}, scratch {summary['scratch'][key]['mean']:.4f} ± "
+                  f"{summary['scratch'][key]['sd']:.4f}", flush=True)
+    popularity = None
+    if "next-item" in tasks:
+        out = os.path.join(work, "test_popularity")
+        if not (args.reuse and os.path.exists(f"{out}.json")):
+            log = os.path.join(work, "test_popularity.log")
+            checked(run_measured(tfrec("evaluate", "--baseline", "popularity", "--data", data, "--split", "test",
+                                       "--out", out), log), "popularity", log)
+        popularity = json.load(open(f"{out}.json"))["metrics"]
+    sys.path.insert(0, REPO)
+    from tfrec.evaluation import test_reads
+
+    name = args.dataset + ("-custom" if extra else "")
+    result = {"dataset": args.dataset, "tasks": tasks, "fractions": args.fractions, "seeds": args.seeds,
+              "settings": args.set, "cells": cells, "popularity": popularity, "runs": runs,
+              "test_reads": test_reads.summary(data), "workdir": work}
+    figure = plot(result, os.path.join(REPO, "docs", "figures", f"pretraining_value_{name}.png"))
+    result["figure"] = os.path.relpath(figure, REPO) if figure else None
+    path = write_result("pretraining_value", name, result)
+    print(f"\n## {args.dataset}: pretrained against from scratch as labels get scarce ({machine()})\n")
+    for task in tasks:
+        key = TASK_SETTINGS[task][1]
+        print(f"\n{task}, test {key} (mean ± sd over seeds {args.seeds}):\n")
+        print("| share of labels | pretrained | from scratch | pretrained / scratch |\n|---:|---|---|---:|")
+        for fraction in args.fractions:
+            c = cells[task][str(fraction)]
+            ratio = f"{c['ratio']:.2f}" if c["ratio"] is not None else "n/a"
+            print(f"| {fraction:g} | {c['pretrained'][key]['mean']:.4f} ± {c['pretrained'][key]['sd']:.4f} | "
+                  f"{c['scratch'][key]['mean']:.4f} ± {c['scratch'][key]['sd']:.4f} | {ratio} |")
+    if popularity:
+        print(f"\npopularity, next-item test NDCG@10 {popularity['ndcg@10']:.4f}, HR@10 {popularity['hr@10']:.4f}")
+    print(f"\nresults: {path}" + (f"; figure: {figure}" if figure else ""))
+
+
+if __name__ == "__main__":
+    main()
