@@ -94,3 +94,14 @@ def measured_run(name: str, command: list[str], work: str, reuse: bool) -> dict:
     with open(record, "w") as f:
         json.dump(result, f)
     return result
+
+
+def prepared_data(work: str, prepare_args: list[str], folder: str, reuse: bool) -> str:
+    """WORK/data: the dataset `folder` of the data directory prepared with `prepare_args` (`tfrec data
+    prepare`), kept from an earlier call when `reuse` finds it complete."""
+    data = os.path.join(work, "data")
+    if not (reuse and os.path.exists(os.path.join(data, "dataset.json"))):
+        log = os.path.join(work, "prepare.log")
+        checked(run_measured(tfrec("data", "prepare", *prepare_args, "--path", os.path.join(data_dir(), folder),
+                                   "--out", data), log), "prepare", log)
+    return data

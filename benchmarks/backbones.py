@@ -35,7 +35,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, checked, data_dir, machine, measured_run, run_measured, tfrec, write_result  # noqa: E402
+from _common import REPO, checked, machine, prepared_data, measured_run, run_measured, tfrec, write_result  # noqa: E402
 
 DATASETS = {
     # name: (prepare arguments, local folder, config, RecBole dropout as in ../shared/ANCHORS.md)
@@ -111,11 +111,7 @@ def main() -> None:
     config = os.path.join(REPO, config_file)
     work = args.workdir or tempfile.mkdtemp(prefix=f"tfrec-backbones-{args.dataset}-")
     os.makedirs(work, exist_ok=True)
-    data = os.path.join(work, "data")
-    if not (args.reuse and os.path.exists(os.path.join(data, "dataset.json"))):
-        log = os.path.join(work, "prepare.log")
-        checked(run_measured(tfrec("data", "prepare", *prep_args, "--path", os.path.join(data_dir(), folder),
-                                   "--out", data), log), "prepare", log)
+    data = prepared_data(work, prep_args, folder, args.reuse)
     common = ["--data", data, "--config", config, "--verbose", "2", "--overwrite"]
     runs, tests, info = {}, {}, {}
     for backbone in args.backbones:

@@ -33,7 +33,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, checked, data_dir, machine, measured_run, run_measured, tfrec, write_result  # noqa: E402
+from _common import REPO, checked, machine, prepared_data, measured_run, run_measured, tfrec, write_result  # noqa: E402
 
 DATASETS = {  # name: (prepare arguments, local folder, next-item config, random-split task config or None)
     "beauty": (["amazon-s3rec", "--name", "Beauty"], "amazon-beauty", "configs/beauty.yaml", None),
@@ -148,11 +148,7 @@ def main() -> None:
         sys.exit("--fractions are shares of the labels, above 0 and at most 1")
     work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix=f"tfrec-value-{args.dataset}-"))
     os.makedirs(work, exist_ok=True)
-    data = os.path.join(work, "data")
-    if not (args.reuse and os.path.exists(os.path.join(data, "dataset.json"))):
-        log = os.path.join(work, "prepare.log")
-        checked(run_measured(tfrec("data", "prepare", *prep_args, "--path", os.path.join(data_dir(), folder),
-                                   "--out", data), log), "prepare", log)
+    data = prepared_data(work, prep_args, folder, args.reuse)
     extra = [x for kv in args.set for x in ("--set", kv)]
     runs, cells = {}, {}
     for task in tasks:

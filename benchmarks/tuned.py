@@ -25,7 +25,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, checked, data_dir, machine, measured_run, run_measured, tfrec, write_result  # noqa: E402
+from _common import REPO, checked, machine, prepared_data, measured_run, run_measured, tfrec, write_result  # noqa: E402
 
 DATASETS = {  # name: (prepare arguments, local folder, config)
     "beauty": (["amazon-s3rec", "--name", "Beauty"], "amazon-beauty", "configs/beauty.yaml"),
@@ -56,11 +56,7 @@ def main() -> None:
     space = os.path.abspath(args.space or os.path.join(REPO, "benchmarks", "spaces", f"{args.dataset}.yaml"))
     work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix=f"tfrec-tuned-{args.dataset}-"))
     os.makedirs(work, exist_ok=True)
-    data = os.path.join(work, "data")
-    if not (args.reuse and os.path.exists(os.path.join(data, "dataset.json"))):
-        log = os.path.join(work, "prepare.log")
-        checked(run_measured(tfrec("data", "prepare", *prep_args, "--path", os.path.join(data_dir(), folder),
-                                   "--out", data), log), "prepare", log)
+    data = prepared_data(work, prep_args, folder, args.reuse)
     common = ["--data", data, "--config", config, "--verbose", "2"]
     runs = {"pretrain": measured_run("pretrain", tfrec("pretrain", "--out", f"{work}/pretrain", "--overwrite",
                                                        *common), work, args.reuse)}
