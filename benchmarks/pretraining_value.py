@@ -11,8 +11,9 @@ For each task the backbone is pretrained on every training sequence of the task'
 since the seed draws the random split's validation rows); then, for each fraction of the labels (`finetune.fraction`: by user for next-item, by
 training row for ranking and retrieval) and each seed, the task is fine-tuned from that backbone and from
 scratch with the same settings, epochs chosen on validation by early stopping.  At a fraction f an epoch
-holds f of the examples, so the most epochs and the validation interval grow as 1/f (capped), giving every
-cell about the same number of steps.  Each model's test split is read once:
+holds f of the examples, so the most epochs grow as 1/f (capped at 20x), giving every cell about the same
+number of steps; next-item validates every ceil(1/4f) epochs, the TFRS tasks every epoch with a patience
+grown as 1/f.  Each model's test split is read once:
 - next-item (leave-one-out, the dataset's config): NDCG@10 and HR@10 over all users, and over the users
   fine-tuning never saw (`metrics_by_users` of `tfrec evaluate`); popularity beside them;
 - ranking (random 80/20, `configs/ml-100k-tasks.yaml` with the frozen-encoder settings of
@@ -64,9 +65,10 @@ def scaled(fraction: float, config_file: str, settings: list[str]) -> list[str]:
     pairs = dict(kv.split("=", 1) for kv in settings[1::2])
     config = RunConfig.from_file(os.path.join(REPO, config_file)).updated(
         {k: yaml.safe_load(v) for k, v in pairs.items()})
-    if config.split == "loo":
+    if config.split == "loo":  # validated four times as often as the epochs grow, so that early stopping
+        # can still catch a pretrained model that a few labelled users pull away from its best quickly
         return ["--set", f"finetune.epochs={config.finetune.epochs * scale}",
-                "--set", f"finetune.validate_every={config.finetune.validate_every * scale}"]
+                "--set", f"finetune.validate_every={config.finetune.validate_every * math.ceil(scale / 4)}"]
     return ["--set", f"tasks.epochs={config.tasks.epochs * scale}", "--set", f"tasks.patience={config.tasks.patience * scale}"]
 
 
