@@ -73,7 +73,8 @@ def scaled(fraction: float, config_file: str, settings: list[str]) -> list[str]:
 
 
 def figures(task: str, work: str, name: str, data: str, reuse: bool) -> dict:
-    """The test figures of one finished run, its test split read once."""
+    """The test figures of one finished run, its test split read once (`reuse`: the run was kept from an
+    earlier call, so the test figures that call read are kept too)."""
     run = os.path.join(work, name)
     if task != "next-item":  # the TFRS run scored its test rows at its end
         summary = json.load(open(os.path.join(run, "metrics.json")))
@@ -175,7 +176,8 @@ def main() -> None:
                         "finetune", "--task", task, "--out", f"{work}/{name}", *start, *common, *settings,
                         "--seed", str(seed), "--set", f"finetune.fraction={fraction:g}",
                         *scaled(fraction, config, [*extra, *settings])), work, args.reuse)
-                    cell[arm].append(dict(figures(task, work, name, data, args.reuse), seconds=runs[name]["seconds"]))
+                    kept = bool(runs[name].get("reused"))
+                    cell[arm].append(dict(figures(task, work, name, data, kept), seconds=runs[name]["seconds"]))
             summary = {arm: {k: spread([r[k] for r in rows]) for k in rows[0]} for arm, rows in cell.items()}
             summary["ratio"] = (summary["pretrained"][key]["mean"] / summary["scratch"][key]["mean"]
                                 if summary["scratch"][key]["mean"] else None)
