@@ -68,7 +68,9 @@ def main() -> None:
     best_run = report["best"]["run"]
     base = next((t for t in report["trials"] if t["number"] == 0), None)
     best_summary = json.load(open(os.path.join(best_run, "run.json")))["summary"]
-    test = {"tuned": read_test("tuned", ["--model", best_run, "--data", data], work, args.reuse),
+    # named by the trial, so that a search resumed with more trials and a new best reads that one's test split
+    test = {"tuned": read_test(f"tuned-trial{report['best']['number']}", ["--model", best_run, "--data", data], work,
+                               args.reuse),
             "popularity": read_test("popularity", ["--baseline", "popularity", "--data", data], work, args.reuse)}
     sys.path.insert(0, REPO)
     from tfrec.evaluation import test_reads
