@@ -56,17 +56,6 @@ def _validation_items(valid) -> dict[int, int]:
     return dict(zip(valid[schema.USER_INDEX].tolist(), valid[schema.ITEM_INDEX].astype(np.int32).tolist()))
 
 
-def label_users(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """The users whose examples a label-scarce fine-tuning keeps (``finetune.fraction``): a seeded draw of
-    ``ceil(fraction x n)`` of `users` (at least one), sorted.  The draw depends on the seed and the user
-    set only, so an evaluation recomputes it to report the users fine-tuning never saw."""
-    users = np.unique(np.asarray(users))
-    if fraction >= 1:
-        return users
-    keep = max(1, int(np.ceil(fraction * len(users))))
-    return np.sort(np.random.default_rng([seed, LABEL_STREAM]).choice(users, keep, replace=False))
-
-
 def label_rows(count: int, fraction: float, seed: int) -> np.ndarray:
     """Row positions a label-scarce fine-tuning on ratings or interactions keeps: ``ceil(fraction x
     count)`` rows (at least one), drawn with the seed, in their original order."""
@@ -74,6 +63,14 @@ def label_rows(count: int, fraction: float, seed: int) -> np.ndarray:
         return np.arange(count)
     keep = max(1, int(np.ceil(fraction * count)))
     return np.sort(np.random.default_rng([seed, LABEL_STREAM]).choice(count, keep, replace=False))
+
+
+def label_users(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The users whose examples a label-scarce fine-tuning keeps (``finetune.fraction``): a seeded draw of
+    ``ceil(fraction x n)`` of `users` (at least one), sorted.  The draw depends on the seed and the user
+    set only, so an evaluation recomputes it to report the users fine-tuning never saw."""
+    users = np.unique(np.asarray(users))  # sorted, so the kept rows' users come out sorted
+    return users[label_rows(len(users), fraction, seed)]
 
 
 def loo_sequences(dataset, split: str) -> EvalSequences | tuple[np.ndarray, list[np.ndarray]]:
