@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from tfrec import contract
 from tfrec.data import inputs, schema
 from tfrec.data.dataset import PreparedDataset
 from tfrec.errors import TfrecError
@@ -73,7 +74,7 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
         from tfrec.evaluation import test_reads
 
         test_reads.record(data_dir, model_dir if not baseline else baseline,
-                          baseline if baseline else config.get("run_config", config), metrics, "next-item")
+                          baseline if baseline else config.get("run_config", config), metrics, contract.NEXT_ITEM)
     report = {"model": name, "dataset": data_dir, "split": split, "exclude_history": exclude_history,
               "metrics": metrics, "seconds": time.perf_counter() - start, "protocol":
               "leave-one-out, full ranking over every item" + (", history items excluded" if exclude_history else "")}
@@ -87,7 +88,7 @@ def label_slices(config: dict, dataset: PreparedDataset, seqs: inputs.EvalSequen
     over the users whose examples fine-tuning learnt from and over those it never saw."""
     run_config = config.get("run_config", {})
     fraction = run_config.get("finetune", {}).get("fraction", 1.0)
-    if fraction >= 1 or config.get("task") != "next-item":
+    if fraction >= 1 or config.get("task") != contract.NEXT_ITEM:
         return None
     users, _ = inputs.loo_sequences(dataset, schema.TRAIN)
     seen = np.isin(seqs.user_indices, inputs.label_users(users, fraction, run_config.get("seed", 0)))

@@ -29,7 +29,6 @@ from tfrec.contract import TRAINABLE  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
 
 
-
 class LowRankAdapter(tf.keras.layers.Layer):
     """A low-rank update of one dense layer's kernel: ``A`` ``[fan_in, rank]`` and ``B`` ``[rank, fan_out]``,
     the kernel read as ``[fan_in, fan_out]`` (an ``EinsumDense`` query/value kernel ``[hidden, heads,
@@ -67,9 +66,6 @@ class LowRankAdapter(tf.keras.layers.Layer):
         else:
             raise TypeError(f"no low-rank adapter for a {type(layer).__name__}")
         layer.call = call
-
-    def call(self, inputs):  # never called: the adapter acts through its target's call
-        return inputs
 
 
 def _targets(backbone) -> list:
