@@ -160,7 +160,7 @@ def test_pretraining_on_two_datasets_then_fine_tuning_on_each(prepared, tmp_path
     config = RunConfig().updated({"model.hidden_dim": 16, "model.intermediate_dim": 32, "model.num_layers": 1,
                                   "model.max_len": 12})
     model = NextItemRecommender(build_backbone(config, target))
-    pooled.load_weights(model, source, record, target, data_fingerprint(target))
+    pooled.load_weights(model, source, record, target, data_fingerprint(target), os.path.join(pre, "model"))
     rows = corpus.item_map(record, target, data_fingerprint(target))
     assert (rows >= 0).all()
     np.testing.assert_array_equal(model.backbone.token_embedding.embeddings.numpy(),

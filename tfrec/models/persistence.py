@@ -96,13 +96,14 @@ SHAPE_KEYS = ("vocabulary_size", "max_len", "hidden_dim", "num_layers", "num_hea
               "feature_vocabulary_size")
 
 
-def check_compatible(mine: dict, saved: dict, path: str) -> None:
-    """Raises one sentence when the saved backbone config `saved` cannot seed `mine`."""
+def check_compatible(mine: dict, saved: dict, path: str, shape_keys=SHAPE_KEYS) -> None:
+    """Raises one sentence when the saved backbone config `saved` cannot seed `mine`; `shape_keys`: the
+    settings that must be equal (a pretraining on several datasets leaves out the vocabulary sizes)."""
     kinds = [c.get("backbone_type", TRANSFORMER) for c in (mine, saved)]
     if kinds[0] != kinds[1]:
         raise TfrecError(f"the pretrained model at {path} has a {kinds[1]} backbone, but this model has a "
                          f"{kinds[0]} one (model.backbone)")
-    for key in SHAPE_KEYS:
+    for key in shape_keys:
         if mine.get(key) != saved.get(key):
             raise TfrecError(f"the pretrained model at {path} has {key} {saved.get(key)}, "
                              f"but this model has {mine.get(key)}; it was pretrained on other data or settings")

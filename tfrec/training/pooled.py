@@ -24,7 +24,9 @@ from tfrec.models import persistence
 from tfrec.models.tasks import copy_head_weights
 from tfrec.training.sequence_data import SequenceData, data_fingerprint
 
-SHARED_SHAPE_KEYS = ("max_len", "hidden_dim", "num_layers", "num_heads", "intermediate_dim")
+# the backbone settings a pretraining on several datasets shares with a model of one (not the vocabularies)
+SHARED_SHAPE_KEYS = tuple(k for k in persistence.SHAPE_KEYS
+                          if k not in ("vocabulary_size", "feature_vocabulary_size"))
 
 
 class PooledDataset:
@@ -77,20 +79,11 @@ def _shared(head) -> list:
     return [w for w in head.weights if id(w) not in own]
 
 
-def load_weights(model, source, record: dict, dataset: PreparedDataset, fingerprint: str) -> dict:
-    """Starts `model` (built over `dataset`) from `source`, pretrained on the corpus `record`; returns how
-    many of the dataset's items and features the corpus held."""
-    mine, theirs = model.backbone.get_config(), source.backbone.get_config()
-    if mine.get("backbone_type") != theirs.get("backbone_type"):
-        raise TfrecError(f"the pretrained model has a {theirs.get('backbone_type')} backbone, but this model has a "
-                         f"{mine.get('backbone_type')} one (model.backbone)")
-    for key in SHARED_SHAPE_KEYS:
-        if mine.get(key) != theirs.get(key):
-            raise TfrecError(f"the pretrained model has {key} {theirs.get(key)}, but this model has {mine.get(key)}")
-    if (mine.get("feature_table") is None) != (theirs.get("feature_table") is None):
-        which = "uses" if theirs.get("feature_table") is not None else "does not use"
-        raise TfrecError(f"the pretrained model {which} item features and this model "
-                         f"{'does not' if which == 'uses' else 'does'}; set model.item_features the same way")
+def load_weights(model, source, record: dict, dataset: PreparedDataset, fingerprint: str, path: str) -> dict:
+    """Starts `model` (built over `dataset`) from `source` (saved at `path`), pretrained on the corpus
+    `record`; returns how many of the dataset's items and features the corpus held."""
+    mine = model.backbone.get_config()
+    persistence.check_compatible(mine, source.backbone.get_config(), path, shape_keys=SHARED_SHAPE_KEYS)
     items = corpora.item_map(record, dataset, fingerprint)
     features = corpora.feature_map(record, dataset) if mine.get("feature_table") is not None else None
     seen, pairs = set(), []
@@ -120,7 +113,7 @@ def start_from(model, source, source_config: dict, dataset: PreparedDataset, fin
     """Starts `model` (built over `dataset`) from the pretrained `source` saved at `path`: the same weights
     for a model of the same data, or through the item maps of a pretraining on several datasets."""
     if source_config.get("corpus"):
-        held = load_weights(model, source, source_config["corpus"], dataset, fingerprint)
+        held = load_weights(model, source, source_config["corpus"], dataset, fingerprint, path)
         print(f"{held['items_pretrained']} of the {held['items']} items start from the pretraining corpus of "
               f"{path}; the others start fresh", flush=True)
         return
