@@ -105,3 +105,15 @@ def prepared_data(work: str, prepare_args: list[str], folder: str, reuse: bool) 
         checked(run_measured(tfrec("data", "prepare", *prepare_args, "--path", os.path.join(data_dir(), folder),
                                    "--out", data), log), "prepare", log)
     return data
+
+
+def read_test(work: str, name: str, evaluate_args: list[str], keep: bool) -> dict:
+    """The report of ``tfrec evaluate EVALUATE_ARGS --split test --out WORK/test_NAME``: the test split read
+    once, or, with `keep` (the model is the one an earlier call read), the report that call left."""
+    out = os.path.join(work, f"test_{name}")
+    if not (keep and os.path.exists(f"{out}.json")):
+        log = os.path.join(work, f"test_{name}.log")
+        checked(run_measured(tfrec("evaluate", *evaluate_args, "--split", "test", "--out", out), log),
+                f"test {name}", log)
+    with open(f"{out}.json") as f:
+        return json.load(f)

@@ -35,7 +35,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, checked, machine, prepared_data, measured_run, run_measured, tfrec, write_result  # noqa: E402
+from _common import REPO, machine, measured_run, prepared_data, read_test, tfrec, write_result  # noqa: E402
 
 DATASETS = {
     # name: (prepare arguments, local folder, config, RecBole dropout as in ../shared/ANCHORS.md)
@@ -126,16 +126,9 @@ def main() -> None:
                                   work, args.reuse)
         for name in (pre, scratch, fine):
             info[name] = summary(work, name)
-    for name in [k for k in runs if not k.endswith("-pretrain")]:
-        out = os.path.join(work, f"test_{name}")
-        log = os.path.join(work, f"eval_{name}.log")
-        if runs[name].get("reused") and os.path.exists(f"{out}.json"):
-            # the same finished model: its one test read is kept, not repeated
-            tests[name] = json.load(open(f"{out}.json"))["metrics"]
-            continue
-        checked(run_measured(tfrec("evaluate", "--model", f"{work}/{name}", "--data", data, "--split", "test",
-                                   "--out", out), log), f"evaluate {name}", log)
-        tests[name] = json.load(open(f"{out}.json"))["metrics"]
+    for name in [k for k in runs if not k.endswith("-pretrain")]:  # a kept model keeps its one test read
+        tests[name] = read_test(work, name, ["--model", f"{work}/{name}", "--data", data],
+                                bool(runs[name].get("reused")))["metrics"]
     peers = {}
     if not args.no_peers:
         name = {"ml-100k": "ml100k"}.get(args.dataset, args.dataset)

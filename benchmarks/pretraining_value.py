@@ -34,7 +34,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, checked, machine, prepared_data, measured_run, run_measured, tfrec, write_result  # noqa: E402
+from _common import REPO, machine, measured_run, prepared_data, read_test, tfrec, write_result  # noqa: E402
 
 DATASETS = {  # name: (prepare arguments, local folder, next-item config, random-split task config or None)
     "beauty": (["amazon-s3rec", "--name", "Beauty"], "amazon-beauty", "configs/beauty.yaml", None),
@@ -85,12 +85,7 @@ def figures(task: str, work: str, name: str, data: str, reuse: bool) -> dict:
         test = summary["test"]["retrieval"]
         return {"top_100_accuracy": test["top_100_accuracy"], "ndcg@10": test["ndcg@10"],
                 "popularity_top_100": summary["baselines"]["popularity"]["top_100_accuracy"]}
-    out = os.path.join(work, f"test_{name}")
-    if not (reuse and os.path.exists(f"{out}.json")):
-        log = os.path.join(work, f"test_{name}.log")
-        checked(run_measured(tfrec("evaluate", "--model", run, "--data", data, "--split", "test", "--out", out), log),
-                f"test {name}", log)
-    report = json.load(open(f"{out}.json"))
+    report = read_test(work, name, ["--model", run, "--data", data], reuse)
     result = {"ndcg@10": report["metrics"]["ndcg@10"], "hr@10": report["metrics"]["hr@10"]}
     unseen = report.get("metrics_by_users", {}).get("users fine-tuning never saw")
     if unseen:
@@ -187,12 +182,8 @@ def main() -> None:
                   f"{summary['scratch'][key]['sd']:.4f}", flush=True)
     popularity = None
     if "next-item" in tasks:
-        out = os.path.join(work, "test_popularity")
-        if not (args.reuse and os.path.exists(f"{out}.json")):
-            log = os.path.join(work, "test_popularity.log")
-            checked(run_measured(tfrec("evaluate", "--baseline", "popularity", "--data", data, "--split", "test",
-                                       "--out", out), log), "popularity", log)
-        popularity = json.load(open(f"{out}.json"))["metrics"]
+        popularity = read_test(work, "popularity", ["--baseline", "popularity", "--data", data],
+                               args.reuse)["metrics"]
     sys.path.insert(0, REPO)
     from tfrec.evaluation import test_reads
 

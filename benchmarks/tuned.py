@@ -25,22 +25,13 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, checked, machine, prepared_data, measured_run, run_measured, tfrec, write_result  # noqa: E402
+from _common import REPO, machine, measured_run, prepared_data, read_test, tfrec, write_result  # noqa: E402
 
 DATASETS = {  # name: (prepare arguments, local folder, config)
     "beauty": (["amazon-s3rec", "--name", "Beauty"], "amazon-beauty", "configs/beauty.yaml"),
     "ml-100k": (["movielens-100k"], "ml-100k", "configs/ml-100k.yaml"),
 }
 METRICS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")
-
-
-def read_test(name: str, args: list[str], work: str, reuse: bool) -> dict:
-    """Test metrics of one `tfrec evaluate --split test` call, run unless --reuse finds its figures."""
-    out = os.path.join(work, f"test_{name}")
-    if not (reuse and os.path.exists(f"{out}.json")):
-        log = os.path.join(work, f"test_{name}.log")
-        checked(run_measured(tfrec("evaluate", *args, "--split", "test", "--out", out), log), f"test {name}", log)
-    return json.load(open(f"{out}.json"))["metrics"]
 
 
 def main() -> None:
@@ -69,9 +60,10 @@ def main() -> None:
     base = next((t for t in report["trials"] if t["number"] == 0), None)
     best_summary = json.load(open(os.path.join(best_run, "run.json")))["summary"]
     # named by the trial, so that a search resumed with more trials and a new best reads that one's test split
-    test = {"tuned": read_test(f"tuned-trial{report['best']['number']}", ["--model", best_run, "--data", data], work,
-                               args.reuse),
-            "popularity": read_test("popularity", ["--baseline", "popularity", "--data", data], work, args.reuse)}
+    test = {"tuned": read_test(work, f"tuned-trial{report['best']['number']}", ["--model", best_run, "--data", data],
+                               args.reuse)["metrics"],
+            "popularity": read_test(work, "popularity", ["--baseline", "popularity", "--data", data],
+                                    args.reuse)["metrics"]}
     sys.path.insert(0, REPO)
     from tfrec.evaluation import test_reads
 
