@@ -59,9 +59,10 @@ def item_keys(dataset, fingerprint: str, link: str) -> list[str]:
             for i in range(len(tokens))]
 
 
-def feature_keys(dataset) -> list[str]:
-    """The ``column=value`` key of each feature id of ``dataset.item_feature_table()`` (0 = none)."""
-    _, size, columns = dataset.item_feature_table()
+def feature_keys(dataset, feature_table=None) -> list[str]:
+    """The ``column=value`` key of each feature id of ``dataset.item_feature_table()`` (0 = none); pass that
+    table when it is already built."""
+    _, size, columns = feature_table or dataset.item_feature_table()
     keys = ["[none]"]
     for c in columns:
         keys += [f"{c}={t}" for t in dataset.feature_vocab("item", c).tokens[schema.NUM_FEATURE_RESERVED:]]
@@ -99,7 +100,7 @@ def pool(datasets: list, fingerprints: list[str], link: str, features: bool) -> 
     if len(set(fingerprints)) < len(fingerprints):
         raise TfrecError("the same prepared dataset is named twice among --data")
     keys, index = list(RESERVED_KEYS), {k: i for i, k in enumerate(RESERVED_KEYS)}
-    maps, per_dataset_keys = [], []
+    maps = []
     for ds, fp in zip(datasets, fingerprints):
         mine = item_keys(ds, fp, link)
         for k in mine:
@@ -107,15 +108,15 @@ def pool(datasets: list, fingerprints: list[str], link: str, features: bool) -> 
                 index[k] = len(keys)
                 keys.append(k)
         maps.append(np.asarray([index[k] for k in mine], np.int32))
-        per_dataset_keys.append(mine)
     fkeys, table = ["[none]"], np.zeros((len(keys), 0), np.int32)
     if features:
         findex, blocks = {"[none]": 0}, []
         for ds, item_map in zip(datasets, maps):
-            local, _, columns = ds.item_feature_table()
+            built = ds.item_feature_table()
+            local, _, columns = built
             if not columns:
                 continue
-            local_keys = feature_keys(ds)
+            local_keys = feature_keys(ds, built)
             fmap = np.zeros(len(local_keys), np.int32)
             for j, k in enumerate(local_keys[1:], start=1):
                 if k not in findex:
