@@ -19,7 +19,9 @@ grown as 1/f.  Each model's test split is read once:
 - ranking (random 80/20, `configs/ml-100k-tasks.yaml` with the frozen-encoder settings of
   `tasks_quality.py`): RMSE, R² and the share of the training mean's RMSE removed;
 - retrieval (random 80/20): top-100 accuracy.
-Cells report the mean and standard deviation over seeds and the pretrained/scratch ratio; the JSON goes to
+`--trainable head adapters` adds arms that fine-tune the pretrained backbone frozen, training the head only
+(`pretrained-head`) or low-rank adapters and the head (`pretrained-adapters`), with the same settings.
+Cells report the mean and standard deviation over seeds and each pretrained arm's ratio to scratch; the JSON goes to
 `benchmarks/results/pretraining_value_<dataset>.json` and a plot to `docs/figures/`.
 """
 
@@ -113,7 +115,8 @@ def plot(result: dict, path: str) -> str | None:
         key = TASK_SETTINGS[task][1]
         cells = result["cells"][task]
         xs = sorted(float(f) for f in cells)
-        for arm, style in (("pretrained", "o-"), ("scratch", "s--")):
+        arms = [a for a in cells[str(xs[0])] if not a.startswith("ratio")]
+        for arm, style in zip(arms, ("o-", "s--", "^:", "v-.")):
             ys = [cells[str(x)][arm][key]["mean"] for x in xs]
             sds = [cells[str(x)][arm][key]["sd"] for x in xs]
             ax.errorbar(xs, ys, yerr=sds, fmt=style, capsize=3, label=arm)
@@ -134,6 +137,9 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", choices=list(TASK_SETTINGS), help="default: every task the data has")
     ap.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--trainable", nargs="+", choices=("all", "head", "adapters"), default=["all"],
+                    help="what the pretrained arms train (finetune.trainable): each of head and adapters adds an "
+                         "arm pretrained-head / pretrained-adapters beside the fully fine-tuned one")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting on every run")
     ap.add_argument("--workdir", help="where runs go (default: a temporary folder)")
     ap.add_argument("--reuse", action="store_true", help="keep runs and test figures an earlier call finished")
@@ -155,7 +161,7 @@ def main() -> None:
         settings, key, _ = TASK_SETTINGS[task]
         cells[task] = {}
         for fraction in args.fractions:
-            cell = {"pretrained": [], "scratch": []}
+            cell = {"pretrained": [], "scratch": [], **{f"pretrained-{t}": [] for t in args.trainable if t != "all"}}
             for seed in args.seeds:
                 # leave-one-out validates on fixed items, so one pretraining serves every seed; the random
                 # split draws its validation rows with the seed, so each seed pretrains on its own draw
@@ -164,9 +170,11 @@ def main() -> None:
                     runs[pre] = measured_run(pre, tfrec("pretrain", "--out", f"{work}/{pre}", *common,
                                                         *([] if task == "next-item" else ["--seed", str(seed)])),
                                              work, args.reuse)
-                for arm in ("pretrained", "scratch"):
+                for arm in cell:
                     name = f"{task}-{arm}-f{fraction:g}-s{seed}"
-                    start = ["--pretrained", f"{work}/{pre}"] if arm == "pretrained" else ["--from-scratch"]
+                    start = ["--from-scratch"] if arm == "scratch" else ["--pretrained", f"{work}/{pre}"]
+                    if arm.startswith("pretrained-"):  # the backbone frozen, the head (and adapters) trained
+                        start += ["--set", f"finetune.trainable={arm.split('-', 1)[1]}"]
                     runs[name] = measured_run(name, tfrec(
                         "finetune", "--task", task, "--out", f"{work}/{name}", *start, *common, *settings,
                         "--seed", str(seed), "--set", f"finetune.fraction={fraction:g}",
@@ -174,12 +182,13 @@ def main() -> None:
                     kept = bool(runs[name].get("reused"))
                     cell[arm].append(dict(figures(task, work, name, data, kept), seconds=runs[name]["seconds"]))
             summary = {arm: {k: spread([r[k] for r in rows]) for k in rows[0]} for arm, rows in cell.items()}
-            summary["ratio"] = (summary["pretrained"][key]["mean"] / summary["scratch"][key]["mean"]
-                                if summary["scratch"][key]["mean"] else None)
+            base = summary["scratch"][key]["mean"]
+            for arm in list(cell):
+                if arm != "scratch":
+                    summary["ratio" + arm[len("pretrained"):]] = summary[arm][key]["mean"] / base if base else None
             cells[task][str(fraction)] = summary
-            print(f"{task} at {fraction:g}: {key} pretrained {summary['pretrained'][key]['mean']:.4f} ± "
-                  f"{summary['pretrained'][key]['sd']:.4f}, scratch {summary['scratch'][key]['mean']:.4f} ± "
-                  f"{summary['scratch'][key]['sd']:.4f}", flush=True)
+            print(f"{task} at {fraction:g}: {key} " + ", ".join(
+                f"{arm} {summary[arm][key]['mean']:.4f} ± {summary[arm][key]['sd']:.4f}" for arm in cell), flush=True)
     popularity = None
     if "next-item" in tasks:
         popularity = read_test(work, "popularity", ["--baseline", "popularity", "--data", data],
@@ -198,12 +207,15 @@ def main() -> None:
     for task in tasks:
         key = TASK_SETTINGS[task][1]
         print(f"\n{task}, test {key} (mean ± sd over seeds {args.seeds}):\n")
-        print("| share of labels | pretrained | from scratch | pretrained / scratch |\n|---:|---|---|---:|")
+        arms = [a for a in cells[task][str(args.fractions[0])] if not a.startswith("ratio")]
+        ratios = [a for a in arms if a != "scratch"]
+        print("| share of labels | " + " | ".join(arms) + " | " + " | ".join(f"{a} / scratch" for a in ratios)
+              + " |\n|---:|" + "---|" * len(arms) + "---:|" * len(ratios))
         for fraction in args.fractions:
             c = cells[task][str(fraction)]
-            ratio = f"{c['ratio']:.2f}" if c["ratio"] is not None else "n/a"
-            print(f"| {fraction:g} | {c['pretrained'][key]['mean']:.4f} ± {c['pretrained'][key]['sd']:.4f} | "
-                  f"{c['scratch'][key]['mean']:.4f} ± {c['scratch'][key]['sd']:.4f} | {ratio} |")
+            shown = [f"{c[a][key]['mean']:.4f} ± {c[a][key]['sd']:.4f}" for a in arms]
+            shown += [f"{r:.2f}" if r is not None else "n/a" for r in (c["ratio" + a[len("pretrained"):]] for a in ratios)]
+            print(f"| {fraction:g} | " + " | ".join(shown) + " |")
     if popularity:
         print(f"\npopularity, next-item test NDCG@10 {popularity['ndcg@10']:.4f}, HR@10 {popularity['hr@10']:.4f}")
     print(f"\nresults: {path}" + (f"; figure: {figure}" if figure else ""))

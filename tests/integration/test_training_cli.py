@@ -81,9 +81,23 @@ def test_finetune_from_pretrained_and_from_scratch_then_evaluate(prepared, pretr
     assert report["split"] == "test" and report["metrics"]["users"] > 0
     assert set(report["metrics"]) >= {"hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"}
     assert open(os.path.join(ft, "eval_test.md")).read().count("|") > 10
+    beyond, fairness = report["beyond_accuracy"], report["fairness"]
+    assert 0 < beyond["coverage@10"] <= 1 and 0 <= beyond["gini@10"] < 1 and beyond["novelty"] > 0
+    assert 0 <= beyond["diversity_embeddings"] <= 2 and beyond["attribute_columns"] == ["category", "tags"]
+    assert 0 <= beyond["diversity_attributes"] <= 1  # multi-hot vectors: cosines from 0 to 1
+    shares = beyond["popularity_groups"]
+    assert sum(g["recommendation_share"] for g in shares.values()) == pytest.approx(1)
+    assert sum(g["interaction_share"] for g in shares.values()) == pytest.approx(1)
+    activity = fairness["activity"]["groups"]
+    assert len(activity) == 4 and sum(g["users"] for g in activity.values()) == report["metrics"]["users"]
+    assert set(fairness) == {"activity", "age band", "segment"}  # its users have an age and a segment
+    assert "coverage@10" in evaluation.stdout and "largest gap" in open(os.path.join(ft, "eval_test.md")).read()
     lines = open(os.path.join(ft, "eval_test.per_user.csv")).read().splitlines()
     assert lines[0] == "user_id,target_item_id,rank" and len(lines) == report["metrics"]["users"] + 1
     assert pop.returncode == 0 and "popularity" in pop.stdout
+    pop_report = json.load(open(str(tmp_path / "pop") + ".json"))["beyond_accuracy"]
+    assert "diversity_embeddings" not in pop_report  # a baseline has no item vectors
+    assert pop_report["average_popularity"] >= beyond["average_popularity"]  # it recommends the most popular
 
 
 def test_label_scarce_finetuning_learns_from_a_share_of_users_and_reports_the_unseen(prepared, pretrained,

@@ -95,6 +95,9 @@ def cmd_evaluate(args) -> int:
     rows = [(str(report["model"]), report["metrics"])]
     rows += [(f"  {name}", m) for name, m in report.get("metrics_by_users", {}).items()]  # finetune.fraction < 1
     print(sequential.markdown_table(rows), end="")
+    print(f"\nbeyond accuracy: the top {sequential.LIST_K} of each user, and NDCG@{sequential.LIST_K} by group of "
+          "users (docs/evaluation.md):")
+    print(sequential.beyond_accuracy_markdown(report), end="")
     print(f"tfrec: wrote {', '.join(paths)}", file=sys.stderr)
     return 0
 

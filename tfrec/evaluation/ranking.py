@@ -51,6 +51,50 @@ def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
     return out
 
 
+def top_items(scores: np.ndarray, histories: Sequence[np.ndarray] | None, k: int) -> np.ndarray:
+    """The `k` best item indices per row, best first (ties to the lower index), reserved ids and, with
+    `histories`, the rows' history items excluded: ``[batch, k]`` int64."""
+    s = np.array(scores, dtype=np.float32, copy=True)
+    s[:, : schema.NUM_ITEM_RESERVED] = -np.inf
+    if histories is not None and len(histories):
+        rows = np.arange(len(s))
+        lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
+        if lengths.sum():
+            s[np.repeat(rows, lengths), np.concatenate([np.asarray(h, np.int64) for h in histories])] = -np.inf
+    k = min(k, s.shape[1])
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(s.shape[1]), (len(s), 1))
+    # sort the k by score descending, then index ascending
+    order = np.lexsort((part, -np.take_along_axis(s, part, axis=1)), axis=1)
+    return np.take_along_axis(part, order, axis=1).astype(np.int64)
+
+
+def ranked(
+    scorer: Scorer,
+    histories: Sequence[np.ndarray],
+    targets: np.ndarray,
+    exclude_history: bool = True,
+    batch_size: int = 512,
+    top_k: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ranks every target with `scorer`: (per-user 0-based ranks, and with `top_k` the ``[users, top_k]``
+    lists the scorer recommends, else None), in the given order.
+
+    Users are scored in batches of similar history length, so a scorer that trims padding does less work.
+    """
+    targets = np.asarray(targets)
+    order = np.argsort(np.fromiter((len(h) for h in histories), np.int64, len(histories)), kind="stable")
+    ranks = np.zeros(len(targets), np.int64)
+    lists = np.zeros((len(targets), top_k), np.int64) if top_k else None
+    for start in range(0, len(targets), batch_size):
+        idx = order[start:start + batch_size]
+        h = [histories[i] for i in idx]
+        scores = np.asarray(scorer(h))
+        ranks[idx] = target_ranks(scores, targets[idx], h if exclude_history else None)
+        if top_k:
+            lists[idx] = top_items(scores, h if exclude_history else None, top_k)
+    return ranks, lists
+
+
 def evaluate(
     scorer: Scorer,
     histories: Sequence[np.ndarray],
@@ -58,19 +102,8 @@ def evaluate(
     exclude_history: bool = True,
     batch_size: int = 512,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Ranks every target with `scorer`; returns (mean metrics, per-user 0-based ranks).
-
-    Users are scored in batches of similar history length (ranks come back in the
-    given order), so a scorer that trims padding does less work.
-    """
-    targets = np.asarray(targets)
-    order = np.argsort(np.fromiter((len(h) for h in histories), np.int64, len(histories)), kind="stable")
-    ranks = np.zeros(len(targets), np.int64)
-    for start in range(0, len(targets), batch_size):
-        idx = order[start:start + batch_size]
-        h = [histories[i] for i in idx]
-        scores = np.asarray(scorer(h))
-        ranks[idx] = target_ranks(scores, targets[idx], h if exclude_history else None)
+    """Ranks every target with `scorer` (:func:`ranked`); returns (mean metrics, per-user 0-based ranks)."""
+    ranks, _ = ranked(scorer, histories, targets, exclude_history, batch_size)
     metrics = metrics_from_ranks(ranks)
     metrics["users"] = int(len(ranks))
     return metrics, ranks

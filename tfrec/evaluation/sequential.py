@@ -16,10 +16,11 @@ from tfrec import contract
 from tfrec.data import inputs, schema
 from tfrec.data.dataset import PreparedDataset
 from tfrec.errors import TfrecError
-from tfrec.evaluation import ranking
+from tfrec.evaluation import beyond_accuracy, ranking
 
 METRIC_ORDER = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr")
 BASELINES = ("popularity",)
+LIST_K = 10  # the length of the lists the beyond-accuracy measures and fairness slices judge
 
 
 def markdown_table(rows: list[tuple[str, dict]], columns=METRIC_ORDER) -> str:
@@ -29,6 +30,28 @@ def markdown_table(rows: list[tuple[str, dict]], columns=METRIC_ORDER) -> str:
     for name, m in rows:
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in columns) + f" | {m.get('users', '')} |")
     return "\n".join(lines) + "\n"
+
+
+def beyond_accuracy_markdown(report: dict) -> str:
+    """The report's list measures and fairness slices as two Markdown tables ("" when it has neither)."""
+    out = []
+    b = report.get("beyond_accuracy")
+    if b:
+        k = b["k"]
+        cells = [b[f"coverage@{k}"], b[f"gini@{k}"], b.get("diversity_embeddings"), b.get("diversity_attributes"),
+                 b["novelty"], b["average_popularity"], b["tail_share"]]
+        out += [f"| coverage@{k} | Gini@{k} | diversity (embeddings) | diversity (attributes) | novelty (bits) "
+                "| average popularity | tail share |", "|" + "---:|" * 7,
+                "| " + " | ".join("n/a" if c is None else f"{c:.4f}" for c in cells) + " |", ""]
+    f = report.get("fairness")
+    if f:
+        out += ["| users by | groups | lowest NDCG@10 | highest NDCG@10 | largest gap |", "|---|---:|---|---|---:|"]
+        for name, s in f.items():
+            g = s["groups"]
+            out.append(f"| {name} | {len(g)} | {g[s['worst']]['ndcg@10']:.4f} ({s['worst']}, {g[s['worst']]['users']} users) | "
+                       f"{g[s['best']]['ndcg@10']:.4f} ({s['best']}, {g[s['best']]['users']} users) | {s['largest_gap']:.4f} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, baseline: str | None = None,
@@ -67,8 +90,12 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
         scorer = model_scorer(loaded, loaded.backbone.max_len, batch_size)
         name = model
     start = time.perf_counter()
-    metrics, ranks = ranking.evaluate(scorer, seqs.histories, seqs.targets, exclude_history=exclude_history,
-                                      batch_size=batch_size)
+    ranks, lists = ranking.ranked(scorer, seqs.histories, seqs.targets, exclude_history=exclude_history,
+                                  batch_size=batch_size, top_k=LIST_K)
+    metrics = dict(ranking.metrics_from_ranks(ranks), users=int(len(ranks)))
+    embeddings = None if baseline else np.asarray(loaded.backbone.output_item_embeddings())
+    beyond = beyond_accuracy_report(dataset, lists, embeddings)
+    fairness = beyond_accuracy.slice_metrics(ranks, user_groups(dataset, seqs), k=LIST_K)
     slices = None if baseline else label_slices(config, dataset, seqs, ranks)
     if split == schema.TEST:
         from tfrec.evaluation import test_reads
@@ -78,9 +105,43 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
     report = {"model": name, "dataset": data_dir, "split": split, "exclude_history": exclude_history,
               "metrics": metrics, "seconds": time.perf_counter() - start, "protocol":
               "leave-one-out, full ranking over every item" + (", history items excluded" if exclude_history else "")}
+    report.update(beyond_accuracy=beyond, fairness=fairness)
     if slices:
         report["metrics_by_users"] = slices
     return report, ranks, seqs
+
+
+def beyond_accuracy_report(dataset: PreparedDataset, lists: np.ndarray, embeddings: np.ndarray | None) -> dict:
+    """:func:`tfrec.evaluation.beyond_accuracy.list_metrics` of top-K `lists` against the training
+    sequences, with diversity over `embeddings` (a model's output item vectors) and over the items'
+    categorical and list attributes where the dataset has them."""
+    _, train = inputs.loo_sequences(dataset, schema.TRAIN)
+    table, space, columns = dataset.item_feature_table()
+    attributes = beyond_accuracy.attribute_vectors(table, space) if columns else None
+    out = beyond_accuracy.list_metrics(lists, train, len(dataset.item_vocab), embeddings, attributes)
+    out["k"], out["attribute_columns"] = int(lists.shape[1]), columns
+    return out
+
+
+def user_groups(dataset: PreparedDataset, seqs: inputs.EvalSequences) -> dict[str, np.ndarray]:
+    """Labels that group the evaluated users: activity quartiles of their history length on every dataset;
+    each categorical user feature (gender, occupation) and, from a numeric ``age``, MovieLens age bands
+    where the dataset has them ("" = unknown)."""
+    groups = {"activity": beyond_accuracy.activity_labels([len(h) for h in seqs.histories])}
+    users = dataset.users
+    if users is None:
+        return groups
+    row = dict(zip(users[schema.USER_INDEX].tolist(), range(len(users))))
+    where = [row.get(int(u)) for u in seqs.user_indices]
+    for name, feature in dataset.user_features.items():
+        if feature["kind"] == "categorical":
+            values = users[name].astype(object).where(users[name].notna(), "").tolist()
+            groups[name] = np.array([values[w] if w is not None else "" for w in where], dtype=object)
+        elif feature["kind"] == "numeric" and name == schema.AGE:
+            ages = users[name].tolist()
+            groups["age band"] = np.array([beyond_accuracy.age_band(ages[w]) if w is not None else "" for w in where],
+                                          dtype=object)
+    return groups
 
 
 def label_slices(config: dict, dataset: PreparedDataset, seqs: inputs.EvalSequences, ranks: np.ndarray) -> dict | None:
@@ -107,7 +168,8 @@ def write_report(report: dict, ranks: np.ndarray, seqs: inputs.EvalSequences, ou
     title = f"{report['split']} split of {report['dataset']} ({report['protocol']})\n\n"
     tmp = f"{paths[1]}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        f.write(title + markdown_table([(str(report["model"]), report["metrics"])]))
+        f.write(title + markdown_table([(str(report["model"]), report["metrics"])]) + "\n"
+                + beyond_accuracy_markdown(report))
     os.replace(tmp, paths[1])
     if per_user:
         import pandas as pd
