@@ -75,6 +75,11 @@ HISTORY = "history"  # [-1, -1] string item ids, oldest first, "" = padding
 EXAMPLES = "examples"  # [-1] serialised tf.Example
 ITEM_IDS = "item_ids"  # string item ids: the top-K output, and the item_embeddings input
 SCORES = "scores"
+# The sequence models' re-ranking signature and its optional inputs (tfrec/models/reranking.py)
+RERANK = "rerank"
+DIVERSITY = "diversity"
+POPULARITY_PENALTY = "popularity_penalty"
+RERANK_KNOBS = (DIVERSITY, POPULARITY_PENALTY)
 SCORE = "score"
 EMBEDDINGS = "embeddings"
 REGRESS_INPUTS = "inputs"

@@ -94,6 +94,12 @@ def test_next_item_export_has_the_documented_signatures_and_answers(trained, tmp
     assert sigs["serving_default"] == {"inputs": {"history": ["string", [None, None]]},
                                        "outputs": {"item_ids": ["string", [None, 5]], "scores": ["float32", [None, 5]]}}
     assert sigs["serving_tf_example"]["inputs"] == {"examples": ["string", [None]]}
+    assert sigs["rerank"]["inputs"] == {"history": ["string", [None, None]], "diversity": ["float32", [None]],
+                                        "popularity_penalty": ["float32", [None]]}
+    from tensorflow.python.tools import saved_model_utils
+
+    defaults = saved_model_utils.get_meta_graph_def(version, "serve").signature_def["rerank"].defaults
+    assert {k: list(v.float_val) for k, v in defaults.items()} == {"diversity": [0.0], "popularity_penalty": [0.0]}
     assert sigs["item_embeddings"]["outputs"]["embeddings"][0] == "float32"
     answer = got["answers"]["serving_default"]
     assert len(answer["item_ids"]) == 2 and all(len(row) == 5 for row in answer["item_ids"])
@@ -160,7 +166,7 @@ def test_ensemble_combines_evaluates_and_exports(trained, tmp_path):
     version = os.path.join(serving, "ens", "1")
     got = probe(version, {"serving_default": {"history": [["i3", "i7", "i9"]]}})
     assert got["modules"] == []
-    assert set(got["signatures"]) == {"serving_default", "serving_tf_example"}  # no item_embeddings for an ensemble
+    assert set(got["signatures"]) == {"serving_default", "serving_tf_example", "rerank"}  # no item_embeddings
     # the served top 5 is the weighted mean of the members' log-softmax scores (members: a next-item
     # model, a pretrained one and a causal next-item one, which scores from its mask slot's state)
     ds = PreparedDataset(data)
@@ -202,7 +208,8 @@ def test_retrieval_and_ranking_exports(trained, tmp_path):
     assert ranking["signatures"]["regress"]["inputs"] == {"inputs": ["string", [None]]}
     scores = ranking["answers"]["serving_default"]["score"]
     assert len(scores) == 2 and all(1.0 - 3 < s < 5.0 + 3 for s in scores)  # a rating, unknown user included
-    assert set(both["signatures"]) == {"serving_default", "serving_tf_example", "item_embeddings", "rank", "regress"}
+    assert set(both["signatures"]) == {"serving_default", "serving_tf_example", "item_embeddings", "rerank", "rank",
+                                       "regress"}
     assert len(both["answers"]["rank"]["score"]) == 2 and "i1" not in both["answers"]["serving_default"]["item_ids"][0]
     from tensorflow.core.protobuf import saved_model_pb2
 

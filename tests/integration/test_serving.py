@@ -99,6 +99,47 @@ def test_grpc_and_rest_answer_like_the_export(server):
     assert result.result.regressions[0].value == pytest.approx(scores[0], rel=1e-5)
 
 
+def test_the_rerank_signature_defaults_its_knobs_over_grpc_and_names_them_over_rest(server):
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+
+    from tfrec.serving import ServingClientError
+
+    client = server["client"]
+    history = np.array([["i1", "i2"], ["", "i3"]], dtype=object)
+    plain = client.predict("seq", {"history": history})
+    # the knobs left out: the SignatureDef's defaults (0) answer as serving_default does (batching on)
+    same = client.predict("seq", {"history": history}, signature="rerank")
+    assert same["item_ids"].tolist() == plain["item_ids"].tolist()
+    np.testing.assert_allclose(same["scores"], plain["scores"], rtol=1e-6)
+    knobs = {"diversity": np.array([1.0, 0.0], np.float32), "popularity_penalty": np.array([0.0, 0.0], np.float32)}
+    diverse = client.predict("seq", {"history": history, **knobs}, signature="rerank")
+    assert diverse["item_ids"][1].tolist() == plain["item_ids"][1].tolist()  # row 2's knobs are 0
+    row = diverse["item_ids"][0].tolist()
+    # λ = 1: the best-scored item first, then the least like those chosen; the history's items still out
+    assert row[0] == plain["item_ids"][0][0] and row != plain["item_ids"][0].tolist() and len(set(row)) == len(row)
+    assert not {b"i1", b"i2"} & set(row)
+    # scores stay the model's: each chosen item's score is what serving_default gives it where it lists it
+    listed = dict(zip(plain["item_ids"][0].tolist(), plain["scores"][0].tolist()))
+    assert all(score == pytest.approx(listed[i], rel=1e-5) for i, score in zip(row, diverse["scores"][0]) if i in listed)
+    with pytest.raises(ServingClientError) as e:
+        client.predict("seq", {"history": history, "diversity": np.array([2.0, 0.0], np.float32)}, signature="rerank")
+    assert e.value.code == "INVALID_ARGUMENT" and "diversity must be between 0 and 1" in str(e.value)
+    # TF Serving's REST API reads every input a signature names: the knobs are required there
+    url = server["rest"] + "/v1/models/seq:predict"
+    body = {"signature_name": "rerank", "instances": [{"history": ["i1", "i2"]}]}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request, timeout=10)
+    assert e.value.code == 400 and "keys must be equal to" in json.loads(e.value.read())["error"]
+    body["instances"] = [{"history": ["i1", "i2"], "diversity": 1.0, "popularity_penalty": 0.0}]
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    answer = json.loads(urllib.request.urlopen(request, timeout=10).read())["predictions"][0]
+    assert [i.encode() for i in answer["item_ids"]] == row
+
+
 def test_concurrent_requests_batched_together_get_their_own_answers(server):
     from concurrent.futures import ThreadPoolExecutor
 

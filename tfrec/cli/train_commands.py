@@ -82,8 +82,20 @@ def cmd_evaluate(args) -> int:
 
     if bool(args.model) == bool(args.baseline):
         raise TfrecError("evaluate needs exactly one of --model DIR or --baseline popularity")
+    rerank = None
+    if args.rerank:
+        rerank = {}
+        for pair in args.rerank:
+            key, sep, value = pair.partition("=")
+            try:
+                rerank[key] = float(value)
+            except ValueError:
+                raise TfrecError(f"--rerank takes KNOB=NUMBER (diversity=0.3 popularity_penalty=0.5), got {pair!r}") \
+                    from None
+            if not sep:
+                raise TfrecError(f"--rerank takes KNOB=NUMBER, got {pair!r}")
     report, ranks, seqs = sequential.evaluate_saved(args.model, args.data, args.split, baseline=args.baseline,
-                                                   exclude_history=not args.include_history)
+                                                   exclude_history=not args.include_history, rerank=rerank)
     if args.out:
         out = args.out
     elif args.model:

@@ -14,8 +14,10 @@ import numpy as np
 from tfrec.data import schema
 
 Scorer = Callable[[list[np.ndarray]], np.ndarray]
+Reranker = Callable[[np.ndarray, list[np.ndarray], int], np.ndarray]
 HR_KS = (1, 5, 10, 20)
 NDCG_KS = (5, 10, 20)
+RERANKED = max(HR_KS + NDCG_KS)  # how long a re-ranked list the evaluation reads
 
 
 def target_ranks(scores: np.ndarray, targets: np.ndarray, histories: Sequence[np.ndarray] | None) -> np.ndarray:
@@ -51,9 +53,9 @@ def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
     return out
 
 
-def top_items(scores: np.ndarray, histories: Sequence[np.ndarray] | None, k: int) -> np.ndarray:
-    """The `k` best item indices per row, best first (ties to the lower index), reserved ids and, with
-    `histories`, the rows' history items excluded: ``[batch, k]`` int64."""
+def masked_scores(scores: np.ndarray, histories: Sequence[np.ndarray] | None) -> np.ndarray:
+    """A float32 copy of ``[batch, V]`` `scores` with reserved ids and, with `histories`, each row's
+    history items at -inf."""
     s = np.array(scores, dtype=np.float32, copy=True)
     s[:, : schema.NUM_ITEM_RESERVED] = -np.inf
     if histories is not None and len(histories):
@@ -61,6 +63,13 @@ def top_items(scores: np.ndarray, histories: Sequence[np.ndarray] | None, k: int
         lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
         if lengths.sum():
             s[np.repeat(rows, lengths), np.concatenate([np.asarray(h, np.int64) for h in histories])] = -np.inf
+    return s
+
+
+def top_items(scores: np.ndarray, histories: Sequence[np.ndarray] | None, k: int) -> np.ndarray:
+    """The `k` best item indices per row, best first (ties to the lower index), reserved ids and, with
+    `histories`, the rows' history items excluded: ``[batch, k]`` int64."""
+    s = masked_scores(scores, histories)
     k = min(k, s.shape[1])
     part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(s.shape[1]), (len(s), 1))
     # sort the k by score descending, then index ascending
@@ -75,9 +84,15 @@ def ranked(
     exclude_history: bool = True,
     batch_size: int = 512,
     top_k: int = 0,
+    reranker: Reranker | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Ranks every target with `scorer`: (per-user 0-based ranks, and with `top_k` the ``[users, top_k]``
     lists the scorer recommends, else None), in the given order.
+
+    With a `reranker` (``(masked scores, histories, length) -> [batch, length]`` item lists) the lists
+    are its lists, and a target's rank is its place in the re-ranked top :data:`RERANKED` (exact for
+    every HR@k and NDCG@k reported), or, when re-ranking left it out, the larger of that length and its
+    rank by score (so MRR is a bound there).
 
     Users are scored in batches of similar history length, so a scorer that trims padding does less work.
     """
@@ -90,7 +105,14 @@ def ranked(
         h = [histories[i] for i in idx]
         scores = np.asarray(scorer(h))
         ranks[idx] = target_ranks(scores, targets[idx], h if exclude_history else None)
-        if top_k:
+        if reranker is not None:
+            length = max(top_k, RERANKED)
+            chosen = reranker(masked_scores(scores, h if exclude_history else None), h, length)
+            hit = chosen == targets[idx][:, None]
+            ranks[idx] = np.where(hit.any(axis=1), hit.argmax(axis=1), np.maximum(ranks[idx], length))
+            if top_k:
+                lists[idx] = chosen[:, :top_k]
+        elif top_k:
             lists[idx] = top_items(scores, h if exclude_history else None, top_k)
     return ranks, lists
 

@@ -55,8 +55,11 @@ def beyond_accuracy_markdown(report: dict) -> str:
 
 
 def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, baseline: str | None = None,
-                   exclude_history: bool = True, batch_size: int = 1024) -> tuple[dict, np.ndarray, inputs.EvalSequences]:
-    """Metrics, per-user ranks and the sequences of `split` for a saved model or a baseline."""
+                   exclude_history: bool = True, batch_size: int = 1024,
+                   rerank: dict | None = None) -> tuple[dict, np.ndarray, inputs.EvalSequences]:
+    """Metrics, per-user ranks and the sequences of `split` for a saved model or a baseline; with
+    `rerank` (``{"diversity": λ, "popularity_penalty": p}``) the model's lists re-ranked as its export's
+    ``rerank`` signature re-ranks them (:mod:`tfrec.models.reranking`)."""
     if split not in (schema.VALID, schema.TEST):
         raise TfrecError(f"unknown split {split!r}; use valid or test")
     dataset = PreparedDataset(data_dir)
@@ -89,9 +92,14 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
                              f"at {data_dir} has {vocab}; it was trained on other data")
         scorer = model_scorer(loaded, loaded.backbone.max_len, batch_size)
         name = model
+    reranker = None
+    if rerank:
+        if baseline:
+            raise TfrecError("--rerank re-ranks a model's lists by its item vectors; a baseline has none")
+        reranker = model_reranker(loaded, dataset, rerank)
     start = time.perf_counter()
     ranks, lists = ranking.ranked(scorer, seqs.histories, seqs.targets, exclude_history=exclude_history,
-                                  batch_size=batch_size, top_k=LIST_K)
+                                  batch_size=batch_size, top_k=LIST_K, reranker=reranker)
     metrics = dict(ranking.metrics_from_ranks(ranks), users=int(len(ranks)))
     embeddings = None if baseline else np.asarray(loaded.backbone.output_item_embeddings())
     beyond = beyond_accuracy_report(dataset, lists, embeddings)
@@ -106,9 +114,34 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
               "metrics": metrics, "seconds": time.perf_counter() - start, "protocol":
               "leave-one-out, full ranking over every item" + (", history items excluded" if exclude_history else "")}
     report.update(beyond_accuracy=beyond, fairness=fairness)
+    if rerank:
+        report["rerank"] = dict(rerank)
+        report["protocol"] += (f"; re-ranked ({', '.join(f'{k} {v:g}' for k, v in rerank.items())}): HR and NDCG "
+                               f"exact to {ranking.RERANKED}, MRR a bound")
     if slices:
         report["metrics_by_users"] = slices
     return report, ranks, seqs
+
+
+def model_reranker(model, dataset: PreparedDataset, knobs: dict) -> ranking.Reranker:
+    """The re-ranker of `model`'s export (:func:`tfrec.models.reranking.rerank`, the same function) with
+    the item vectors it serves and popularity levels from the leave-one-out training part."""
+    from tfrec.contract import RERANK_KNOBS
+    from tfrec.models import reranking
+
+    unknown = sorted(set(knobs) - set(RERANK_KNOBS))
+    if unknown:
+        raise TfrecError(f"unknown re-ranking knob {unknown[0]!r}; use {' or '.join(RERANK_KNOBS)}")
+    diversity, penalty = float(knobs.get(RERANK_KNOBS[0], 0.0)), float(knobs.get(RERANK_KNOBS[1], 0.0))
+    if not 0 <= diversity <= 1:
+        raise TfrecError(f"diversity must be between 0 and 1, got {diversity:g}")
+    if penalty < 0:
+        raise TfrecError(f"popularity_penalty must be at least 0, got {penalty:g}")
+    vectors = reranking.similarity_vectors(model)
+    interactions = np.bincount(dataset.split(schema.TRAIN)[schema.ITEM_INDEX].to_numpy(np.int64),
+                               minlength=len(dataset.item_vocab))
+    return lambda scores, histories, length: reranking.rerank_numpy(scores, vectors, interactions, histories,
+                                                                    length, diversity, penalty)
 
 
 def beyond_accuracy_report(dataset: PreparedDataset, lists: np.ndarray, embeddings: np.ndarray | None) -> dict:

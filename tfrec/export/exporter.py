@@ -224,8 +224,11 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         item_vocab = os.path.join(vocab_dir, schema.ITEM_VOCAB_FILE)
         user_vocab = os.path.join(vocab_dir, schema.USER_VOCAB_FILE)
     requests = validation_rows(dataset, task, config["run_config"], WARMUP_ROWS)
+    # the re-rankers' popularity levels: interactions of the leave-one-out training part
+    interactions = np.bincount(dataset.split(schema.TRAIN)[schema.ITEM_INDEX].to_numpy(np.int64),
+                               minlength=len(dataset.item_vocab))
     if task in SEQUENCE_TASKS:
-        module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k)
+        module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions)
         signatures = module.signatures()
         inputs = ["history", "user_id"] if module.uses_user else ["history"]
         warm = [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"])]
@@ -242,7 +245,7 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         expected = {default_name: _expected_ranking(model, ranking.preprocessor, requests)}
         module = ranking
         if task == contract.MULTITASK:
-            retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k)
+            retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions)
             module.retrieval_module = retrieval
             for key, fn in retrieval.signatures().items():
                 signatures[key] = fn

@@ -8,8 +8,14 @@ Signature contracts (every client may rely on the names, dtypes and shapes):
   dropped), plus ``user_id`` ``DT_STRING [-1]`` for models with user features (default
   ``""``: an unknown user, features zero) -> ``item_ids`` ``DT_STRING [-1, K]`` and
   ``scores`` ``DT_FLOAT [-1, K]``, best first, the history's items excluded.
+  ``rerank``: the same inputs plus ``diversity`` and ``popularity_penalty`` ``DT_FLOAT [-1]`` (one
+  value per row, or one for all rows; signature defaults ``[0.0]``, so a gRPC request may leave them
+  out and get serving_default's answer; REST requests name every input, as TF Serving's REST API
+  requires) -> the same outputs, re-ranked (:mod:`tfrec.models.reranking`: MMR and popularity
+  calibration); ``scores`` stay the model's scores of the chosen items.
   ``serving_tf_example``: ``examples`` ``DT_STRING [-1]`` (serialized ``tf.Example`` with a
-  bytes feature ``history``, and ``user_id`` when used) -> the same outputs.
+  bytes feature ``history``, and ``user_id`` when used, and float features ``diversity`` and
+  ``popularity_penalty`` when wanted) -> the same outputs.
   ``item_embeddings``: ``item_ids`` ``DT_STRING [-1]`` -> ``embeddings`` ``DT_FLOAT [-1, D]``
   (unknown ids get the out-of-vocabulary row), for an external vector index: a query
   scores ``candidate . query`` where the retrieval query is the same model's.
@@ -31,13 +37,16 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.contract import (EMBEDDINGS, EXAMPLES, HISTORY, ITEM_EMBEDDINGS, ITEM_ID, ITEM_IDS,  # noqa: E402,F401
                             ITEM_INDEX, ITEM_INDICES, RANK, REGRESS, REGRESS_INPUTS, REGRESS_METHOD, REGRESS_OUTPUTS,
-                            SCORE, SCORES, SERVING_DEFAULT, SERVING_TF_EXAMPLE, TIMESTAMP, USER_ID, USER_INDEX)
+                            RERANK, SCORE, SCORES, SERVING_DEFAULT, SERVING_TF_EXAMPLE, TIMESTAMP, USER_ID, USER_INDEX)
 from tfrec.data import schema  # noqa: E402
 from tfrec.data.preprocessor import SequencePreprocessor, pack_histories, time_features  # noqa: E402
+from tfrec.models import reranking  # noqa: E402
+from tfrec.contract import DIVERSITY, POPULARITY_PENALTY, RERANK_KNOBS  # noqa: E402
 
 
 class _Base(tf.Module):
@@ -66,21 +75,27 @@ class _Base(tf.Module):
     def _users(self, user_id):
         return self.preprocessor.users(user_id)
 
-    def _top_k(self, scores, ids, known):
-        """Best K of ``[B, V]`` scores, reserved ids and the history's items excluded."""
+    def _top_k(self, scores, ids, known, diversity=None, popularity_penalty=None):
+        """Best K of ``[B, V]`` scores, reserved ids and the history's items excluded; re-ranked
+        (:mod:`tfrec.models.reranking`) where a row's knobs are not 0."""
         where = tf.where(known)
         pairs = tf.stack([where[:, 0], tf.cast(tf.gather_nd(ids, where), tf.int64)], axis=1)
         scores = tf.tensor_scatter_nd_update(scores, pairs, tf.fill(tf.shape(pairs)[:1], float("-inf")))
         reserved = tf.fill(tf.stack([tf.shape(scores)[0], schema.NUM_ITEM_RESERVED]), float("-inf"))
         scores = tf.concat([reserved, scores[:, schema.NUM_ITEM_RESERVED:]], axis=1)
-        best, index = tf.math.top_k(scores, k=self.k)
+        if diversity is None:
+            best, index = tf.math.top_k(scores, k=self.k)
+        else:
+            index, best = reranking.rerank(scores, self.item_vectors, self.popularity, self.average_level, ids, known,
+                                           self.k, diversity, popularity_penalty)
         return {ITEM_IDS: self.preprocessor.tokens(index), SCORES: best}
 
 
 class SequenceServing(_Base):
     """History (and user) -> top-K items, for next-item, pretrained and retrieval models."""
 
-    def __init__(self, model, item_vocab: str, user_vocab: str | None, max_len: int, k: int = 100):
+    def __init__(self, model, item_vocab: str, user_vocab: str | None, max_len: int, k: int = 100,
+                 interactions=None):
         self.retrieval = hasattr(model, "query_tower")
         uses_user = self.retrieval and model.query_tower.uses_user
         super().__init__(model, item_vocab, user_vocab if uses_user else None, max_len, k)
@@ -95,6 +110,13 @@ class SequenceServing(_Base):
             self.candidates = tf.Variable(model.head.item_matrix(), trainable=False,
                                           name="item_embeddings")
             self.bias = tf.Variable(model.head.output_bias, trainable=False, name="item_bias")
+        # what the re-rankers read: the vectors MMR compares items by, and each item's popularity level
+        self.item_vectors = (self.candidates if self.retrieval or self.serves_embeddings else
+                             tf.Variable(reranking.similarity_vectors(model), trainable=False, name="item_vectors"))
+        counts = np.zeros(self.vocabulary_size) if interactions is None else np.asarray(interactions)
+        levels, average = reranking.popularity_levels(counts)
+        self.popularity = tf.Variable(levels, trainable=False, name="item_popularity")
+        self.average_level = tf.Variable(average, dtype=tf.float32, trainable=False, name="average_popularity")
 
     def scores(self, packed, users=None):
         """``[B, V]`` scores of every item id for packed histories."""
@@ -111,10 +133,10 @@ class SequenceServing(_Base):
             return tf.matmul(hidden, self.candidates, transpose_b=True) + self.bias
         return self.model.logits(packed)
 
-    def recommend(self, history, user_id=None):
+    def recommend(self, history, user_id=None, diversity=None, popularity_penalty=None):
         packed, ids, known = self._history(history)
         users = self._users(user_id) if self.uses_user else None
-        return self._top_k(self.scores(packed, users), ids, known)
+        return self._top_k(self.scores(packed, users), ids, known, diversity, popularity_penalty)
 
     def embeddings(self, item_ids):
         index = self.preprocessor.items(item_ids)
@@ -126,22 +148,40 @@ class SequenceServing(_Base):
 
     def signatures(self) -> dict:
         history_spec = tf.TensorSpec([None, None], tf.string, name=HISTORY)
+        knobs = [tf.TensorSpec([None], tf.float32, name=DIVERSITY), tf.TensorSpec([None], tf.float32,
+                                                                                 name=POPULARITY_PENALTY)]
         if self.uses_user:
             default = tf.function(lambda history, user_id: self.recommend(history, user_id)).get_concrete_function(
                 history_spec, tf.TensorSpec([None], tf.string, name=USER_ID))
         else:
             default = tf.function(lambda history: self.recommend(history)).get_concrete_function(history_spec)
+        # The re-ranking signature: serving_default's inputs plus the knobs, which have signature defaults
+        # (0: the model's own top-K), so a gRPC request may leave them out; TF Serving's REST API names
+        # every input of a signature, so serving_default keeps its inputs and REST clients stay unchanged.
+        off = tf.constant([0.0])
+        if self.uses_user:
+            def with_user(history, user_id, diversity=off, popularity_penalty=off):
+                return self.recommend(history, user_id, diversity, popularity_penalty)
+
+            rerank = tf.function(with_user, input_signature=[
+                history_spec, tf.TensorSpec([None], tf.string, name=USER_ID), *knobs])
+        else:
+            def without_user(history, diversity=off, popularity_penalty=off):
+                return self.recommend(history, None, diversity, popularity_penalty)
+
+            rerank = tf.function(without_user, input_signature=[history_spec, *knobs])
 
         def from_examples(examples):
-            spec = {HISTORY: tf.io.VarLenFeature(tf.string)}
+            spec = {HISTORY: tf.io.VarLenFeature(tf.string),
+                    **{name: tf.io.FixedLenFeature([], tf.float32, default_value=0.0) for name in RERANK_KNOBS}}
             if self.uses_user:
                 spec[USER_ID] = tf.io.FixedLenFeature([], tf.string, default_value="")
             parsed = tf.io.parse_example(examples, spec)
             history = tf.sparse.to_dense(parsed[HISTORY], default_value="")
-            return self.recommend(history, parsed.get(USER_ID))
+            return self.recommend(history, parsed.get(USER_ID), parsed[DIVERSITY], parsed[POPULARITY_PENALTY])
 
         examples = tf.function(from_examples).get_concrete_function(tf.TensorSpec([None], tf.string, name=EXAMPLES))
-        out = {SERVING_DEFAULT: default, SERVING_TF_EXAMPLE: examples}
+        out = {SERVING_DEFAULT: default, SERVING_TF_EXAMPLE: examples, RERANK: rerank}
         if self.serves_embeddings:
             out[ITEM_EMBEDDINGS] = tf.function(lambda item_ids: self.embeddings(item_ids)).get_concrete_function(
                 tf.TensorSpec([None], tf.string, name=ITEM_IDS))

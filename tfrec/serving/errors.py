@@ -26,4 +26,8 @@ class ServingError(Exception):
 def first_line(error: BaseException) -> str:
     """The first line of an error's message (TensorFlow's run on for pages), or its type's name."""
     text = (getattr(error, "message", None) or str(error)).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:  # a failed tf.debugging assertion: its message, not "Graph execution error:"
+        if line.startswith("assertion failed: [") and "]" in line:
+            return line[len("assertion failed: ["):line.index("]")]
+    return lines[0] if lines else type(error).__name__

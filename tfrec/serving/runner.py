@@ -55,6 +55,25 @@ def _described(value) -> tuple[int, list]:
     return tensors.dtype_enum(value), list(value.shape)
 
 
+def with_defaults(signature_def, inputs: dict) -> dict:
+    """`inputs` plus the signature's default for each input the request left out, as TensorFlow Serving
+    runs a signature whose SignatureDef has ``defaults``: an input with a default may be omitted.  A
+    default of one row given to a signature whose first dimension is free is repeated to the request's
+    rows, which is what the graph's broadcasting computes anyway and what lets the batcher merge it."""
+    missing = [key for key in signature_def.defaults if key not in inputs and key in signature_def.inputs]
+    if not missing:
+        return inputs
+    rows = {int(np.shape(v)[0]) for v in inputs.values() if np.ndim(v)}
+    out = dict(inputs)
+    for key in missing:
+        value = tf.make_ndarray(signature_def.defaults[key])
+        dims = signature_def.inputs[key].tensor_shape.dim
+        if len(rows) == 1 and value.ndim and value.shape[0] == 1 and dims and dims[0].size < 0:
+            value = np.repeat(value, next(iter(rows)), axis=0)
+        out[key] = value
+    return out
+
+
 def check_inputs(signature_def, name: str, inputs: dict, limits: tensors.Limits) -> None:
     expected = signature_def.inputs
     missing = sorted(set(expected) - set(inputs))
@@ -113,6 +132,7 @@ class Runner:
     def run(self, version: Version, name: str, inputs: dict, output_filter=(), deadline: float | None = None) -> dict:
         """Calls signature `name` of `version` with numpy inputs before `deadline` (``time.monotonic()``)."""
         signature = self.signature_def(version, name)
+        inputs = with_defaults(signature, inputs)
         check_inputs(signature, name, inputs, self.limits)
         unknown = sorted(set(output_filter) - set(signature.outputs))
         if unknown:
