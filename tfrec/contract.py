@@ -80,6 +80,11 @@ RERANK = "rerank"
 DIVERSITY = "diversity"
 POPULARITY_PENALTY = "popularity_penalty"
 RERANK_KNOBS = (DIVERSITY, POPULARITY_PENALTY)
+# The sequence models' explain signature and its outputs beside item_ids and scores
+EXPLAIN = "explain"
+BECAUSE_ITEM_IDS = "because_item_ids"  # [-1, E, M] the history items whose removal lowers each score most
+BECAUSE_WEIGHTS = "because_weights"  # [-1, E, M] that score drop
+SHARED_ATTRIBUTES = "shared_attributes"  # [-1, E, F] "column=value" attributes shared with the history
 SCORE = "score"
 EMBEDDINGS = "embeddings"
 REGRESS_INPUTS = "inputs"

@@ -166,7 +166,7 @@ def test_ensemble_combines_evaluates_and_exports(trained, tmp_path):
     version = os.path.join(serving, "ens", "1")
     got = probe(version, {"serving_default": {"history": [["i3", "i7", "i9"]]}})
     assert got["modules"] == []
-    assert set(got["signatures"]) == {"serving_default", "serving_tf_example", "rerank"}  # no item_embeddings
+    assert set(got["signatures"]) == {"serving_default", "serving_tf_example", "rerank", "explain"}  # no embeddings
     # the served top 5 is the weighted mean of the members' log-softmax scores (members: a next-item
     # model, a pretrained one and a causal next-item one, which scores from its mask slot's state)
     ds = PreparedDataset(data)
@@ -208,14 +208,52 @@ def test_retrieval_and_ranking_exports(trained, tmp_path):
     assert ranking["signatures"]["regress"]["inputs"] == {"inputs": ["string", [None]]}
     scores = ranking["answers"]["serving_default"]["score"]
     assert len(scores) == 2 and all(1.0 - 3 < s < 5.0 + 3 for s in scores)  # a rating, unknown user included
-    assert set(both["signatures"]) == {"serving_default", "serving_tf_example", "item_embeddings", "rerank", "rank",
-                                       "regress"}
+    assert set(both["signatures"]) == {"serving_default", "serving_tf_example", "item_embeddings", "rerank", "explain",
+                                       "rank", "regress"}
     assert len(both["answers"]["rank"]["score"]) == 2 and "i1" not in both["answers"]["serving_default"]["item_ids"][0]
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString(open(os.path.join(root, "ranking", "1", "saved_model.pb"), "rb").read())
     assert proto.meta_graphs[0].signature_def["regress"].method_name == "tensorflow/serving/regress"
+
+
+def test_explain_names_the_history_items_whose_removal_lowers_each_score(trained, seq_export):
+    import numpy as np
+    import tensorflow as tf
+
+    from tfrec.data.dataset import PreparedDataset
+
+    m = tf.saved_model.load(seq_export)
+    explain, default = m.signatures["explain"], m.signatures["serving_default"]
+    history = ["i3", "i7", "i9", "i12"]
+    out = {k: v.numpy() for k, v in explain(history=tf.constant([history, [""] * 3 + ["i5"], [""] * 4])).items()}
+    assert out["item_ids"].shape == (3, 10) and out["because_item_ids"].shape == (3, 10, 3)
+    plain = default(history=tf.constant([history]))
+    assert out["item_ids"][0].tolist() == plain["item_ids"][0].numpy()[:10].tolist()  # the same top 10
+    # occlusion by hand: the score of the first recommendation without each history item in turn
+    top, score = out["item_ids"][0, 0], out["scores"][0, 0]
+    drops = {}
+    for j, item in enumerate(history):
+        variant = default(history=tf.constant([history[:j] + history[j + 1:]]))
+        ids = variant["item_ids"][0].numpy().tolist()
+        drops[item.encode()] = score - variant["scores"][0].numpy()[ids.index(top)]
+    expected = sorted(drops, key=drops.get, reverse=True)[:3]
+    assert out["because_item_ids"][0, 0].tolist() == expected
+    np.testing.assert_allclose(out["because_weights"][0, 0], [drops[i] for i in expected], rtol=1e-4, atol=1e-5)
+    # one known item: it is the only reason; an empty history has none
+    assert out["because_item_ids"][1, :, 0].tolist() == [b"i5"] * 10 and not out["because_item_ids"][1, :, 1:].any()
+    assert not out["because_item_ids"][2].any() and not out["because_weights"][2].any()
+    # shared attributes: the recommended item's own, and present in some history item
+    ds = PreparedDataset(trained[0])
+    items = ds.items.set_index("item_id")
+    def attrs(item):
+        row = items.loc[item]
+        return {f"category={row['category']}"} | {f"tags={t}" for t in row["tags"]}
+    had = set().union(*(attrs(i) for i in history))
+    for rec, shared in zip(out["item_ids"][0], out["shared_attributes"][0]):
+        named = {a.decode() for a in shared if a}
+        assert named == attrs(rec.decode()) & had
 
 
 def test_warmup_file_parses_and_the_check_catches_a_wrong_answer(seq_export, tmp_path):

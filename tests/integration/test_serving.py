@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, run_cli, run_cli_batch
+from tests.integration.test_cli import assert_clean_error
 
 pytestmark = pytest.mark.e2e
 
@@ -239,8 +240,18 @@ def test_query_prints_recommendations_and_sigterm_drains_then_exits(server):
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:3] == ["rank", "item", "score"] and len(lines) == 2 + 3  # header, rule, 3 rows
-    r = run_cli("query", "--server", server["grpc"], "--model", "missing", "--history", "i1")
-    assert r.returncode == 2 and "NOT_FOUND" in r.stderr
+    explained, diverse, missing, both = run_cli_batch(
+        ("query", "--server", server["grpc"], "--model", "seq", "--history", "i1,i2", "-k", "3", "--explain",
+         "--data", server["data"]),
+        ("query", "--server", server["grpc"], "--model", "seq", "--history", "i1,i2", "-k", "3", "--diversity", "0.5"),
+        ("query", "--server", server["grpc"], "--model", "missing", "--history", "i1"),
+        ("query", "--server", server["grpc"], "--model", "seq", "--history", "i1", "--explain", "--diversity", "1"))
+    assert explained.returncode == 0, explained.stderr[-2000:]
+    rows = [ln for ln in explained.stdout.splitlines() if ln.strip()][2:]
+    assert len(rows) == 3 and all("because you liked Item 1" in ln or "because you liked Item 2" in ln for ln in rows)
+    assert diverse.returncode == 0 and len([ln for ln in diverse.stdout.splitlines() if ln.strip()]) == 5
+    assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+    assert_clean_error(both, "leave out --diversity")
     proc = server["proc"]
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)

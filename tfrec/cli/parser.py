@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("-k", type=int, default=10, help="items to show (default 10)")
     qu.add_argument("--data", help="prepared dataset folder, to show item titles")
     qu.add_argument("--timeout", type=float, default=5.0, help="deadline of the call in seconds (default 5)")
+    qu.add_argument("--explain", action="store_true",
+                    help="say why: the history items each recommendation depends on most (the explain signature)")
+    qu.add_argument("--diversity", type=float, help="re-rank for diversity, 0..1 (the rerank signature: MMR)")
+    qu.add_argument("--popularity-penalty", type=float,
+                    help="re-rank towards the history's popularity level, >= 0 (the rerank signature)")
     qu.set_defaults(func=cmd_query)
     ev = sub.add_parser("evaluate", help="leave-one-out full-ranking evaluation of a model or a baseline")
     ev.add_argument("--model", help="run folder or saved model folder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from tfrec import contract
 from tfrec.errors import TfrecError
 from tfrec.cli.common import format_table
 
@@ -130,10 +131,18 @@ def cmd_query(args) -> int:
     from tfrec.serving.client import Client, ServingClientError
 
     history = [h for h in (args.history or "").split(",") if h]
+    rerank = {k: v for k, v in ((contract.DIVERSITY, args.diversity),
+                                (contract.POPULARITY_PENALTY, args.popularity_penalty)) if v is not None}
+    if args.explain and rerank:
+        raise TfrecError("--explain explains the model's own top 10; leave out --diversity and --popularity-penalty")
     client = Client(args.server, timeout=args.timeout)
+    users = [args.user] if args.user is not None else None
     try:
-        rows = client.recommend(args.model, [history], k=args.k,
-                                user_ids=[args.user] if args.user is not None else None)[0]
+        if args.explain:
+            explained = client.explain(args.model, [history], user_ids=users)[0][:args.k]
+            rows = [(e["item_id"], e["score"]) for e in explained]
+        else:
+            rows = client.recommend(args.model, [history], k=args.k, user_ids=users, rerank=rerank or None)[0]
     except ServingClientError as e:
         raise TfrecError(f"the server at {args.server} answered {e.code}: {e.message}") from None
     finally:
@@ -147,5 +156,13 @@ def cmd_query(args) -> int:
             titles = dict(zip(items["item_id"].astype(str), items["title"].astype(str)))
     table = [(str(rank), item, f"{score:.4f}") + ((titles.get(item, ""),) if titles else ())
              for rank, (item, score) in enumerate(rows, 1)]
+    if args.explain:
+        def why(e):
+            liked = [titles.get(i, i) for i, _ in e["because"]]
+            text = ("because you liked " + "; ".join(liked)) if liked else "popular with everyone (no history to go on)"
+            return text + (f" (shares {', '.join(e['shared_attributes'])})" if e["shared_attributes"] else "")
+        table = [row + (why(e),) for row, e in zip(table, explained)]
+        print(format_table(table, ("rank", "item", "score") + (("title",) if titles else ()) + ("why",)))
+        return 0
     print(format_table(table, ("rank", "item", "score") + (("title",) if titles else ())))
     return 0

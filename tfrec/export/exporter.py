@@ -86,6 +86,19 @@ def padded(histories: list[list[str]]) -> np.ndarray:
     return np.array([[""] * (width - len(h)) + list(h) for h in histories], dtype=object)
 
 
+def attribute_names(dataset) -> tuple[np.ndarray, list[str]]:
+    """Each item's categorical and list attribute ids (:meth:`PreparedDataset.item_feature_table`) and
+    the ``"column=value"`` name of every id (0: ""), for the explain signature."""
+    table, _, columns = dataset.item_feature_table()
+    names = [""]
+    for column in columns:
+        vocab = dataset.feature_vocab("item", column)
+        names += [f"{column}={vocab.token(i)}" for i in range(schema.NUM_FEATURE_RESERVED, len(vocab))]
+    if not columns:
+        table = np.zeros((len(dataset.item_vocab), 1), np.int32)
+    return table, names
+
+
 def _expected_sequence(model, task: str, pre, requests: dict, k: int) -> dict:
     """Top-K of the in-memory Keras model on the features `pre` (the export's SequencePreprocessor, run
     eagerly) gives, computed without the serving graph."""
@@ -227,8 +240,9 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
     # the re-rankers' popularity levels: interactions of the leave-one-out training part
     interactions = np.bincount(dataset.split(schema.TRAIN)[schema.ITEM_INDEX].to_numpy(np.int64),
                                minlength=len(dataset.item_vocab))
+    attributes = attribute_names(dataset)
     if task in SEQUENCE_TASKS:
-        module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions)
+        module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes)
         signatures = module.signatures()
         inputs = ["history", "user_id"] if module.uses_user else ["history"]
         warm = [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"])]
@@ -245,7 +259,7 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         expected = {default_name: _expected_ranking(model, ranking.preprocessor, requests)}
         module = ranking
         if task == contract.MULTITASK:
-            retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions)
+            retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes)
             module.retrieval_module = retrieval
             for key, fn in retrieval.signatures().items():
                 signatures[key] = fn

@@ -40,13 +40,17 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfrec.contract import (EMBEDDINGS, EXAMPLES, HISTORY, ITEM_EMBEDDINGS, ITEM_ID, ITEM_IDS,  # noqa: E402,F401
-                            ITEM_INDEX, ITEM_INDICES, RANK, REGRESS, REGRESS_INPUTS, REGRESS_METHOD, REGRESS_OUTPUTS,
-                            RERANK, SCORE, SCORES, SERVING_DEFAULT, SERVING_TF_EXAMPLE, TIMESTAMP, USER_ID, USER_INDEX)
+from tfrec.contract import (BECAUSE_ITEM_IDS, BECAUSE_WEIGHTS, DIVERSITY, EMBEDDINGS, EXAMPLES,  # noqa: E402,F401
+                            EXPLAIN, HISTORY, ITEM_EMBEDDINGS, ITEM_ID, ITEM_IDS, ITEM_INDEX, ITEM_INDICES,
+                            POPULARITY_PENALTY, RANK, REGRESS, REGRESS_INPUTS, REGRESS_METHOD, REGRESS_OUTPUTS,
+                            RERANK, RERANK_KNOBS, SCORE, SCORES, SERVING_DEFAULT, SERVING_TF_EXAMPLE,
+                            SHARED_ATTRIBUTES, TIMESTAMP, USER_ID, USER_INDEX)
 from tfrec.data import schema  # noqa: E402
 from tfrec.data.preprocessor import SequencePreprocessor, pack_histories, time_features  # noqa: E402
 from tfrec.models import reranking  # noqa: E402
-from tfrec.contract import DIVERSITY, POPULARITY_PENALTY, RERANK_KNOBS  # noqa: E402
+
+EXPLAINED = 10  # the recommendations the explain signature explains (at most K)
+BECAUSE = 3  # the history items it names for each
 
 
 class _Base(tf.Module):
@@ -75,14 +79,19 @@ class _Base(tf.Module):
     def _users(self, user_id):
         return self.preprocessor.users(user_id)
 
-    def _top_k(self, scores, ids, known, diversity=None, popularity_penalty=None):
-        """Best K of ``[B, V]`` scores, reserved ids and the history's items excluded; re-ranked
-        (:mod:`tfrec.models.reranking`) where a row's knobs are not 0."""
+    def _masked(self, scores, ids, known):
+        """``[B, V]`` scores with reserved ids and the history's items (all of it, not only the packed
+        part) at -inf."""
         where = tf.where(known)
         pairs = tf.stack([where[:, 0], tf.cast(tf.gather_nd(ids, where), tf.int64)], axis=1)
         scores = tf.tensor_scatter_nd_update(scores, pairs, tf.fill(tf.shape(pairs)[:1], float("-inf")))
         reserved = tf.fill(tf.stack([tf.shape(scores)[0], schema.NUM_ITEM_RESERVED]), float("-inf"))
-        scores = tf.concat([reserved, scores[:, schema.NUM_ITEM_RESERVED:]], axis=1)
+        return tf.concat([reserved, scores[:, schema.NUM_ITEM_RESERVED:]], axis=1)
+
+    def _top_k(self, scores, ids, known, diversity=None, popularity_penalty=None):
+        """Best K of ``[B, V]`` scores, reserved ids and the history's items excluded; re-ranked
+        (:mod:`tfrec.models.reranking`) where a row's knobs are not 0."""
+        scores = self._masked(scores, ids, known)
         if diversity is None:
             best, index = tf.math.top_k(scores, k=self.k)
         else:
@@ -95,7 +104,7 @@ class SequenceServing(_Base):
     """History (and user) -> top-K items, for next-item, pretrained and retrieval models."""
 
     def __init__(self, model, item_vocab: str, user_vocab: str | None, max_len: int, k: int = 100,
-                 interactions=None):
+                 interactions=None, attributes=None):
         self.retrieval = hasattr(model, "query_tower")
         uses_user = self.retrieval and model.query_tower.uses_user
         super().__init__(model, item_vocab, user_vocab if uses_user else None, max_len, k)
@@ -117,6 +126,11 @@ class SequenceServing(_Base):
         levels, average = reranking.popularity_levels(counts)
         self.popularity = tf.Variable(levels, trainable=False, name="item_popularity")
         self.average_level = tf.Variable(average, dtype=tf.float32, trainable=False, name="average_popularity")
+        # what the explain signature reads: each item's attribute ids and their "column=value" names
+        table, names = attributes if attributes is not None else (np.zeros((self.vocabulary_size, 1), np.int32), [""])
+        self.attribute_table = tf.constant(np.asarray(table, np.int32))
+        self.attribute_names = tf.constant(list(names), tf.string)
+        self.explained = int(min(EXPLAINED, self.k))
 
     def scores(self, packed, users=None):
         """``[B, V]`` scores of every item id for packed histories."""
@@ -133,10 +147,56 @@ class SequenceServing(_Base):
             return tf.matmul(hidden, self.candidates, transpose_b=True) + self.bias
         return self.model.logits(packed)
 
+    def item_scores(self, packed, users, items):
+        """``[N, E]`` scores of ``[N, E]`` item ids for packed histories: only those items are scored where
+        the model is a dot product (what makes occlusion's many variants affordable)."""
+        if self.retrieval:
+            features = {ITEM_INDICES: packed}
+            if self.uses_user:
+                features[USER_INDEX] = users
+            query = self.model.query_tower(features, training=False)
+            return tf.einsum("nd,ned->ne", query, tf.gather(self.candidates, items))
+        if self.serves_embeddings:
+            hidden = self.model._last_position_hidden(packed)
+            return tf.einsum("nd,ned->ne", hidden, tf.gather(self.candidates, items)) + tf.gather(self.bias, items)
+        return tf.gather(self.model.logits(packed), items, batch_dims=1)
+
     def recommend(self, history, user_id=None, diversity=None, popularity_penalty=None):
         packed, ids, known = self._history(history)
         users = self._users(user_id) if self.uses_user else None
         return self._top_k(self.scores(packed, users), ids, known, diversity, popularity_penalty)
+
+    def explain(self, history, user_id=None):
+        """The top :data:`EXPLAINED` items, each with the :data:`BECAUSE` history items whose removal lowers
+        its score most (occlusion: every history item left out in turn, all variants scored in one batch)
+        and the attributes it shares with the history."""
+        packed, ids, known = self._history(history)
+        users = self._users(user_id) if self.uses_user else None
+        full = self.scores(packed, users)
+        best, rec = tf.math.top_k(self._masked(full, ids, known), k=self.explained)  # [B, E]
+        rows, width = tf.shape(packed)[0], tf.shape(packed)[1] - 1  # W history slots, then the mask slot
+        # variant p: the packed row without slot p (older slots move right, a pad enters on the left)
+        slot, place = tf.range(width)[:, tf.newaxis], tf.range(width + 1)[tf.newaxis, :]
+        source = tf.where(place <= slot, place - 1, place) + 1  # [W, W + 1] into the row with a pad in front
+        variants = tf.gather(tf.pad(packed, [[0, 0], [1, 0]]), source, axis=1)  # [B, W, W + 1]
+        flat = tf.reshape(variants, tf.stack([rows * width, width + 1]))
+        flat_users = None if users is None else tf.repeat(users, width)
+        scored = self.item_scores(flat, flat_users, tf.repeat(rec, width, axis=0))  # [B * W, E]
+        drop = best[:, tf.newaxis, :] - tf.reshape(scored, tf.stack([rows, width, -1]))  # [B, W, E]
+        present = packed[:, :width] > 0
+        drop = tf.where(present[:, tf.newaxis, :], tf.transpose(drop, [0, 2, 1]), float("-inf"))  # [B, E, W]
+        drop = tf.pad(drop, [[0, 0], [0, 0], [0, BECAUSE]], constant_values=float("-inf"))
+        weight, at = tf.math.top_k(drop, k=BECAUSE)  # [B, E, M] slots of the history
+        item = tf.gather(tf.pad(packed[:, :width], [[0, 0], [0, BECAUSE]]), at, batch_dims=1)
+        real = tf.logical_and(tf.math.is_finite(weight), item > 0)
+        because = tf.where(real, self.preprocessor.tokens(item), "")
+        # attributes of each recommended item that some history item has too
+        mine = tf.gather(self.attribute_table, rec)  # [B, E, F]
+        theirs = tf.reshape(tf.gather(self.attribute_table, packed[:, :width]), tf.stack([rows, 1, 1, -1]))
+        shared = tf.logical_and(mine > 0, tf.reduce_any(mine[..., tf.newaxis] == theirs, axis=-1))
+        return {ITEM_IDS: self.preprocessor.tokens(rec), SCORES: best, BECAUSE_ITEM_IDS: because,
+                BECAUSE_WEIGHTS: tf.where(real, weight, 0.0),
+                SHARED_ATTRIBUTES: tf.where(shared, tf.gather(self.attribute_names, mine), "")}
 
     def embeddings(self, item_ids):
         index = self.preprocessor.items(item_ids)
@@ -181,7 +241,12 @@ class SequenceServing(_Base):
             return self.recommend(history, parsed.get(USER_ID), parsed[DIVERSITY], parsed[POPULARITY_PENALTY])
 
         examples = tf.function(from_examples).get_concrete_function(tf.TensorSpec([None], tf.string, name=EXAMPLES))
-        out = {SERVING_DEFAULT: default, SERVING_TF_EXAMPLE: examples, RERANK: rerank}
+        if self.uses_user:
+            explain = tf.function(lambda history, user_id: self.explain(history, user_id)).get_concrete_function(
+                history_spec, tf.TensorSpec([None], tf.string, name=USER_ID))
+        else:
+            explain = tf.function(lambda history: self.explain(history)).get_concrete_function(history_spec)
+        out = {SERVING_DEFAULT: default, SERVING_TF_EXAMPLE: examples, RERANK: rerank, EXPLAIN: explain}
         if self.serves_embeddings:
             out[ITEM_EMBEDDINGS] = tf.function(lambda item_ids: self.embeddings(item_ids)).get_concrete_function(
                 tf.TensorSpec([None], tf.string, name=ITEM_IDS))

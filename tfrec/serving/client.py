@@ -74,15 +74,34 @@ class Client:
         return {k: tensors.to_array(v) for k, v in response.outputs.items()}
 
     def recommend(self, model: str, histories, k: int | None = None, user_ids=None,
-                  signature: str = contract.SERVING_DEFAULT) -> list[list[tuple[str, float]]]:
-        """Top items for each history (item ids, oldest first): a list of (item id, score), best first."""
+                  signature: str = contract.SERVING_DEFAULT, rerank: dict | None = None) -> list[list[tuple[str, float]]]:
+        """Top items for each history (item ids, oldest first): a list of (item id, score), best first;
+        with `rerank` (``{"diversity": λ, "popularity_penalty": p}``) the ``rerank`` signature's list."""
         inputs = {contract.HISTORY: _padded(histories)}
         if user_ids is not None:
             inputs[contract.USER_ID] = np.array([str(u) for u in user_ids], dtype=object)
+        if rerank:
+            signature = contract.RERANK
+            for key, value in rerank.items():
+                inputs[key] = np.full(len(histories), value, np.float32)
         out = self.predict(model, inputs, signature)
         ids, scores = out[contract.ITEM_IDS], out[contract.SCORES]
         k = ids.shape[1] if k is None else k
         return [[(i.decode(), float(s)) for i, s in zip(row_i[:k], row_s[:k])] for row_i, row_s in zip(ids, scores)]
+
+    def explain(self, model: str, histories, user_ids=None) -> list[list[dict]]:
+        """The explain signature's answer per history: for each recommended item, ``{"item_id", "score",
+        "because": [(history item id, score drop when it is left out)], "shared_attributes": [...]}``."""
+        inputs = {contract.HISTORY: _padded(histories)}
+        if user_ids is not None:
+            inputs[contract.USER_ID] = np.array([str(u) for u in user_ids], dtype=object)
+        out = self.predict(model, inputs, contract.EXPLAIN)
+        return [[{"item_id": item.decode(), "score": float(score),
+                  "because": [(b.decode(), float(w)) for b, w in zip(because, weights) if b],
+                  "shared_attributes": [a.decode() for a in shared if a]}
+                 for item, score, because, weights, shared in zip(*row)]
+                for row in zip(out[contract.ITEM_IDS], out[contract.SCORES], out[contract.BECAUSE_ITEM_IDS],
+                               out[contract.BECAUSE_WEIGHTS], out[contract.SHARED_ATTRIBUTES])]
 
     def score(self, model: str, user_ids, item_ids, histories=None, timestamps=None,
               signature: str = contract.SERVING_DEFAULT) -> list[float]:
