@@ -32,7 +32,7 @@ DATASETS = {  # name: (prepare arguments, local folder, shipped next-item config
     "ml-100k": (["movielens-100k"], "ml-100k", "configs/ml-100k.yaml"),
 }
 DIVERSITY = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
-PENALTY = (0.0, 0.1, 0.25, 0.5, 1.0)
+PENALTY = (0.0, 0.25, 0.5, 1.0, 2.0)
 SHOWN = ("ndcg@10", "hr@10", "coverage@10", "gini@10", "diversity_embeddings", "diversity_attributes", "novelty",
          "tail_share")
 

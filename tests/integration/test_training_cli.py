@@ -72,6 +72,19 @@ def test_finetune_from_pretrained_and_from_scratch_then_evaluate(prepared, pretr
          "--set", "finetune.patience=1", *SMALL),
         ("evaluate", "--model", ft, "--data", prepared, "--split", "test", "--per-user"),
         ("evaluate", "--baseline", "popularity", "--data", prepared, "--out", str(tmp_path / "pop")))
+    new_user, by_group, negative = run_cli_batch(
+        ("evaluate", "--model", ft, "--data", prepared, "--history-length", "1", "--out", str(tmp_path / "one")),
+        ("evaluate", "--baseline", "popularity-by-group", "--data", prepared, "--history-length", "0",
+         "--out", str(tmp_path / "group")),
+        ("evaluate", "--model", ft, "--data", prepared, "--history-length", "-1"))
+    assert new_user.returncode == 0 and by_group.returncode == 0, new_user.stderr[-2000:] + by_group.stderr[-2000:]
+    one = json.load(open(str(tmp_path / "one") + ".json"))
+    assert one["history_length"] == 1 and "last 1 items" in one["protocol"]
+    assert one["fairness"]["activity"]["groups"]  # activity groups come from the whole histories
+    assert len(one["fairness"]["activity"]["groups"]) == 4
+    group = json.load(open(str(tmp_path / "group") + ".json"))
+    assert group["model"] == "popularity-by-group" and group["metrics"]["users"] == one["metrics"]["users"]
+    assert_clean_error(negative, "0 or more")
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.load(open(os.path.join(scratch, "run.json")))["summary"]
     assert summary["stopped_early"] and summary["epochs_run"] == 2 and summary["best_epoch"] == 1

@@ -135,3 +135,23 @@ def test_user_groups_from_activity_and_demographics():
     assert groups["gender"].tolist() == ["", "F", ""]  # user 4 has none, user 9 is not in the table
     assert groups["age band"].tolist() == ["", "under 18", ""]
     assert len(set(groups["activity"])) == 3
+
+
+def test_popularity_by_group_ranks_each_groups_own_favourites_first():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from tfrec.data.sequences import EvalSequences
+    from tfrec.evaluation.sequential import group_popularity
+
+    users = pd.DataFrame({"user_id": list("abcd"), "user_index": [2, 3, 4, 5], "gender": ["F", "F", "M", None]})
+    dataset = SimpleNamespace(users=users, user_features={"gender": {"kind": "categorical"}}, path="d")
+    # F users had item 3 most, M user item 4, and everyone together item 5
+    train_users = np.array([2, 3, 4, 5])
+    train = [np.array([3, 3, 5]), np.array([3, 5]), np.array([4, 4, 4, 4, 4]), np.array([5, 5, 5, 5, 5, 5])]
+    seqs = EvalSequences(np.array([2, 4, 5]), [np.array([], np.int64)] * 3, np.array([6, 6, 6]))
+    groups = {tuple(rows.tolist()): scorer for rows, scorer in group_popularity(dataset, train_users, train, seqs, 7)}
+    assert set(groups) == {(0,), (1,), (2,)}  # F, M, and the user of no known group
+    top = {rows: int(np.argmax(scorer([np.array([])])[0])) for rows, scorer in groups.items()}
+    assert top == {(0,): 3, (1,): 4, (2,): 5}  # the unknown user gets everyone's popularity

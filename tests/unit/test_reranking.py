@@ -50,8 +50,11 @@ def test_popularity_calibration_moves_items_towards_the_historys_level():
     niche = [np.array([6])]  # the history's level is 0
     # p = 1: item 3: 1 - 1 = 0, item 4: .5 - .150 = .350, item 5: 0 - 0 = 0 (tie with 3: the better-scored first)
     assert run(scores, vectors, interactions, niche, 3, 0.0, 1.0).tolist() == [[4, 3, 5]]
-    # a history of the blockbuster (level 1): item 3 is at its level and stays first
-    assert run(scores, vectors, interactions, [np.array([3])], 3, 0.0, 1.0)[0, 0] == 3
+    # a history of the blockbuster (level 1): nothing is above its level, nothing moves
+    assert run(scores, vectors, interactions, [np.array([3])], 3, 0.0, 1.0).tolist() == [[3, 4, 5]]
+    # a history at item 4's level (.150): only item 3 is above it, 1 - (1 - .150) = .150 drops below
+    # item 4's .5 and stays above item 5's 0, which is below the level and keeps it
+    assert run(scores, vectors, interactions, [np.array([4])], 3, 0.0, 1.0).tolist() == [[4, 3, 5]]
 
 
 def test_knobs_apply_per_row_and_scores_stay_the_models():

@@ -189,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     qu.set_defaults(func=cmd_query)
     ev = sub.add_parser("evaluate", help="leave-one-out full-ranking evaluation of a model or a baseline")
     ev.add_argument("--model", help="run folder or saved model folder")
-    ev.add_argument("--baseline", help="popularity: rank items by their training count")
+    ev.add_argument("--baseline", help="popularity: rank items by their training count; popularity-by-group: by "
+                                       "their count among users of the same gender and age band")
+    ev.add_argument("--history-length", type=int, metavar="N",
+                    help="cut each history to its last N items (0: none), to judge new users")
     ev.add_argument("--data", required=True, help="prepared dataset folder")
     ev.add_argument("--split", default="valid", choices=("valid", "test"), help="valid (default) or test")
     ev.add_argument("--per-user", action="store_true", help="also write each user's target and rank (CSV)")

@@ -95,7 +95,8 @@ def cmd_evaluate(args) -> int:
             if not sep:
                 raise TfrecError(f"--rerank takes KNOB=NUMBER, got {pair!r}")
     report, ranks, seqs = sequential.evaluate_saved(args.model, args.data, args.split, baseline=args.baseline,
-                                                   exclude_history=not args.include_history, rerank=rerank)
+                                                   exclude_history=not args.include_history, rerank=rerank,
+                                                   history_length=args.history_length)
     if args.out:
         out = args.out
     elif args.model:

@@ -19,7 +19,8 @@ from tfrec.errors import TfrecError
 from tfrec.evaluation import beyond_accuracy, ranking
 
 METRIC_ORDER = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr")
-BASELINES = ("popularity",)
+POPULARITY, GROUP_POPULARITY = "popularity", "popularity-by-group"
+BASELINES = (POPULARITY, GROUP_POPULARITY)
 LIST_K = 10  # the length of the lists the beyond-accuracy measures and fairness slices judge
 
 
@@ -56,22 +57,34 @@ def beyond_accuracy_markdown(report: dict) -> str:
 
 def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, baseline: str | None = None,
                    exclude_history: bool = True, batch_size: int = 1024,
-                   rerank: dict | None = None) -> tuple[dict, np.ndarray, inputs.EvalSequences]:
+                   rerank: dict | None = None, history_length: int | None = None,
+                   ) -> tuple[dict, np.ndarray, inputs.EvalSequences]:
     """Metrics, per-user ranks and the sequences of `split` for a saved model or a baseline; with
     `rerank` (``{"diversity": λ, "popularity_penalty": p}``) the model's lists re-ranked as its export's
-    ``rerank`` signature re-ranks them (:mod:`tfrec.models.reranking`)."""
+    ``rerank`` signature re-ranks them (:mod:`tfrec.models.reranking`); with `history_length` n each
+    user's history cut to its last n items (0: none), as a new user with n interactions would be seen.
+
+    Baselines: ``popularity`` (training counts), ``popularity-by-group`` (training counts among the users
+    of the same demographic group: gender and age band, where the dataset has them)."""
     if split not in (schema.VALID, schema.TEST):
         raise TfrecError(f"unknown split {split!r}; use valid or test")
     dataset = PreparedDataset(data_dir)
-    seqs = inputs.loo_sequences(dataset, split)
+    full = seqs = inputs.loo_sequences(dataset, split)
     if not len(seqs.targets):
         raise TfrecError(f"the {split} split of {data_dir} is empty")
+    if history_length is not None:
+        if history_length < 0:
+            raise TfrecError(f"a history length is a number of items, 0 or more; got {history_length}")
+        seqs = inputs.EvalSequences(seqs.user_indices, [h[len(h) - history_length:] if history_length else h[:0]
+                                                        for h in seqs.histories], seqs.targets)
     vocab = len(dataset.item_vocab)
     if baseline:
         if baseline not in BASELINES:
             raise TfrecError(f"unknown baseline {baseline!r}; known: {', '.join(BASELINES)}")
-        _, train = inputs.loo_sequences(dataset, schema.TRAIN)
+        train_users, train = inputs.loo_sequences(dataset, schema.TRAIN)
         scorer = ranking.popularity_scorer(train, vocab)
+        if baseline == GROUP_POPULARITY:
+            scorer = group_popularity(dataset, train_users, train, seqs, vocab)
         name = baseline
     else:
         from tfrec.models import persistence
@@ -98,12 +111,19 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
             raise TfrecError("--rerank re-ranks a model's lists by its item vectors; a baseline has none")
         reranker = model_reranker(loaded, dataset, rerank)
     start = time.perf_counter()
-    ranks, lists = ranking.ranked(scorer, seqs.histories, seqs.targets, exclude_history=exclude_history,
-                                  batch_size=batch_size, top_k=LIST_K, reranker=reranker)
+    if callable(scorer):
+        ranks, lists = ranking.ranked(scorer, seqs.histories, seqs.targets, exclude_history=exclude_history,
+                                      batch_size=batch_size, top_k=LIST_K, reranker=reranker)
+    else:  # one scorer per group of users
+        ranks, lists = np.zeros(len(seqs.targets), np.int64), np.zeros((len(seqs.targets), LIST_K), np.int64)
+        for rows, group_scorer in scorer:
+            ranks[rows], lists[rows] = ranking.ranked(group_scorer, [seqs.histories[i] for i in rows],
+                                                      seqs.targets[rows], exclude_history=exclude_history,
+                                                      batch_size=batch_size, top_k=LIST_K)
     metrics = dict(ranking.metrics_from_ranks(ranks), users=int(len(ranks)))
     embeddings = None if baseline else np.asarray(loaded.backbone.output_item_embeddings())
     beyond = beyond_accuracy_report(dataset, lists, embeddings)
-    fairness = beyond_accuracy.slice_metrics(ranks, user_groups(dataset, seqs), k=LIST_K)
+    fairness = beyond_accuracy.slice_metrics(ranks, user_groups(dataset, full), k=LIST_K)
     slices = None if baseline else label_slices(config, dataset, seqs, ranks)
     if split == schema.TEST:
         from tfrec.evaluation import test_reads
@@ -114,6 +134,9 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
               "metrics": metrics, "seconds": time.perf_counter() - start, "protocol":
               "leave-one-out, full ranking over every item" + (", history items excluded" if exclude_history else "")}
     report.update(beyond_accuracy=beyond, fairness=fairness)
+    if history_length is not None:
+        report["history_length"] = history_length
+        report["protocol"] += f"; each history cut to its last {history_length} items (new users)"
     if rerank:
         report["rerank"] = dict(rerank)
         report["protocol"] += (f"; re-ranked ({', '.join(f'{k} {v:g}' for k, v in rerank.items())}): HR and NDCG "
@@ -121,6 +144,30 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
     if slices:
         report["metrics_by_users"] = slices
     return report, ranks, seqs
+
+
+def demographic_labels(dataset: PreparedDataset, seqs: inputs.EvalSequences) -> np.ndarray:
+    """Each user's demographic group, "gender / age band" from the user table ("" where unknown)."""
+    groups = user_groups(dataset, seqs)
+    parts = [groups[name] for name in (schema.GENDER, "age band") if name in groups]
+    if not parts:
+        raise TfrecError(f"the dataset at {dataset.path} has no user gender or age: popularity-by-group needs them")
+    return np.array([" / ".join(p) if all(p) else "" for p in zip(*parts)], dtype=object)
+
+
+def group_popularity(dataset: PreparedDataset, train_users: np.ndarray, train, seqs: inputs.EvalSequences,
+                     vocab: int) -> list:
+    """``[(rows of seqs, scorer)]``: the training popularity among the users of each demographic group
+    (users of no known group: over everyone)."""
+    own = demographic_labels(dataset, seqs)
+    label_of = dict(zip(seqs.user_indices.tolist(), own.tolist()))
+    train_labels = np.array([label_of.get(int(u), "") for u in train_users], dtype=object)
+    out = []
+    for label in sorted(set(own.tolist())):
+        rows = np.flatnonzero(own == label)
+        members = [s for s, lab in zip(train, train_labels) if lab == label] if label else list(train)
+        out.append((rows, ranking.popularity_scorer(members or list(train), vocab)))
+    return out
 
 
 def model_reranker(model, dataset: PreparedDataset, knobs: dict) -> ranking.Reranker:

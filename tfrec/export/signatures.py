@@ -11,8 +11,8 @@ Signature contracts (every client may rely on the names, dtypes and shapes):
   ``rerank``: the same inputs plus ``diversity`` and ``popularity_penalty`` ``DT_FLOAT [-1]`` (one
   value per row, or one for all rows; signature defaults ``[0.0]``, so a gRPC request may leave them
   out and get serving_default's answer; REST requests name every input, as TF Serving's REST API
-  requires) -> the same outputs, re-ranked (:mod:`tfrec.models.reranking`: MMR and popularity
-  calibration); ``scores`` stay the model's scores of the chosen items.
+  requires) -> the same outputs, re-ranked (:mod:`tfrec.models.reranking`: MMR and a popularity
+  penalty calibrated to the user); ``scores`` stay the model's scores of the chosen items.
   ``serving_tf_example``: ``examples`` ``DT_STRING [-1]`` (serialized ``tf.Example`` with a
   bytes feature ``history``, and ``user_id`` when used, and float features ``diversity`` and
   ``popularity_penalty`` when wanted) -> the same outputs.

@@ -8,12 +8,12 @@ one value per request row (0 = off; both 0 = the model's own top-K, unchanged):
   ``pool`` items by score, items are chosen one at a time, each maximising
   ``(1 - λ) rel(i) - λ max_{j chosen} cos(v_i, v_j)``: ``rel`` the score min-max scaled to [0, 1] over the
   pool, ``v`` the item vectors the model scores with.  λ = 1 picks the items least like those chosen.
-- ``popularity_penalty`` (p >= 0): popularity calibration.  An item's popularity ``pop(i)`` is
-  ``log(1 + n_i) / log(1 + max n)`` (``n_i`` its training interactions); the history's level ``pop(u)`` is
-  the mean over its known items (an empty history: the mean over all interactions, an average user's).
-  The relevance becomes ``rel(i) - p |pop(i) - pop(u)|``: items far more popular than the user's taste
-  lose rank, and so do items far less popular, so a user of niche items is steered away from the
-  blockbusters a popularity-biased model pushes.
+- ``popularity_penalty`` (p >= 0): a popularity penalty calibrated to the user.  An item's popularity
+  ``pop(i)`` is ``log(1 + n_i) / log(1 + max n)`` (``n_i`` its training interactions); the history's level
+  ``pop(u)`` is the mean over its known items (an empty history: the mean over all interactions, an
+  average user's).  The relevance becomes ``rel(i) - p max(0, pop(i) - pop(u))``: items more popular than
+  the user's own taste lose rank, items at or below it keep theirs, so a user of niche items is steered
+  away from the blockbusters a popularity-biased model pushes while a user of blockbusters keeps them.
 
 The returned scores stay the model's scores of the chosen items; the order is the re-ranker's.
 """
@@ -95,14 +95,14 @@ def _greedy(scores, item_vectors, popularity, average_level, history_ids, histor
     low = tf.reduce_min(tf.where(finite, best, best[:, :1]), axis=1, keepdims=True)
     span = tf.maximum(best[:, :1] - low, 1e-9)
     rel = tf.where(finite, (best - low) / span, tf.zeros_like(best))
-    # popularity calibration: distance from the history's popularity level
+    # the popularity penalty: how far above the history's popularity level an item is
     pop = tf.gather(popularity, index)
     known = tf.cast(history_known, tf.float32)
     hist_pop = tf.gather(popularity, tf.maximum(tf.cast(history_ids, tf.int32), 0)) * known
     count = tf.reduce_sum(known, axis=1)
     level = tf.where(count > 0, tf.reduce_sum(hist_pop, axis=1) / tf.maximum(count, 1.0),
                      tf.cast(average_level, tf.float32))
-    rel = rel - popularity_penalty[:, None] * tf.abs(pop - level[:, None])
+    rel = rel - popularity_penalty[:, None] * tf.nn.relu(pop - level[:, None])
     # maximal marginal relevance over unit item vectors
     vectors = tf.math.l2_normalize(tf.cast(tf.gather(item_vectors, index), tf.float32), axis=-1)  # [B, N, D]
     lam = diversity[:, None]
