@@ -80,6 +80,9 @@ def test_committed_outputs_are_a_real_run(name):
         assert figures["ranking_pretrained_rmse"] <= 0.95
     else:
         assert figures["pushed"] and figures["grpc_rest_agree"] and figures["failed_requests"] == 0
+        assert figures["explained_from_history"] and figures["explained_items"] == 10
+        assert figures["rerank_default_unchanged"] and figures["rerank_changed_the_list"]
+        assert figures["tradeoff_diversity_gain"] > 1.1  # diversity 0.5 raises intra-list diversity
 
 
 def test_quickstart_then_export_and_serve(tmp_path):
@@ -115,6 +118,11 @@ def test_quickstart_then_export_and_serve(tmp_path):
         pushed = json.load(f)
     assert s["push_ndcg10"] == pytest.approx(pushed["blessing"]["candidate_value"], abs=1e-9)
     assert 0 < s["grpc_p50_ms"] < 1000 and 0 < s["rest_p50_ms"] < 1000
+    # the explanations name history items only; the rerank signature with its knobs left out answers as
+    # serving_default; the trade-off's point at 0 is the model's own validation figure
+    assert s["explained_from_history"] is True and s["explained_items"] == 10 and s["rerank_default_unchanged"]
+    valid, _, _ = sequential.evaluate_saved(os.path.join(run, "finetune"), os.path.join(run, "data"), "valid")
+    assert s["tradeoff_ndcg_at_0"] == pytest.approx(valid["metrics"]["ndcg@10"], abs=1e-9)
 
 
 def test_tasks(tmp_path):
