@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument("--diversity", nargs="+", type=float, default=list(DIVERSITY))
     ap.add_argument("--popularity-penalty", nargs="+", type=float, default=list(PENALTY))
     ap.add_argument("--max-loss", type=float, default=0.02, help="the most validation NDCG@10 to give up (share)")
+    ap.add_argument("--no-test", action="store_true",
+                    help="validation only: trace the grid and show the choice, read no test split (exploration)")
     ap.add_argument("--workdir", help="where runs and reports go (default: a temporary folder)")
     ap.add_argument("--reuse", action="store_true", help="keep runs and reports an earlier call finished")
     args = ap.parse_args()
@@ -139,6 +141,13 @@ def main() -> None:
             f"{k} {points[-1]['valid'][k]:.4f}" for k in SHOWN if points[-1]["valid"][k] is not None), flush=True)
     plain = next(p for p in points if p["diversity"] == 0 and p["popularity_penalty"] == 0)["valid"]
     chosen = choose(points, plain, args.max_loss)
+    if args.no_test:
+        print(f"\nchosen on validation: diversity {chosen['diversity']:g}, popularity_penalty "
+              f"{chosen['popularity_penalty']:g}: " + ", ".join(
+                  f"{k} {chosen['valid'][k] / plain[k] - 1:+.1%}" for k in SHOWN if plain[k]))
+        with open(os.path.join(work, "validation_grid.json"), "w") as f:
+            json.dump({"points": points, "chosen": chosen}, f, indent=1)
+        return
     keep = bool(args.reuse)
     test_plain = figures(read_test(work, "plain", ["--model", model, "--data", data], keep))
     test_chosen = figures(read_test(work, "chosen", ["--model", model, "--data", data,

@@ -256,6 +256,25 @@ def test_explain_names_the_history_items_whose_removal_lowers_each_score(trained
         assert named == attrs(rec.decode()) & had
 
 
+def test_the_python_api_evaluation_and_export_re_rank_alike(trained, seq_export):
+    import tensorflow as tf
+
+    from tfrec.evaluation import sequential
+
+    data, runs, _ = trained
+    history = ["i3", "i7", "i9", "i12"]
+    rerank = tf.saved_model.load(seq_export).signatures["rerank"]
+    for knobs in ({"diversity": 0.0, "popularity_penalty": 0.0}, {"diversity": 0.8, "popularity_penalty": 0.0},
+                  {"diversity": 0.3, "popularity_penalty": 2.0}):
+        served = rerank(history=tf.constant([history]), **{k: tf.constant([v]) for k, v in knobs.items()})
+        local = sequential.recommend(runs["next-item"], data, history, k=5, rerank=knobs)
+        # the catalogue (40 items) is smaller than the candidate pool at k = 5 and at k = 100: the same lists
+        assert local["item_id"].tolist() == [i.decode() for i in served["item_ids"][0].numpy()[:5]], knobs
+    plain = sequential.recommend(runs["next-item"], data, history, k=5)
+    assert plain["item_id"].tolist() == sequential.recommend(runs["next-item"], data, history, k=5, rerank={
+        "diversity": 0.0})["item_id"].tolist()
+
+
 def test_warmup_file_parses_and_the_check_catches_a_wrong_answer(seq_export, tmp_path):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2

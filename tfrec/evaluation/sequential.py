@@ -267,8 +267,11 @@ def write_report(report: dict, ranks: np.ndarray, seqs: inputs.EvalSequences, ou
     return paths
 
 
-def recommend(model: str, data_dir: str, history, k: int = 10, exclude_history: bool = True):
-    """The top `k` items of a saved next-item model for one history of item ids (oldest first).
+def recommend(model: str, data_dir: str, history, k: int = 10, exclude_history: bool = True,
+              rerank: dict | None = None):
+    """The top `k` items of a saved next-item model for one history of item ids (oldest first); with
+    `rerank` (``{"diversity": λ, "popularity_penalty": p}``) re-ranked as the export's ``rerank``
+    signature and ``tfrec evaluate --rerank`` re-rank them.
 
     Returns a pandas DataFrame with ``rank``, ``item_id``, ``score`` (the model's logit) and,
     where the dataset's item table has one, ``title``.  Unknown item ids are an error.
@@ -307,7 +310,10 @@ def recommend(model: str, data_dir: str, history, k: int = 10, exclude_history: 
     if exclude_history and len(ids):
         scores[ids] = -np.inf
     k = min(k, int(np.isfinite(scores).sum()))
-    top = np.argsort(-scores, kind="stable")[:k]
+    if rerank:
+        top = model_reranker(loaded, dataset, rerank)(scores[np.newaxis].astype(np.float32), [np.asarray(ids)], k)[0]
+    else:
+        top = np.argsort(-scores, kind="stable")[:k]
     table = pd.DataFrame({"rank": np.arange(1, k + 1), "item_id": [vocab.token(i) for i in top],
                           "score": scores[top]})
     items = dataset.items
