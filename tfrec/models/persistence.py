@@ -38,7 +38,7 @@ def save(model: tf.keras.Model, path: str, task: str, extra: dict | None = None)
     if task not in TASKS:
         raise TfrecError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     with atomic_dir(path) as staging:
-        config = {"task": task, "backbone": model.backbone.get_config(), **(extra or {})}
+        config = {"task": task, "backbone": adapters.plain_config(model.backbone.get_config()), **(extra or {})}
         if task == ENSEMBLE:
             config["members"] = [{"task": MEMBER_TASKS[type(m)], "backbone": m.backbone.get_config()}
                                  for m in model.members]

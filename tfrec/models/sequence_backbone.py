@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.contract import ITEM_INDICES, PADDING_MASK, SEQUENCE_OUTPUT  # noqa: E402
+from tfrec.models.adapters import LowRankEncoder  # noqa: E402
 from tfrec.models.backbone_registry import (CAUSAL_TRANSFORMER, TRANSFORMER, BackboneMixin,  # noqa: E402
                                             register_backbone)
 
@@ -120,6 +121,9 @@ class SequenceBackbone(BackboneMixin, tf.keras.Model):
         output_last_item: next-item heads also add a vector of the history's last item to
             the state they score with (a learnt item-to-item transition term, started at
             zero; vocabulary x state width new weights in the head).
+        adapter_rank, adapter_alpha: > 0 builds every encoder layer with low-rank adapters on
+            its query, value and feed-forward projections (:class:`tfrec.models.adapters.LowRankEncoder`,
+            ``finetune.trainable: adapters``); a saved model has them folded in, rank 0.
     """
 
     def __init__(
@@ -138,6 +142,8 @@ class SequenceBackbone(BackboneMixin, tf.keras.Model):
         causal: bool = False,
         output_extra_dim: int = 0,
         output_last_item: bool = False,
+        adapter_rank: int = 0,
+        adapter_alpha: float = 16.0,
         **kwargs,
     ):
         if output_extra_dim < 0:
@@ -151,10 +157,11 @@ class SequenceBackbone(BackboneMixin, tf.keras.Model):
         x = tf.keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
         attention_mask = tf.keras.layers.Lambda(causal_attention_mask, name="causal_mask")(item_ids) if causal else None
         for i in range(num_layers):
-            x = keras_nlp.layers.TransformerEncoder(
-                intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout, activation="gelu",
-                layer_norm_epsilon=layer_norm_epsilon, name=f"transformer_layer_{i}")(
-                    x, padding_mask=padding_mask, attention_mask=attention_mask)
+            shape = dict(intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout, activation="gelu",
+                         layer_norm_epsilon=layer_norm_epsilon, name=f"transformer_layer_{i}")
+            encoder = (LowRankEncoder(adapter_rank, adapter_alpha, adapter_seed=4 * i, **shape) if adapter_rank
+                       else keras_nlp.layers.TransformerEncoder(**shape))
+            x = encoder(x, padding_mask=padding_mask, attention_mask=attention_mask)
         super().__init__(inputs={ITEM_INDICES: item_ids, PADDING_MASK: padding_mask}, outputs={SEQUENCE_OUTPUT: x}, **kwargs)
         self.vocabulary_size = vocabulary_size
         self.max_len = max_len
@@ -170,6 +177,7 @@ class SequenceBackbone(BackboneMixin, tf.keras.Model):
         self.causal = bool(causal)
         self.output_extra_dim = int(output_extra_dim)
         self.output_last_item = bool(output_last_item)
+        self.adapter_rank, self.adapter_alpha = int(adapter_rank), float(adapter_alpha)
         self.token_embedding = token_embedding
         self.feature_embedding = feature_embedding
 
@@ -182,7 +190,8 @@ class SequenceBackbone(BackboneMixin, tf.keras.Model):
             "feature_table": None if self.feature_table is None else self.feature_table.tolist(),
             "feature_vocabulary_size": self.feature_vocabulary_size, "output_features": self.output_features,
             "causal": self.causal, "output_extra_dim": self.output_extra_dim,
-            "output_last_item": self.output_last_item, "name": self.name,
+            "output_last_item": self.output_last_item, "adapter_rank": self.adapter_rank,
+            "adapter_alpha": self.adapter_alpha, "name": self.name,
         }
 
 

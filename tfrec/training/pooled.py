@@ -20,7 +20,7 @@ from tfrec.data import corpus as corpora
 from tfrec.data import inputs
 from tfrec.data.dataset import PreparedDataset
 from tfrec.errors import TfrecError
-from tfrec.models import persistence
+from tfrec.models import adapters, persistence
 from tfrec.models.tasks import copy_head_weights
 from tfrec.training.sequence_data import SequenceData, data_fingerprint
 
@@ -88,7 +88,8 @@ def load_weights(model, source, record: dict, dataset: PreparedDataset, fingerpr
     features = corpora.feature_map(record, dataset) if mine.get("feature_table") is not None else None
     seen, pairs = set(), []
     # the head's own output-only and last-item vectors (a fine-tuning option) keep their zero start
-    for a, b in [*zip(model.backbone.weights, source.backbone.weights), *zip(_shared(model.head), _shared(source.head))]:
+    for a, b in [*zip(adapters.base_weights(model.backbone), source.backbone.weights),
+                 *zip(_shared(model.head), _shared(source.head))]:
         if id(a) not in seen:
             seen.add(id(a))
             pairs.append((a, b))
@@ -118,5 +119,5 @@ def start_from(model, source, source_config: dict, dataset: PreparedDataset, fin
               f"{path}; the others start fresh", flush=True)
         return
     persistence.check_compatible(model.backbone.get_config(), source.backbone.get_config(), path)
-    model.backbone.set_weights(source.backbone.get_weights())
+    adapters.copy_backbone(model.backbone, source.backbone)
     copy_head_weights(model.head, source.head)

@@ -272,13 +272,12 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": trainer.data_fingerprint(dataset),
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     with strategy.scope():
-        backbone = trainer.build_backbone(config, dataset)
+        backbone = trainer.build_backbone(config, dataset, adapters_of=config.finetune)
         model = RecommenderModel.built(backbone, **arguments)
         if source is not None:
             pooled.start_from(model, source, source_config, dataset, identity["data"], pretrained_model)
         model.apply_freeze()
-        ft = config.finetune
-        adapters.apply(model, ft.trainable, ft.adapter_rank, ft.adapter_alpha, seed=config.seed)
+        adapters.set_trainable(model, config.finetune.trainable)
         chief = cluster.is_chief(strategy)
         done = runs.prepare_run_dir(out, identity, overwrite, chief)
         if done:

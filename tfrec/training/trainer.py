@@ -66,12 +66,13 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features: bool = False,
                    causal: bool = False, output_extra_dim: int = 0,
-                   output_last_item: bool = False) -> SequenceBackbone:
+                   output_last_item: bool = False, adapters_of=None) -> SequenceBackbone:
     """The backbone of `config` over `dataset`'s item vocabulary (and item features, when used);
     `output_features`: its heads score items with their feature embedding too; `causal`:
     each position attends to the ones before it only; `output_extra_dim`: its item heads
     score with output-only item vectors of that width too; `output_last_item`: next-item heads
-    add a vector of the history's last item to their state."""
+    add a vector of the history's last item to their state; `adapters_of`: the fine-tuning stage
+    whose ``trainable: adapters`` builds the encoder with its low-rank adapters."""
     from tfrec.models import backbone_registry
 
     m = config.model
@@ -80,12 +81,18 @@ def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features:
         t, size, columns = dataset.item_feature_table()
         if columns:
             table = t
+    extra = {}
+    if adapters_of is not None and adapters_of.trainable == "adapters":
+        if m.backbone not in adapters.ADAPTED:
+            raise TfrecError(f"finetune.trainable adapters puts low-rank adapters on Transformer layers, and "
+                             f"model.backbone {m.backbone} has none; use head (frozen backbone) or all")
+        extra = dict(adapter_rank=adapters_of.adapter_rank, adapter_alpha=adapters_of.adapter_alpha)
     try:
         return backbone_registry.build_backbone(
             m.backbone, vocabulary_size=len(dataset.item_vocab), max_len=m.max_len, hidden_dim=m.hidden_dim,
             num_layers=m.num_layers, num_heads=m.num_heads, intermediate_dim=m.intermediate_dim, dropout=m.dropout,
             feature_table=table, feature_vocabulary_size=size, output_features=output_features, causal=causal,
-            output_extra_dim=output_extra_dim, output_last_item=output_last_item)
+            output_extra_dim=output_extra_dim, output_last_item=output_last_item, **extra)
     except ValueError as e:
         raise TfrecError(f"model.backbone {m.backbone}: {e}") from None
 
@@ -311,7 +318,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     with strategy.scope():
         backbone = build_backbone(config, data.dataset, output_features=stage.output_features,
                                   causal=stage.examples == "causal", output_extra_dim=stage.output_extra_dim,
-                                  output_last_item=stage.output_last_item)
+                                  output_last_item=stage.output_last_item, adapters_of=stage)
         model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts,
                                     contrastive_weight=stage.contrastive_weight,
                                     contrastive_temperature=stage.contrastive_temperature,
@@ -328,7 +335,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
                                  "so validating this run on them would not be held out; fine-tune it with refit too, "
                                  "or pretrain without refit")
             pooled.start_from(model, source, source_config, data.dataset, fingerprint, pretrained_model)
-        adapters.apply(model, stage.trainable, stage.adapter_rank, stage.adapter_alpha, seed=config.seed)
+        adapters.set_trainable(model, stage.trainable)
         chief = cluster.is_chief(strategy)
         done = prepare_run_dir(out, identity, overwrite, chief)
         if done:
