@@ -196,7 +196,7 @@ def main() -> None:
     sys.path.insert(0, REPO)
     from tfrec.evaluation import test_reads
 
-    name = args.dataset + ("-custom" if extra else "")
+    name = args.dataset + ("-custom" if extra else "") + ("-trainable" if set(args.trainable) - {"all"} else "")
     result = {"dataset": args.dataset, "tasks": tasks, "fractions": args.fractions, "seeds": args.seeds,
               "settings": args.set, "cells": cells, "popularity": popularity, "runs": runs,
               "test_reads": test_reads.summary(data), "workdir": work}
