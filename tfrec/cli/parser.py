@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--include-history", action="store_true", help="rank the history's items too (default: excluded)")
     ev.add_argument("--rerank", nargs="+", metavar="KNOB=VALUE",
                     help="re-rank the model's lists as its export's rerank signature does: diversity=λ (MMR, 0..1) "
-                         "and/or popularity_penalty=p (popularity calibration, >= 0)")
+                         "and/or popularity_penalty=p (lowers items above the history's popularity level, >= 0)")
     ev.add_argument("--out", help="output prefix of the .json/.md files (default: <model>/eval_<split>)")
     ev.set_defaults(func=cmd_evaluate)
 
