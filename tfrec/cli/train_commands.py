@@ -86,14 +86,12 @@ def cmd_evaluate(args) -> int:
     if args.rerank:
         rerank = {}
         for pair in args.rerank:
-            key, sep, value = pair.partition("=")
+            key, _, value = pair.partition("=")  # no "=": an empty value, which float refuses
             try:
                 rerank[key] = float(value)
             except ValueError:
                 raise TfrecError(f"--rerank takes KNOB=NUMBER (diversity=0.3 popularity_penalty=0.5), got {pair!r}") \
                     from None
-            if not sep:
-                raise TfrecError(f"--rerank takes KNOB=NUMBER, got {pair!r}")
     report, ranks, seqs = sequential.evaluate_saved(args.model, args.data, args.split, baseline=args.baseline,
                                                    exclude_history=not args.include_history, rerank=rerank,
                                                    history_length=args.history_length)

@@ -96,6 +96,11 @@ def attribute_vectors(feature_table: np.ndarray, feature_space: int) -> np.ndarr
     return out
 
 
+def interaction_counts(train_sequences, num_items: int) -> np.ndarray:
+    """How many training interactions each item has (``[num_items]`` int64)."""
+    return np.bincount(np.concatenate([np.asarray(s, np.int64) for s in train_sequences]), minlength=num_items)
+
+
 def user_counts(train_sequences, num_items: int) -> np.ndarray:
     """How many training users interacted with each item (each user counted once per item)."""
     seen = [np.unique(np.asarray(s, np.int64)) for s in train_sequences if len(s)]
@@ -149,8 +154,7 @@ def list_metrics(lists: np.ndarray, train_sequences, num_items: int, embeddings:
     """Every list-level measure above for top-K `lists`, against the training sequences they came from."""
     lists = np.asarray(lists, np.int64)
     k = lists.shape[1]
-    interactions = np.bincount(np.concatenate([np.asarray(s, np.int64) for s in train_sequences]),
-                               minlength=num_items)
+    interactions = interaction_counts(train_sequences, num_items)
     counts, users = user_counts(train_sequences, num_items), len(train_sequences)
     groups = group_exposure(lists, interactions, popularity_groups(interactions))
     out = {f"coverage@{k}": coverage(lists, num_items), f"gini@{k}": exposure_gini(lists, num_items),

@@ -78,13 +78,12 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
         seqs = inputs.EvalSequences(seqs.user_indices, [h[len(h) - history_length:] if history_length else h[:0]
                                                         for h in seqs.histories], seqs.targets)
     vocab = len(dataset.item_vocab)
+    train_users, train = inputs.loo_sequences(dataset, schema.TRAIN)  # the baselines, lists and slices read it
     if baseline:
         if baseline not in BASELINES:
             raise TfrecError(f"unknown baseline {baseline!r}; known: {', '.join(BASELINES)}")
-        train_users, train = inputs.loo_sequences(dataset, schema.TRAIN)
-        scorer = ranking.popularity_scorer(train, vocab)
-        if baseline == GROUP_POPULARITY:
-            scorer = group_popularity(dataset, train_users, train, seqs, vocab)
+        scorer = (group_popularity(dataset, train_users, train, seqs, vocab) if baseline == GROUP_POPULARITY
+                  else ranking.popularity_scorer(train, vocab))
         name = baseline
     else:
         from tfrec.models import persistence
@@ -109,7 +108,7 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
     if rerank:
         if baseline:
             raise TfrecError("--rerank re-ranks a model's lists by its item vectors; a baseline has none")
-        reranker = model_reranker(loaded, dataset, rerank)
+        reranker = model_reranker(loaded, train, vocab, rerank)
     start = time.perf_counter()
     if callable(scorer):
         ranks, lists = ranking.ranked(scorer, seqs.histories, seqs.targets, exclude_history=exclude_history,
@@ -122,9 +121,9 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
                                                       batch_size=batch_size, top_k=LIST_K)
     metrics = dict(ranking.metrics_from_ranks(ranks), users=int(len(ranks)))
     embeddings = None if baseline else np.asarray(loaded.backbone.output_item_embeddings())
-    beyond = beyond_accuracy_report(dataset, lists, embeddings)
+    beyond = beyond_accuracy_report(dataset, train, lists, embeddings)
     fairness = beyond_accuracy.slice_metrics(ranks, user_groups(dataset, full), k=LIST_K)
-    slices = None if baseline else label_slices(config, dataset, seqs, ranks)
+    slices = None if baseline else label_slices(config, train_users, seqs, ranks)
     if split == schema.TEST:
         from tfrec.evaluation import test_reads
 
@@ -170,9 +169,10 @@ def group_popularity(dataset: PreparedDataset, train_users: np.ndarray, train, s
     return out
 
 
-def model_reranker(model, dataset: PreparedDataset, knobs: dict) -> ranking.Reranker:
+def model_reranker(model, train, vocab: int, knobs: dict) -> ranking.Reranker:
     """The re-ranker of `model`'s export (:func:`tfrec.models.reranking.rerank`, the same function) with
-    the item vectors it serves and popularity levels from the leave-one-out training part."""
+    the item vectors it serves and popularity levels from the leave-one-out training sequences `train`
+    (`vocab` item ids)."""
     from tfrec.contract import RERANK_KNOBS
     from tfrec.models import reranking
 
@@ -185,17 +185,15 @@ def model_reranker(model, dataset: PreparedDataset, knobs: dict) -> ranking.Rera
     if penalty < 0:
         raise TfrecError(f"popularity_penalty must be at least 0, got {penalty:g}")
     vectors = reranking.similarity_vectors(model)
-    interactions = np.bincount(dataset.split(schema.TRAIN)[schema.ITEM_INDEX].to_numpy(np.int64),
-                               minlength=len(dataset.item_vocab))
+    interactions = beyond_accuracy.interaction_counts(train, vocab)
     return lambda scores, histories, length: reranking.rerank_numpy(scores, vectors, interactions, histories,
                                                                     length, diversity, penalty)
 
 
-def beyond_accuracy_report(dataset: PreparedDataset, lists: np.ndarray, embeddings: np.ndarray | None) -> dict:
+def beyond_accuracy_report(dataset: PreparedDataset, train, lists: np.ndarray, embeddings: np.ndarray | None) -> dict:
     """:func:`tfrec.evaluation.beyond_accuracy.list_metrics` of top-K `lists` against the training
-    sequences, with diversity over `embeddings` (a model's output item vectors) and over the items'
-    categorical and list attributes where the dataset has them."""
-    _, train = inputs.loo_sequences(dataset, schema.TRAIN)
+    sequences `train`, with diversity over `embeddings` (a model's output item vectors) and over the
+    items' categorical and list attributes where the dataset has them."""
     table, space, columns = dataset.item_feature_table()
     attributes = beyond_accuracy.attribute_vectors(table, space) if columns else None
     out = beyond_accuracy.list_metrics(lists, train, len(dataset.item_vocab), embeddings, attributes)
@@ -224,15 +222,14 @@ def user_groups(dataset: PreparedDataset, seqs: inputs.EvalSequences) -> dict[st
     return groups
 
 
-def label_slices(config: dict, dataset: PreparedDataset, seqs: inputs.EvalSequences, ranks: np.ndarray) -> dict | None:
+def label_slices(config: dict, train_users: np.ndarray, seqs: inputs.EvalSequences, ranks: np.ndarray) -> dict | None:
     """For a model fine-tuned on a share of the users (``finetune.fraction`` < 1): the same read's figures
     over the users whose examples fine-tuning learnt from and over those it never saw."""
     run_config = config.get("run_config", {})
     fraction = run_config.get("finetune", {}).get("fraction", 1.0)
     if fraction >= 1 or config.get("task") != contract.NEXT_ITEM:
         return None
-    users, _ = inputs.loo_sequences(dataset, schema.TRAIN)
-    seen = np.isin(seqs.user_indices, inputs.label_users(users, fraction, run_config.get("seed", 0)))
+    seen = np.isin(seqs.user_indices, inputs.label_users(train_users, fraction, run_config.get("seed", 0)))
     return {name: dict(ranking.metrics_from_ranks(ranks[mask]), users=int(mask.sum()))
             for name, mask in (("fine-tuned users", seen), ("users fine-tuning never saw", ~seen)) if mask.any()}
 
@@ -311,7 +308,9 @@ def recommend(model: str, data_dir: str, history, k: int = 10, exclude_history: 
         scores[ids] = -np.inf
     k = min(k, int(np.isfinite(scores).sum()))
     if rerank:
-        top = model_reranker(loaded, dataset, rerank)(scores[np.newaxis].astype(np.float32), [np.asarray(ids)], k)[0]
+        _, train = inputs.loo_sequences(dataset, schema.TRAIN)
+        reranker = model_reranker(loaded, train, len(vocab), rerank)
+        top = reranker(scores[np.newaxis].astype(np.float32), [np.asarray(ids)], k)[0]
     else:
         top = np.argsort(-scores, kind="stable")[:k]
     table = pd.DataFrame({"rank": np.arange(1, k + 1), "item_id": [vocab.token(i) for i in top],

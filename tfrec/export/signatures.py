@@ -132,14 +132,17 @@ class SequenceServing(_Base):
         self.attribute_names = tf.constant(list(names), tf.string)
         self.explained = int(min(EXPLAINED, self.k))
 
+    def _query(self, packed, users):
+        """A retrieval model's query vectors for packed histories (and users)."""
+        features = {ITEM_INDICES: packed}
+        if self.uses_user:
+            features[USER_INDEX] = users
+        return self.model.query_tower(features, training=False)
+
     def scores(self, packed, users=None):
         """``[B, V]`` scores of every item id for packed histories."""
         if self.retrieval:
-            features = {ITEM_INDICES: packed}
-            if self.uses_user:
-                features[USER_INDEX] = users
-            query = self.model.query_tower(features, training=False)
-            return tf.matmul(query, self.candidates, transpose_b=True)
+            return tf.matmul(self._query(packed, users), self.candidates, transpose_b=True)
         if self.serves_embeddings:
             # The matrix snapshot taken at export: a feature-aware head does not rebuild every
             # item's feature embedding per request.  Equal to the model's logits.
@@ -151,11 +154,7 @@ class SequenceServing(_Base):
         """``[N, E]`` scores of ``[N, E]`` item ids for packed histories: only those items are scored where
         the model is a dot product (what makes occlusion's many variants affordable)."""
         if self.retrieval:
-            features = {ITEM_INDICES: packed}
-            if self.uses_user:
-                features[USER_INDEX] = users
-            query = self.model.query_tower(features, training=False)
-            return tf.einsum("nd,ned->ne", query, tf.gather(self.candidates, items))
+            return tf.einsum("nd,ned->ne", self._query(packed, users), tf.gather(self.candidates, items))
         if self.serves_embeddings:
             hidden = self.model._last_position_hidden(packed)
             return tf.einsum("nd,ned->ne", hidden, tf.gather(self.candidates, items)) + tf.gather(self.bias, items)

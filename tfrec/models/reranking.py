@@ -109,7 +109,7 @@ def _greedy(scores, item_vectors, popularity, average_level, history_ids, histor
     n = tf.shape(index)[1]
 
     def step(t, chosen, max_sim, taken):
-        value = (1.0 - lam) * rel - lam * tf.where(t > 0, max_sim, tf.zeros_like(max_sim))
+        value = (1.0 - lam) * rel - lam * max_sim  # max_sim starts at -1 everywhere: no item favoured
         value = tf.where(taken, -np.inf * tf.ones_like(value), value)
         pick = tf.argmax(value, axis=1, output_type=tf.int32)  # first of equals: the better-scored
         picked = tf.gather(vectors, pick, batch_dims=1)  # [B, D]
