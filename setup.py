@@ -27,7 +27,11 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "matplotlib", "psutil"],
+        # tfrec data prepare --engine spark: Apache Spark through PySpark, which ships Spark itself (local mode
+        # needs only Java 17+); the same code runs on a cluster.
+        "spark": ["pyspark>=4.0,<5"],
+        "dev": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "matplotlib", "psutil",
+                "pyspark>=4.0,<5"],
     },
     entry_points={"console_scripts": ["tfrec=tfrec.cli:main"]},
 )

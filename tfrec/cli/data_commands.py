@@ -6,6 +6,7 @@ import json
 import sys
 
 from tfrec.cli.common import column_map, format_table, stats_rows
+from tfrec.errors import TfrecError
 
 
 def cmd_data_prepare(args) -> int:
@@ -27,9 +28,18 @@ def cmd_data_prepare(args) -> int:
         loo_min_length=args.loo_min_length, random_test_fraction=args.test_fraction,
         temporal_test_fraction=args.test_fraction, seed=args.seed, format=args.format, shards=args.shards,
     )
-    print(f"tfrec: loading {args.source}" + (f" from {path}" if path else " (cache or download)"), file=sys.stderr)
-    raw = loaders.load(args.source, path, **kwargs)
-    prepared = dataset.prepare(raw, args.out, config)
+    if args.engine == "spark":
+        from tfrec.data import spark_engine, spark_source
+
+        prepared = spark_engine.prepare_source(
+            args.source, path, kwargs, args.out, config, args.spark_master, spark_source.parse_conf(args.spark_conf),
+            log=lambda message: print(f"tfrec: {message}", file=sys.stderr))
+    else:
+        if args.spark_conf or args.spark_master != "local[*]":
+            raise TfrecError("--spark-master and --spark-conf apply to --engine spark only")
+        print(f"tfrec: loading {args.source}" + (f" from {path}" if path else " (cache or download)"), file=sys.stderr)
+        raw = loaders.load(args.source, path, **kwargs)
+        prepared = dataset.prepare(raw, args.out, config)
     print(f"tfrec: wrote {args.out}", file=sys.stderr)
     print(format_table(stats_rows(prepared.stats), ("statistic", "value")))
     return 0

@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tfrecord: also write each user's leave-one-out sequence to sharded TFRecord files, "
                            "which training then reads, interleaved (default parquet: the tables only)")
     prep.add_argument("--shards", type=int, default=1, help="number of TFRecord files of --format tfrecord (default 1)")
+    prep.add_argument("--engine", choices=("pandas", "spark"), default="pandas",
+                      help="pandas (default: fastest on one machine) or spark: the same dataset computed on Apache "
+                           "Spark, for logs beyond one machine's memory (needs PySpark and Java)")
+    prep.add_argument("--spark-master", default="local[*]",
+                      help="--engine spark: local[N], spark://HOST:PORT, yarn... (default local[*]: this machine)")
+    prep.add_argument("--spark-conf", action="append", metavar="KEY=VALUE",
+                      help="--engine spark: a Spark setting, e.g. spark.driver.memory=8g (repeatable)")
     prep.set_defaults(func=cmd_data_prepare)
     st = data_sub.add_parser("stats", help="print the statistics of a prepared dataset")
     st.add_argument("dir", help="prepared dataset folder")

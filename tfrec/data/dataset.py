@@ -100,6 +100,60 @@ def _write_parquet(df: pd.DataFrame, path: str) -> None:
     df.to_parquet(path, index=False, engine="pyarrow", compression="zstd")
 
 
+def statistics(n_users: int, n_items: int, n_interactions: int, lengths: np.ndarray, report: dict,
+               split_counts: dict, ratings: tuple | None) -> dict:
+    """``stats.json`` of a prepared dataset, from the figures either engine counts.
+
+    `lengths` holds each user's number of interactions (any order); `ratings` is None or
+    ``(mean, [(rating, count), ...])`` with float32 ratings in increasing order.
+    """
+    stats = {
+        "num_users": n_users,
+        "num_items": n_items,
+        "num_interactions": n_interactions,
+        "density": n_interactions / float(n_users * n_items),
+        "sequence_length": _length_stats(np.asarray(lengths)),
+        "cleaning": report,
+        "splits": {scheme: {name: int(n) for name, n in parts.items()} for scheme, parts in split_counts.items()},
+    }
+    if ratings is not None:
+        mean, counts = ratings
+        stats["ratings"] = {"mean": float(mean), "counts": {f"{np.float32(k):g}": int(v) for k, v in counts}}
+    return stats
+
+
+def write_description(staging: str, raw: RawDataset, config: preprocess.PrepareConfig, item_vocab: Vocabulary,
+                      user_vocab: Vocabulary, stats: dict, dtypes: dict) -> None:
+    """Writes the vocabularies, the item and user feature tables, ``dataset.json`` and ``stats.json``
+    into `staging`: the part of a prepared dataset both engines write alike, on the driver."""
+    vocab_dir = os.path.join(staging, schema.VOCAB_DIR)
+    os.makedirs(vocab_dir)
+    item_vocab.save(os.path.join(vocab_dir, schema.ITEM_VOCAB_FILE))
+    user_vocab.save(os.path.join(vocab_dir, schema.USER_VOCAB_FILE))
+    items, item_features = _side_table(raw.items, schema.ITEM_ID, item_vocab, schema.ITEM_INDEX, "item", vocab_dir)
+    users, user_features = _side_table(raw.users, schema.USER_ID, user_vocab, schema.USER_INDEX, "user", vocab_dir)
+    if items is not None:
+        stats["item_features"] = {k: v.get("coverage") for k, v in item_features.items()}
+        _write_parquet(items, os.path.join(staging, schema.ITEMS_FILE))
+    if users is not None:
+        stats["user_features"] = {k: v.get("coverage") for k, v in user_features.items()}
+        _write_parquet(users, os.path.join(staging, schema.USERS_FILE))
+    meta = {
+        "format_version": schema.FORMAT_VERSION,
+        "source": raw.source,
+        "input_checksums": dict(sorted(raw.checksums.items())),
+        "settings": dataclasses.asdict(config),
+        "timestamp_kind": raw.timestamp_kind,
+        "schema": {"interactions": dtypes, "item_features": item_features, "user_features": user_features},
+        "vocabularies": {"items": {"file": schema.ITEM_VOCAB_FILE, "size": len(item_vocab)},
+                         "users": {"file": schema.USER_VOCAB_FILE, "size": len(user_vocab)}},
+    }
+    for name, data in ((schema.DATASET_JSON, meta), (schema.STATS_JSON, stats)):
+        with open(os.path.join(staging, name), "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
 def prepare(raw: RawDataset, out: str, config: preprocess.PrepareConfig | None = None) -> "PreparedDataset":
     """Cleans, filters, orders and splits `raw`, and writes a dataset folder at `out`.
 
@@ -123,34 +177,14 @@ def prepare(raw: RawDataset, out: str, config: preprocess.PrepareConfig | None =
         schema.TEMPORAL_SPLIT: preprocess.temporal_split(df, config.temporal_test_fraction),
     }
     lengths = df.groupby(schema.USER_INDEX, sort=False).size().to_numpy()
-    n_users, n_items, n_inter = len(user_vocab) - 2, len(item_vocab) - 3, len(df)
-    stats = {
-        "num_users": n_users,
-        "num_items": n_items,
-        "num_interactions": n_inter,
-        "density": n_inter / float(n_users * n_items),
-        "sequence_length": _length_stats(lengths),
-        "cleaning": report,
-        "splits": {scheme: {name: int(len(part)) for name, part in parts.items()} for scheme, parts in splits.items()},
-    }
+    ratings = None
     if schema.RATING in df.columns:
         counts = df[schema.RATING].value_counts().sort_index()
-        stats["ratings"] = {"mean": float(df[schema.RATING].mean()),
-                            "counts": {f"{k:g}": int(v) for k, v in counts.items()}}
+        ratings = (df[schema.RATING].mean(), list(counts.items()))
+    split_counts = {scheme: {name: len(part) for name, part in parts.items()} for scheme, parts in splits.items()}
+    stats = statistics(len(user_vocab) - 2, len(item_vocab) - 3, len(df), lengths, report, split_counts, ratings)
 
     with atomic_dir(out) as staging:
-        vocab_dir = os.path.join(staging, schema.VOCAB_DIR)
-        os.makedirs(vocab_dir)
-        item_vocab.save(os.path.join(vocab_dir, schema.ITEM_VOCAB_FILE))
-        user_vocab.save(os.path.join(vocab_dir, schema.USER_VOCAB_FILE))
-        items, item_features = _side_table(raw.items, schema.ITEM_ID, item_vocab, schema.ITEM_INDEX, "item", vocab_dir)
-        users, user_features = _side_table(raw.users, schema.USER_ID, user_vocab, schema.USER_INDEX, "user", vocab_dir)
-        if items is not None:
-            stats["item_features"] = {k: v.get("coverage") for k, v in item_features.items()}
-            _write_parquet(items, os.path.join(staging, schema.ITEMS_FILE))
-        if users is not None:
-            stats["user_features"] = {k: v.get("coverage") for k, v in user_features.items()}
-            _write_parquet(users, os.path.join(staging, schema.USERS_FILE))
         _write_parquet(df, os.path.join(staging, schema.INTERACTIONS_FILE))
         if config.format == "tfrecord":
             stats["sequence_shards"] = _write_sequence_shards(splits[schema.LEAVE_ONE_OUT], staging, config.shards)
@@ -158,26 +192,8 @@ def prepare(raw: RawDataset, out: str, config: preprocess.PrepareConfig | None =
             os.makedirs(os.path.join(staging, schema.SPLITS_DIR, scheme))
             for name, part in parts.items():
                 _write_parquet(part.reset_index(drop=True), os.path.join(staging, schema.SPLITS_DIR, scheme, f"{name}.parquet"))
-        meta = {
-            "format_version": schema.FORMAT_VERSION,
-            "source": raw.source,
-            "input_checksums": dict(sorted(raw.checksums.items())),
-            "settings": dataclasses.asdict(config),
-            "timestamp_kind": raw.timestamp_kind,
-            "schema": {
-                "interactions": {c: str(df[c].dtype) for c in df.columns},
-                "item_features": item_features,
-                "user_features": user_features,
-            },
-            "vocabularies": {"items": {"file": schema.ITEM_VOCAB_FILE, "size": len(item_vocab)},
-                             "users": {"file": schema.USER_VOCAB_FILE, "size": len(user_vocab)}},
-        }
-        with open(os.path.join(staging, schema.DATASET_JSON), "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-            f.write("\n")
-        with open(os.path.join(staging, schema.STATS_JSON), "w") as f:
-            json.dump(stats, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_description(staging, raw, config, item_vocab, user_vocab, stats,
+                          {c: str(df[c].dtype) for c in df.columns})
     return PreparedDataset(out)
 
 
@@ -206,7 +222,7 @@ def _write_sequence_shards(parts: dict[str, pd.DataFrame], staging: str, shards:
                 "position": int64([position]), schema.USER_INDEX: int64([user]), "items": int64(items.tolist()),
                 "valid_item": int64([held[schema.VALID].get(user, 0)]),
                 "test_item": int64([held[schema.TEST].get(user, 0)])}))
-            writers[position % shards].write(example.SerializeToString())
+            writers[position % shards].write(example.SerializeToString(deterministic=True))
     finally:
         for w in writers:
             w.close()

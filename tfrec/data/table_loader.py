@@ -31,6 +31,50 @@ def parse_timestamps(series: pd.Series, where: str) -> np.ndarray:
     return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
 
 
+def read_frame(obj, what: str, sep: str = ",") -> tuple[pd.DataFrame, str, dict[str, str]]:
+    """A table from a DataFrame, a ``.parquet`` file or a CSV/TSV file (all columns str): (frame, where, checksums)."""
+    if isinstance(obj, pd.DataFrame):
+        return obj.copy(), f"the {what} DataFrame", {}
+    if not os.path.isfile(obj):
+        raise TfrecError(f"{obj} does not exist")
+    sums = {os.path.basename(obj): sha256(obj)}
+    if obj.endswith(".parquet"):
+        try:
+            return pd.read_parquet(obj), obj, sums
+        except Exception as e:  # pyarrow raises several types for a corrupt file
+            raise TfrecError(f"{obj} is not a readable parquet file ({type(e).__name__})") from None
+    file_sep = "\t" if obj.endswith(".tsv") else sep
+    text = read_text(obj, "utf-8")
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=file_sep, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise TfrecError(f"{obj} is empty") from None
+    except (pd.errors.ParserError, csv.Error) as e:
+        raise TfrecError(f"{obj} is not a readable table ({str(e).splitlines()[0]})") from None
+    return df, obj, sums
+
+
+def read_side(obj, key: str, what: str, columns: dict[str, str], checksums: dict[str, str],
+              list_columns: tuple[str, ...] = (), list_sep: str = "|", sep: str = ",") -> pd.DataFrame | None:
+    """An item or user feature table, renamed by `columns`, ids cleaned and unique, list columns split;
+    its checksum is added to `checksums`."""
+    inv = {src: dst for dst, src in columns.items()}
+    if obj is None:
+        return None
+    table, twhere, sums = read_frame(obj, what, sep)
+    checksums.update(sums)
+    table = table.rename(columns=inv)
+    if key not in table.columns:
+        raise TfrecError(f"{twhere} lacks the column {key} (from {columns.get(key, key)!r})")
+    table[key] = clean_ids(table[key])
+    check_unique(table, key, twhere)
+    for col in list_columns:
+        if col in table.columns:
+            table[col] = [[v.strip() for v in str(s).split(list_sep) if v.strip()] if isinstance(s, str) else
+                          (list(s) if isinstance(s, (list, tuple, np.ndarray)) else []) for s in table[col]]
+    return table
+
+
 def load_table(
     data: str | pd.DataFrame,
     columns: dict[str, str] | None = None,
@@ -52,29 +96,8 @@ def load_table(
     """
     columns = dict(columns or {})
 
-    def read(obj, what: str) -> tuple[pd.DataFrame, str, dict[str, str]]:
-        if isinstance(obj, pd.DataFrame):
-            return obj.copy(), f"the {what} DataFrame", {}
-        if not os.path.isfile(obj):
-            raise TfrecError(f"{obj} does not exist")
-        sums = {os.path.basename(obj): sha256(obj)}
-        if obj.endswith(".parquet"):
-            try:
-                return pd.read_parquet(obj), obj, sums
-            except Exception as e:  # pyarrow raises several types for a corrupt file
-                raise TfrecError(f"{obj} is not a readable parquet file ({type(e).__name__})") from None
-        file_sep = "\t" if obj.endswith(".tsv") else sep
-        text = read_text(obj, "utf-8")
-        try:
-            df = pd.read_csv(io.StringIO(text), sep=file_sep, dtype=str, keep_default_na=False, na_values=[""])
-        except pd.errors.EmptyDataError:
-            raise TfrecError(f"{obj} is empty") from None
-        except (pd.errors.ParserError, csv.Error) as e:
-            raise TfrecError(f"{obj} is not a readable table ({str(e).splitlines()[0]})") from None
-        return df, obj, sums
-
     inv = {src: dst for dst, src in columns.items()}
-    df, where, checksums = read(data, "interactions")
+    df, where, checksums = read_frame(data, "interactions", sep)
     df = df.rename(columns=inv)
     required = [schema.USER_ID, schema.ITEM_ID] + ([] if order_as_time else [schema.TIMESTAMP])
     missing = [c for c in required if c not in df.columns]
@@ -100,24 +123,8 @@ def load_table(
     inter.loc[df[schema.USER_ID].isna().to_numpy(), schema.USER_ID] = None
     inter.loc[df[schema.ITEM_ID].isna().to_numpy(), schema.ITEM_ID] = None
 
-    def side(obj, key: str, what: str) -> pd.DataFrame | None:
-        if obj is None:
-            return None
-        table, twhere, sums = read(obj, what)
-        checksums.update(sums)
-        table = table.rename(columns=inv)
-        if key not in table.columns:
-            raise TfrecError(f"{twhere} lacks the column {key} (from {columns.get(key, key)!r})")
-        table[key] = clean_ids(table[key])
-        check_unique(table, key, twhere)
-        for col in list_columns:
-            if col in table.columns:
-                table[col] = [[v.strip() for v in str(s).split(list_sep) if v.strip()] if isinstance(s, str) else
-                              (list(s) if isinstance(s, (list, tuple, np.ndarray)) else []) for s in table[col]]
-        return table
-
-    item_table = side(items, schema.ITEM_ID, "items")
-    user_table = side(users, schema.USER_ID, "users")
+    item_table = read_side(items, schema.ITEM_ID, "items", columns, checksums, list_columns, list_sep, sep)
+    user_table = read_side(users, schema.USER_ID, "users", columns, checksums, list_columns, list_sep, sep)
     path = data if isinstance(data, str) else None
     source = "parquet" if isinstance(data, str) and data.endswith(".parquet") else (
         "dataframe" if isinstance(data, pd.DataFrame) else "csv")

@@ -30,7 +30,8 @@ class PipelineConfig:
     """What a pipeline config file holds (see ``pipelines/configs/``).
 
     data: ``source`` (a tfrec loader), ``path`` (relative to the data dir), ``options``
-    (loader arguments), ``prepare`` (PrepareConfig fields).  run_config: a run config
+    (loader arguments), ``prepare`` (PrepareConfig fields), ``engine`` (``pandas``, the default, or
+    ``spark``) and ``spark`` (``master``, ``conf``: the Spark engine's session).  run_config: a run config
     file (relative to the repository) or a mapping; overrides: dotted settings on top.
     tasks: the fine-tuning tasks; export: ``task``, ``name``, ``top_k``; push:
     ``metric``, ``min_delta``, ``keep``.
@@ -57,11 +58,17 @@ def create_pipeline(config: PipelineConfig) -> list[Step]:
             raise TfrecError(f"pipeline {config.name}: data.path {raw_path} is relative; pass --data-dir or set "
                              "TFREC_DATA_DIR")
         raw_path = os.path.join(config.data_dir, raw_path)
+    if config.data.get("engine", "pandas") not in ("pandas", "spark"):
+        from tfrec.errors import TfrecError
+
+        raise TfrecError(f"pipeline {config.name}: data.engine must be pandas or spark, not {config.data['engine']!r}")
     export_task = config.export.get("task", config.tasks[0])
     return [
         Step("ingest", steps.ingest, (), {"source": config.data["source"], "path": raw_path,
                                           "options": config.data.get("options", {}),
-                                          "prepare": config.data.get("prepare", {})}),
+                                          "prepare": config.data.get("prepare", {}),
+                                          # the engine only where one is named: the default keeps the step's id
+                                          **{k: config.data[k] for k in ("engine", "spark") if k in config.data}}),
         Step("transform", steps.transform, ("ingest",), {"max_len": config.run_config["model"]["max_len"]}),
         Step("pretrain", steps.pretrain, ("ingest", "transform"), {"run_config": config.run_config}),
         Step("finetune", steps.finetune, ("ingest", "transform", "pretrain"), {"run_config": config.run_config,

@@ -1,0 +1,280 @@
+"""`tfrec data prepare --engine spark`: the prepared dataset of :func:`tfrec.data.dataset.prepare`,
+computed on Apache Spark, in local mode on one machine or on a cluster (``--spark-master``).
+
+The same inputs and settings give the same dataset as the pandas engine: the same rows in the same
+order in every table, the same vocabularies, ``dataset.json`` and ``stats.json`` byte for byte, and
+the same TFRecord sequence shards byte for byte.  The Parquet tables are folders of part files,
+written in order (``interactions.parquet/part-00000-….parquet`` …), which pandas and pyarrow read as
+one table.
+
+What runs where:
+
+- executors: reading a ``csv``/``parquet`` source, cleaning, duplicates, the rating threshold, the
+  iterated k-core, the chronological order, the three splits, every count, the tables and the
+  sequence shards;
+- the driver: the vocabularies (it writes them, one line per item or user), the random split's draw
+  (numpy's permutation, so that the split is the pandas engine's: 8 bytes per interaction), the item
+  and user feature tables (one row per catalogue entry) and the statistics.
+
+Two orderings run on one partition: the running count of interactions over users in id order (one
+row per user) and the timestamps of the newest share of interactions (the temporal split's cut).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from tfrec.data import dataset, preprocess, schema
+from tfrec.data.raw import RawDataset
+from tfrec.data import spark_source
+from tfrec.data.spark_source import LOCAL_MASTER, ROW, SparkSource, from_raw, uri
+from tfrec.data.vocab import Vocabulary
+from tfrec.errors import TfrecError
+from tfrec.fileio import atomic_dir
+
+ROWS_PER_FILE = 1_000_000  # rows of a table's Parquet part file, at most (and one file per core at least)
+
+_POS = "_pos"  # position in the chronological table
+_RANK = "_rank"  # position within the user's interactions
+_LENGTH = "_length"  # the user's number of interactions
+_USER_POS = "_user_pos"  # the user's position in id order (the sequence shards' `position`)
+_LOO = "_loo"  # leave-one-out part
+_RANDOM_TEST = "_random_test"
+_TEMPORAL_TEST = "_temporal_test"
+
+
+def _count(df) -> int:
+    return int(df.count())
+
+
+def _clean(df, config: preprocess.PrepareConfig, where: str):
+    """:func:`tfrec.data.preprocess.clean` on Spark."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import Window
+
+    with_rating = schema.RATING in df.columns
+    report = {"input_rows": _count(df)}
+    missing = (F.col(schema.USER_ID).isNull() | F.col(schema.ITEM_ID).isNull() | F.col(schema.TIMESTAMP).isNull()
+               | (F.col(schema.RATING).isNull() if with_rating else F.lit(False)))
+    missing = missing | F.coalesce((F.length(schema.USER_ID) == 0) | (F.length(schema.ITEM_ID) == 0), F.lit(True))
+    df = df.filter(~missing).localCheckpoint()
+    kept = _count(df)
+    report["dropped_missing"] = report["input_rows"] - kept
+    keys = [c for c in df.columns if c != ROW]
+    if config.dedupe == "user_item":  # the earliest interaction of each pair; ties by input order
+        first = Window.partitionBy(schema.USER_ID, schema.ITEM_ID).orderBy(schema.TIMESTAMP, ROW)
+        df = df.withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n")
+    else:  # identical rows: the first in input order
+        df = df.groupBy(*keys).agg(F.min(ROW).alias(ROW))
+    df = df.localCheckpoint()
+    deduped = _count(df)
+    report["dropped_duplicates"] = kept - deduped
+    if config.rating_threshold is not None:
+        if not with_rating:
+            raise TfrecError(f"a rating threshold was given but {where} have no rating column")
+        # float32 against float32, as numpy compares a float32 column with a Python float
+        df = df.filter(F.col(schema.RATING) >= F.lit(float(np.float32(config.rating_threshold))).cast("float"))
+        df = df.localCheckpoint()
+        report["dropped_below_threshold"] = deduped - _count(df)
+    if df.limit(1).count() == 0:
+        raise TfrecError(f"{where} are empty after cleaning (missing values, duplicates, rating threshold)")
+    return df, report
+
+
+def _k_core(df, min_user: int, min_item: int, where: str):
+    """:func:`tfrec.data.preprocess.k_core` on Spark: drop, count again, to the fixed point."""
+    from pyspark.sql import functions as F
+
+    if min_user <= 1 and min_item <= 1:
+        return df
+    while True:
+        users = df.groupBy(schema.USER_ID).count().filter(F.col("count") < min_user).select(schema.USER_ID)
+        items = df.groupBy(schema.ITEM_ID).count().filter(F.col("count") < min_item).select(schema.ITEM_ID)
+        if users.limit(1).count() == 0 and items.limit(1).count() == 0:
+            return df
+        df = df.join(users, schema.USER_ID, "left_anti").join(items, schema.ITEM_ID, "left_anti").localCheckpoint()
+        if df.limit(1).count() == 0:
+            raise TfrecError(
+                f"{where} are empty after {min_user}-core filtering of users and {min_item}-core filtering of items")
+
+
+def _lookup_table(spark, key: str, index: str, tokens: list[str], first: int):
+    import pyarrow as pa
+
+    return spark.createDataFrame(pa.table({key: pa.array(tokens, pa.string()),
+                                           index: pa.array(np.arange(first, first + len(tokens), dtype=np.int32))}))
+
+
+def _temporal_cut(df, n_test: int):
+    """The newest `n_test` rows by (timestamp, chronological position), as a filter: whole timestamps
+    above a cut, and the latest positions at the cut."""
+    from pyspark.sql import functions as F
+
+    if n_test == 0:
+        return F.lit(False)
+    seen, cut, need = 0, None, 0
+    for row in df.groupBy(schema.TIMESTAMP).count().orderBy(F.desc(schema.TIMESTAMP)).toLocalIterator():
+        if seen + row["count"] >= n_test:
+            cut, need = row[schema.TIMESTAMP], n_test - seen
+            break
+        seen += row["count"]
+    at_cut = df.filter(F.col(schema.TIMESTAMP) == cut).orderBy(F.desc(_POS)).limit(need) \
+        .agg(F.min(_POS)).collect()[0][0]
+    return (F.col(schema.TIMESTAMP) > F.lit(cut)) | ((F.col(schema.TIMESTAMP) == F.lit(cut)) & (F.col(_POS) >= at_cut))
+
+
+def _write_sequence_shards(annotated, folder: str, shards: int) -> None:
+    """The pandas engine's TFRecord shards (one ``tf.train.Example`` per user, users dealt round-robin
+    by position), each written by one task."""
+    from pyspark.sql import functions as F
+
+    user_index, item_index, train, valid, test = (schema.USER_INDEX, schema.ITEM_INDEX, schema.TRAIN,
+                                                  schema.VALID, schema.TEST)
+    held = annotated.groupBy(_USER_POS, user_index).agg(
+        F.sort_array(F.collect_list(F.when(F.col(_LOO) == train, F.struct(_POS, item_index)))).alias("items"),
+        F.max(F.when(F.col(_LOO) == valid, F.col(item_index))).alias("valid_item"),
+        F.max(F.when(F.col(_LOO) == test, F.col(item_index))).alias("test_item"))
+    names = [os.path.join(folder, schema.SEQUENCE_SHARD.format(index=i, count=shards)) for i in range(shards)]
+
+    def write(index, rows):
+        import tensorflow as tf
+
+        def int64(values):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+        with tf.io.TFRecordWriter(names[index]) as writer:
+            for _, row in sorted(rows, key=lambda kv: kv[0]):
+                example = tf.train.Example(features=tf.train.Features(feature={
+                    "position": int64([row[_USER_POS]]), user_index: int64([row[user_index]]),
+                    "items": int64([pair[1] for pair in row["items"]]),
+                    "valid_item": int64([row["valid_item"] or 0]), "test_item": int64([row["test_item"] or 0])}))
+                writer.write(example.SerializeToString(deterministic=True))
+        yield index
+
+    written = held.rdd.map(lambda row: (row[_USER_POS], row)) \
+        .partitionBy(shards, lambda position: position % shards).mapPartitionsWithIndex(write).collect()
+    if sorted(written) != list(range(shards)):
+        raise TfrecError(f"Spark wrote {len(written)} of {shards} sequence shards")
+
+
+def prepare(spark, source: SparkSource | RawDataset, out: str,
+            config: preprocess.PrepareConfig | None = None) -> dataset.PreparedDataset:
+    """:func:`tfrec.data.dataset.prepare` on Spark; `out` is a local or mounted folder, replaced atomically."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import Window
+
+    config = config or preprocess.PrepareConfig()
+    if isinstance(source, RawDataset):
+        source = from_raw(spark, source)
+    raw = source.raw
+    where = f"the interactions of {raw.source}"
+    df, report = _clean(source.interactions, config, where)
+    df = _k_core(df, config.min_user_interactions, config.min_item_interactions, where)
+
+    # Vocabularies: items by count, most frequent first, ties by id; users by id length, then id.
+    items = df.groupBy(schema.ITEM_ID).count().orderBy(F.desc("count"), F.col(schema.ITEM_ID))
+    item_tokens = [row[0] for row in items.select(schema.ITEM_ID).toLocalIterator()]
+    users = df.groupBy(schema.USER_ID).agg(F.count(F.lit(1)).alias(_LENGTH)).localCheckpoint()
+    user_tokens = [row[0] for row in users.orderBy(F.length(schema.USER_ID), schema.USER_ID)
+                   .select(schema.USER_ID).toLocalIterator()]
+    item_vocab, user_vocab = Vocabulary.for_items(item_tokens), Vocabulary.for_features(user_tokens)
+
+    # The chronological order (user id, timestamp, input position) as positions: a user's first row
+    # comes after every row of the users before it in id order.
+    by_id = Window.orderBy(schema.USER_ID)
+    users = users.withColumn(_USER_POS, F.row_number().over(by_id).cast("long") - 1) \
+        .withColumn("_first", F.coalesce(F.sum(_LENGTH).over(by_id.rowsBetween(Window.unboundedPreceding, -1)),
+                                         F.lit(0)).cast("long"))
+    in_user = Window.partitionBy(schema.USER_ID).orderBy(schema.TIMESTAMP, ROW)
+    df = df.withColumn(_RANK, F.row_number().over(in_user).cast("long") - 1).join(users, schema.USER_ID) \
+        .withColumn(_POS, F.col("_first") + F.col(_RANK)).drop("_first", ROW)
+    df = df.join(F.broadcast(_lookup_table(spark, schema.USER_ID, schema.USER_INDEX, user_tokens, 2)),
+                 schema.USER_ID)
+    df = df.join(_lookup_table(spark, schema.ITEM_ID, schema.ITEM_INDEX, item_tokens, 3), schema.ITEM_ID)
+    df = df.localCheckpoint()
+    n = _count(df)
+
+    # Leave-one-out: the last interaction test, the one before validation, for users long enough.
+    from_end = F.col(_LENGTH) - 1 - F.col(_RANK)
+    eligible = F.col(_LENGTH) >= config.loo_min_length
+    df = df.withColumn(_LOO, F.when(eligible & (from_end == 0), schema.TEST)
+                       .when(eligible & (from_end == 1), schema.VALID).otherwise(schema.TRAIN))
+    # Random: numpy's permutation of the chronological positions, drawn here as the pandas engine draws it.
+    n_random = int(round(n * config.random_test_fraction))
+    drawn = np.sort(np.random.default_rng(config.seed).permutation(n)[:n_random]).astype(np.int64)
+    import pyarrow as pa
+
+    tests = spark.createDataFrame(pa.table({_POS: pa.array(drawn), _RANDOM_TEST: pa.array(np.ones(len(drawn), bool))}))
+    df = df.join(tests, _POS, "left").withColumn(_RANDOM_TEST, F.coalesce(F.col(_RANDOM_TEST), F.lit(False)))
+    # Temporal: the newest share of rows by timestamp, ties by position.
+    n_temporal = int(round(n * config.temporal_test_fraction))
+    df = df.withColumn(_TEMPORAL_TEST, _temporal_cut(df, n_temporal))
+    parts = max(spark.sparkContext.defaultParallelism, -(-n // ROWS_PER_FILE))
+    df = df.repartitionByRange(parts, _POS).sortWithinPartitions(_POS).localCheckpoint()
+
+    counts = {row[_LOO]: row["count"] for row in df.groupBy(_LOO).count().collect()}
+    split_counts = {
+        schema.LEAVE_ONE_OUT: {name: counts.get(name, 0) for name in (schema.TRAIN, schema.VALID, schema.TEST)},
+        schema.RANDOM_SPLIT: {schema.TRAIN: n - n_random, schema.TEST: n_random},
+        schema.TEMPORAL_SPLIT: {schema.TRAIN: n - n_temporal, schema.TEST: n_temporal},
+    }
+    histogram = users.groupBy(_LENGTH).count().collect()
+    lengths = np.repeat([row[_LENGTH] for row in histogram], [row["count"] for row in histogram])
+    ratings = None
+    if schema.RATING in df.columns:
+        total = df.agg(F.sum(F.col(schema.RATING).cast("double"))).collect()[0][0]
+        # the pandas engine's float32 mean: exact sum, then float32 division
+        mean = np.float32(total) / np.float32(n)
+        by_rating = df.groupBy(schema.RATING).count().orderBy(schema.RATING).collect()
+        ratings = (mean, [(np.float32(row[schema.RATING]), row["count"]) for row in by_rating])
+    stats = dataset.statistics(len(user_vocab) - 2, len(item_vocab) - 3, n, lengths, report, split_counts, ratings)
+
+    columns = [schema.USER_ID, schema.USER_INDEX, schema.ITEM_ID, schema.ITEM_INDEX, schema.TIMESTAMP]
+    columns += [schema.RATING] if schema.RATING in df.columns else []
+    tables = {schema.INTERACTIONS_FILE: F.lit(True)}
+    for name in (schema.TRAIN, schema.VALID, schema.TEST):
+        tables[os.path.join(schema.SPLITS_DIR, schema.LEAVE_ONE_OUT, f"{name}.parquet")] = F.col(_LOO) == name
+    for scheme, flag in ((schema.RANDOM_SPLIT, _RANDOM_TEST), (schema.TEMPORAL_SPLIT, _TEMPORAL_TEST)):
+        tables[os.path.join(schema.SPLITS_DIR, scheme, f"{schema.TRAIN}.parquet")] = ~F.col(flag)
+        tables[os.path.join(schema.SPLITS_DIR, scheme, f"{schema.TEST}.parquet")] = F.col(flag)
+    text = str(pd.Series(np.array(["a"], dtype=object)).dtype)  # how this pandas names a column of str
+    dtypes = {schema.USER_ID: text, schema.USER_INDEX: "int32", schema.ITEM_ID: text, schema.ITEM_INDEX: "int32",
+              schema.TIMESTAMP: "int64", schema.RATING: "float32"}
+    with atomic_dir(out) as staging:
+        for name, keep in tables.items():
+            df.filter(keep).select(*columns).write.parquet(uri(os.path.join(staging, name)))
+        if config.format == "tfrecord":
+            folder = os.path.join(staging, schema.SEQUENCES_DIR)
+            os.makedirs(folder)
+            _write_sequence_shards(df, folder, config.shards)
+            stats["sequence_shards"] = {"shards": config.shards, "users": len(user_vocab) - 2}
+        dataset.write_description(staging, raw, config, item_vocab, user_vocab, stats,
+                                  {c: dtypes[c] for c in columns})
+    return dataset.PreparedDataset(out)
+
+
+def prepare_source(source: str, path: str | None, options: dict, out: str, config: preprocess.PrepareConfig,
+                   master: str = LOCAL_MASTER, conf: dict[str, str] | None = None, log=None) -> dataset.PreparedDataset:
+    """``tfrec data prepare --engine spark`` and the pipeline's ingest step: a session on `master`, the
+    source read by Spark (``csv``/``parquet``) or loaded by its pandas loader (the named datasets, which
+    are small), the dataset prepared; a failed Spark job is one sentence."""
+    from tfrec.data import loaders
+
+    say = log or (lambda message: None)
+    say(f"starting Spark ({master})")
+    with spark_source.session(master, conf) as spark:
+        if source in loaders.TABLE_SOURCES:
+            if path is None:
+                raise TfrecError(f"source {source!r} needs a path to the interactions file")
+            say(f"reading {path} with Spark")
+            data = spark_source.read_table(spark, path, **options)
+        else:
+            say(f"loading {source}" + (f" from {path}" if path else " (cache or download)"))
+            data = loaders.load(source, path, **options)
+        try:
+            return prepare(spark, data, out, config)
+        except spark_source.SPARK_ERRORS as e:  # a job that failed: out of memory, a lost executor...
+            raise TfrecError(f"Spark failed to prepare {out}: {spark_source.spark_error(e)}") from None
