@@ -54,12 +54,18 @@ def wait(procs, timeout: float = 400) -> list[int]:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from tfrec.data.dataset import prepare
+    """A dataset prepared by the Spark engine with its sequences in TFRecord shards, which the workers read
+    (the pandas engine writes the same bytes: tests/integration/test_spark_engine.py)."""
+    from tfrec.data import preprocess, spark_engine, spark_source
+    from tfrec.data.dataset import PreparedDataset
     from tfrec.data.synthetic import generate_synthetic
 
-    out = tmp_path_factory.mktemp("mw") / "data"
-    prepare(generate_synthetic(num_users=200, num_items=60, seed=3), str(out))
-    return str(out)
+    out = str(tmp_path_factory.mktemp("mw") / "data")
+    with spark_source.session("local[2]", {"spark.sql.shuffle.partitions": "2"}) as spark:
+        spark_engine.prepare(spark, generate_synthetic(num_users=200, num_items=60, seed=3), out,
+                             preprocess.PrepareConfig(format="tfrecord", shards=2))
+    assert len(PreparedDataset(out).sequence_shards) == 2 and os.path.isdir(os.path.join(out, "interactions.parquet"))
+    return out
 
 
 def test_two_workers_train_in_step_and_only_the_chief_writes(prepared, tmp_path):
