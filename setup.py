@@ -25,6 +25,9 @@ setup(
         "pandas",
         "pyarrow",
         "pyyaml",
+        # The (epsilon, delta) of differentially private runs (tfrec.training.privacy): Google's maintained
+        # accountant (RDP and PLD), rather than accounting code of tfrec's own.
+        "dp-accounting>=0.4,<1",
     ],
     extras_require={
         # tfrec data prepare --engine spark: Apache Spark through PySpark, which ships Spark itself (local mode

@@ -376,3 +376,34 @@ def test_sigkill_mid_run_then_same_command_resumes(prepared, tmp_path):
     final = json.load(open(state))
     assert set(final["epochs"]) == {"1", "2", "3", "4"}
     assert json.load(open(os.path.join(out, "run.json")))["status"] == "done"
+
+
+def test_private_pretraining_and_fine_tuning_report_their_budget(prepared, tmp_path):
+    """DP-SGD from the config: a target epsilon sets the pretraining's noise, a noise multiplier the
+    fine-tuning's; each run records the (epsilon, delta) it spent, for one user's whole history."""
+    pre, ft = str(tmp_path / "pre"), str(tmp_path / "ft")
+    private = ["--set", "privacy.target_epsilon=4", "--set", "pretrain.continuation_weight=0", "--set",
+               "pretrain.batch_size=50"]
+    refused, done, tuned = run_cli_batch(
+        ["pretrain", "--data", prepared, "--out", str(tmp_path / "x"), "--epochs", "2", "--set",
+         "privacy.noise_multiplier=1", *SMALL],
+        ["pretrain", "--data", prepared, "--out", pre, "--epochs", "3", *private, *SMALL],
+        ["finetune", "--data", prepared, "--pretrained", pre, "--out", ft, "--epochs", "2", "--set",
+         "privacy.noise_multiplier=1.2", "--set", "privacy.stages=[finetune]", "--set", "finetune.batch_size=40",
+         *SMALL])
+    # segment continuation mixes the rows of a batch: no per-example gradient, so it is refused
+    assert refused.returncode == 2 and "set pretrain.continuation_weight to 0" in refused.stderr
+    assert not os.path.exists(tmp_path / "x")
+    assert done.returncode == 0, done.stderr[-2000:]
+    spent = json.load(open(os.path.join(pre, "run.json")))["summary"]["privacy"]
+    # 200 users sampled at 50 / 200 per step, 4 steps an epoch, 3 epochs; delta 1 / users
+    assert spent["unit"] == "user" and spent["units"] == 200 and spent["sample_rate"] == 0.25
+    assert spent["steps"] == 12 and spent["delta"] == 1 / 200 and 3.9 < spent["epsilon"] <= 4.0
+    assert "privacy: (epsilon 4" in done.stdout
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    summary = json.load(open(os.path.join(ft, "run.json")))["summary"]
+    assert summary["privacy"]["noise_multiplier"] == 1.2 and summary["privacy"]["steps"] == 10
+    from tfrec.training.privacy import epsilon
+
+    assert summary["privacy"]["epsilon"] == epsilon(1.2, 0.2, 10, 1 / 200)
+    assert summary["valid"]["ndcg@10"] > 0

@@ -9,6 +9,7 @@ batches, whatever the parallelism.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -35,21 +36,36 @@ __all__ = ["EvalSequences", "causal_next_item_examples", "group_sequences", "las
            "sequence_shards", "sliding_windows", "with_mask_slot", "with_validation_items", "augment",
            "swap_older_halves", "masked_item_dataset", "next_item_sequence_dataset", "next_item_dataset",
            "causal_next_item_dataset", "retrieval_dataset", "feature_batches", "time_features", "rating_dataset",
-           "leading_padding"]
+           "leading_padding", "PoissonSampling"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PoissonSampling:
+    """Batches as differentially private training draws them: every unit joins each step's batch on its
+    own with probability `rate`, so batch sizes vary.  `unit_sizes`: how many consecutive examples each
+    unit (a user) owns, in order; a sampled unit contributes one of them, drawn at random.  None: each
+    example is a unit."""
+
+    rate: float
+    unit_sizes: np.ndarray | None = None
 
 
 def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat: bool,
-             drop_remainder: bool = False, sort_window: int = 0) -> tf.data.Dataset:
+             drop_remainder: bool = False, sort_window: int = 0,
+             poisson: PoissonSampling | None = None) -> tf.data.Dataset:
     """Shuffles, batches and maps ``to_batch(batch_index, batch)`` in parallel, order kept.
 
     With `sort_window`, every `sort_window` batches' worth of shuffled rows is sorted by
     sequence length and cut into batches, whose order is then shuffled: batches hold rows
     of similar length, so trimming their leading padding saves most of the padding's
-    compute, while every row is still drawn at random.
+    compute, while every row is still drawn at random.  With `poisson`, batches are drawn
+    by Poisson sampling instead (endless; `batch_size`, `shuffle` and `sort_window` unused).
     """
     n = len(tf.nest.flatten(arrays)[0])
     if n == 0:
         raise TfrecError("no training examples: the split is empty")
+    if poisson is not None:
+        return _poisson_batches(arrays, to_batch, poisson, seed)
     ds = tf.data.Dataset.from_tensor_slices(arrays)
     if shuffle:
         ds = ds.shuffle(min(n, 200_000), seed=seed, reshuffle_each_iteration=True)
@@ -69,6 +85,31 @@ def _batched(arrays, to_batch, batch_size: int, shuffle: bool, seed: int, repeat
     else:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
     return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _poisson_batches(arrays, to_batch, sampling: PoissonSampling, seed: int) -> tf.data.Dataset:
+    n = len(tf.nest.flatten(arrays)[0])
+    sizes = np.ones(n, np.int64) if sampling.unit_sizes is None else np.asarray(sampling.unit_sizes, np.int64)
+    if sizes.sum() != n:
+        raise TfrecError(f"{len(sizes)} units own {sizes.sum()} examples, but there are {n}")
+    if not 0 < sampling.rate <= 1:
+        raise TfrecError(f"a sampling rate is a probability above 0, not {sampling.rate}")
+    owned = sizes > 0
+    starts, counts = tf.constant((np.cumsum(sizes) - sizes)[owned]), tf.constant(sizes[owned])
+    units = int(owned.sum())
+    table = tf.nest.map_structure(tf.constant, arrays)
+
+    def draw(step):
+        seeds = tf.random.experimental.stateless_split(_batch_seed(seed, step), 2)
+        chosen = tf.where(tf.random.stateless_uniform([units], seed=seeds[0]) < sampling.rate)[:, 0]
+        offset = tf.random.stateless_uniform(tf.shape(chosen), seed=seeds[1], minval=0, maxval=2**62,
+                                             dtype=tf.int64) % tf.gather(counts, chosen)
+        rows = tf.gather(starts, chosen) + offset
+        return step, tf.nest.map_structure(lambda a: tf.gather(a, rows), table)
+
+    steps = tf.data.Dataset.counter()
+    return steps.map(draw).map(to_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def leading_padding(ids: tf.Tensor) -> tf.Tensor:
@@ -108,6 +149,7 @@ def masked_item_dataset(
     continuation_rate: float = 0.0,
     trim: bool = False,
     sort_window: int = 0,
+    poisson: PoissonSampling | None = None,
 ) -> tf.data.Dataset:
     """Masked-item (cloze) batches: ``(features, labels, sample_weights)``.
 
@@ -165,7 +207,7 @@ def masked_item_dataset(
             targets[CONTINUES] = continues
         return _trim(features, targets, weights) if trim else (features, targets, weights)
 
-    return _batched(padded, to_batch, batch_size, shuffle, seed, repeat, drop_remainder, sort_window)
+    return _batched(padded, to_batch, batch_size, shuffle, seed, repeat, drop_remainder, sort_window, poisson)
 
 
 def next_item_sequence_dataset(
@@ -180,6 +222,7 @@ def next_item_sequence_dataset(
     drop_remainder: bool = False,
     trim: bool = False,
     sort_window: int = 0,
+    poisson: PoissonSampling | None = None,
 ) -> tf.data.Dataset:
     """Next-item batches drawn from whole sequences: ``(features, labels, sample_weights)``.
 
@@ -219,7 +262,7 @@ def next_item_sequence_dataset(
         out = features, {ITEMS: target}, tf.cast(target != schema.PAD_ID, tf.float32)
         return _trim(*out) if trim else out
 
-    return _batched(padded, to_batch, batch_size, shuffle, seed, repeat, drop_remainder, sort_window)
+    return _batched(padded, to_batch, batch_size, shuffle, seed, repeat, drop_remainder, sort_window, poisson)
 
 
 def next_item_dataset(
@@ -234,6 +277,7 @@ def next_item_dataset(
     sort_window: int = 0,
     weights: np.ndarray | None = None,
     soft_targets: tuple[np.ndarray, np.ndarray] | None = None,
+    poisson: PoissonSampling | None = None,
 ) -> tf.data.Dataset:
     """Next-item batches ``(features, labels, sample_weights)`` from :func:`next_item_examples`.
 
@@ -271,7 +315,7 @@ def next_item_dataset(
         out = features, labels, weight
         return _trim(*out) if trim else out
 
-    return _batched(arrays, split, batch_size, shuffle, seed, repeat, sort_window=sort_window)
+    return _batched(arrays, split, batch_size, shuffle, seed, repeat, sort_window=sort_window, poisson=poisson)
 
 
 def causal_next_item_dataset(
@@ -283,6 +327,7 @@ def causal_next_item_dataset(
     seed: int = 0,
     trim: bool = False,
     sort_window: int = 0,
+    poisson: PoissonSampling | None = None,
 ) -> tf.data.Dataset:
     """Batches ``(features, labels, sample_weights)`` from :func:`causal_next_item_examples`.
 
@@ -303,7 +348,7 @@ def causal_next_item_dataset(
         return features, {ITEMS: target}, tf.cast(target != schema.PAD_ID, tf.float32)
 
     return _batched({ITEM_INDICES: inputs, TARGET: targets}, split, batch_size, shuffle, seed, repeat,
-                    sort_window=sort_window)
+                    sort_window=sort_window, poisson=poisson)
 
 
 def retrieval_dataset(

@@ -114,6 +114,17 @@ class _ItemPredictionModel(tf.keras.Model):
     def _item_loss(self, hidden, labels, training):
         return self.objectives["item"](hidden, labels, self.head, training=training)
 
+    def example_losses(self, y, y_pred, sample_weight=None):
+        """``[batch]``: each example's item loss, averaged over its predicted positions; what differentially
+        private training clips example by example (:mod:`tfrec.training.privacy`).  The item objective only:
+        the others couple the examples of a batch or are not summed per example here."""
+        labels = tf.cast(y[ITEMS] if isinstance(y, dict) else y, tf.int32)
+        hidden = y_pred[ITEM_HIDDEN]  # [batch, positions, dim]
+        weight = tf.ones_like(labels, tf.float32) if sample_weight is None else tf.cast(sample_weight, tf.float32)
+        flat = tf.reshape(hidden, tf.stack([-1, tf.shape(hidden)[-1]]))
+        per_position = tf.reshape(self._item_loss(flat, tf.reshape(labels, [-1]), True), tf.shape(labels))
+        return tf.reduce_sum(per_position * weight, axis=1) / tf.maximum(tf.reduce_sum(weight, axis=1), 1.0)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         training = getattr(self, "_tfrec_training", True)
         labels = y[ITEMS] if isinstance(y, dict) else y

@@ -197,6 +197,31 @@ class ExperimentalConfig:
     triplet_negatives: int = 8
 
 
+@dataclasses.dataclass
+class PrivacyConfig:
+    """Differentially private training (DP-SGD, :mod:`tfrec.training.privacy`; docs/privacy.md): off while
+    both noise_multiplier and target_epsilon are 0."""
+
+    # Standard deviation of the Gaussian noise added to each step's summed gradient, in units of l2_clip.
+    noise_multiplier: float = 0.0
+    # > 0: pick the smallest noise multiplier whose planned steps (epochs x steps per epoch) spend at most
+    # this epsilon (noise_multiplier is then ignored).
+    target_epsilon: float = 0.0
+    # Each example's gradient is clipped to this L2 norm.
+    l2_clip: float = 1.0
+    # The privacy unit: "user" (a user joins a step with probability batch_size / users and contributes one
+    # of their examples: the guarantee protects a person's whole history) or "example".
+    unit: str = "user"
+    # delta of the reported (epsilon, delta); 0 = 1 / number of units.
+    delta: float = 0.0
+    # The stages trained privately: "pretrain" (masked-item or autoregressive) and "finetune" (next-item).
+    stages: list = dataclasses.field(default_factory=lambda: ["pretrain", "finetune"])
+
+    @property
+    def enabled(self) -> bool:
+        return self.noise_multiplier > 0 or self.target_epsilon > 0
+
+
 # Settings that moved under experimental: (old dotted key -> new), read from the records of runs
 # made before the move (RunConfig.from_record); a config file that uses an old key is refused.
 MOVED = {"pretrain.attribute_weight": "experimental.attribute_weight",
@@ -239,6 +264,7 @@ class RunConfig:
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     tasks: TaskConfig = dataclasses.field(default_factory=TaskConfig)
     experimental: ExperimentalConfig = dataclasses.field(default_factory=ExperimentalConfig)
+    privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -305,6 +331,14 @@ class RunConfig:
         if unread:
             raise TfrecError(f"{where}: tasks.{unread[0]} is not read by the TFRS tasks (it applies to pretrain "
                              "and finetune); remove it")
+        p = self.privacy
+        if p.noise_multiplier < 0 or p.target_epsilon < 0 or not p.l2_clip > 0 or not 0 <= p.delta < 1:
+            raise TfrecError(f"{where}: privacy takes noise_multiplier and target_epsilon of 0 or more, a positive "
+                             "l2_clip and a delta in [0, 1)")
+        if p.unit not in ("user", "example"):
+            raise TfrecError(f"{where}: unknown privacy.unit {p.unit!r}; use user or example")
+        if not isinstance(p.stages, list) or not set(p.stages) <= {"pretrain", "finetune"}:
+            raise TfrecError(f"{where}: privacy.stages lists pretrain and/or finetune, not {p.stages!r}")
         if self.refit and self.split != "loo":
             raise TfrecError(f"{where}: refit trains on the validation items of the leave-one-out split; "
                              f"it does not apply to split {self.split!r}")
@@ -387,6 +421,10 @@ def _coerce(value, default, where: str):
         if not isinstance(value, dict):
             raise TfrecError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
+    if isinstance(default, list) and default and all(isinstance(v, str) for v in default):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TfrecError(f"{where} must be a list of names, got {value!r}")
+        return list(value)
     if isinstance(default, list):
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                                   for v in value):

@@ -14,6 +14,7 @@ A run folder holds::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -35,7 +36,7 @@ from tfrec.models.tasks import (  # noqa: E402
 from tfrec.evaluation.ranking import model_scorer  # noqa: E402,F401  (named here for the callers of old)
 from tfrec.fileio import write_json  # noqa: E402
 from tfrec.models.persistence import MODEL_DIR, resolve_model_dir  # noqa: E402,F401
-from tfrec.training import cluster, pooled  # noqa: E402
+from tfrec.training import cluster, pooled, privacy  # noqa: E402
 from tfrec.training.callbacks import Backup, EpochCheckpoint, RankingValidation  # noqa: E402
 from tfrec.training.runs import (BACKUP_DIR, CHECKPOINT_DIR, LOG_DIR, METRICS_FILE,  # noqa: E402,F401
                                  VALIDATION_FILE, finish_run, prepare_run_dir, record_preprocessor,
@@ -97,6 +98,18 @@ def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features:
         raise TfrecError(f"model.backbone {m.backbone}: {e}") from None
 
 
+def _private_plan(config: RunConfig, name: str, stage, unit_sizes, strategy) -> privacy.Plan | None:
+    """The DP-SGD plan of a stage when ``privacy`` covers it; private training runs on one replica."""
+    plan = privacy.plan(config.privacy, stage, name, unit_sizes)
+    if plan and strategy.num_replicas_in_sync > 1:
+        raise TfrecError(f"private training clips and noises each step's gradient on one replica; this strategy has "
+                         f"{strategy.num_replicas_in_sync} (use strategy: default)")
+    if plan:
+        print(f"privacy: {name} samples {plan.units:,} {plan.unit}s at rate {plan.sampling.rate:.4g}, "
+              f"{plan.steps_per_epoch} steps per epoch, noise multiplier {plan.noise_multiplier:.4g}", flush=True)
+    return plan
+
+
 def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer:
     """Adam (AdamW with weight decay), at a constant or cosine-decayed learning rate."""
     if stage.lr_schedule == "constant":
@@ -116,9 +129,17 @@ def make_optimizer(stage, steps_per_epoch: int) -> tf.keras.optimizers.Optimizer
 
 
 def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceData, out: str, task: str,
-         extra: dict, verbose, more_callbacks=()) -> dict:
+         extra: dict, verbose, more_callbacks=(), private: privacy.Plan | None = None) -> dict:
+    """Fits `model` with validation, checkpoints and backups; with `private`, through DP-SGD
+    (:class:`tfrec.training.privacy.PrivateTraining`), the privacy spent going into the summary."""
     max_len = config.model.max_len
     strategy = model.distribute_strategy
+    fitted = model
+    if private:
+        with strategy.scope():
+            fitted = privacy.PrivateTraining(model, private.l2_clip, private.noise_multiplier,
+                                             private.expected_batch, config.seed)
+            fitted.compile(optimizer=model.optimizer)
     target = cluster.WriteTarget(out, strategy)  # the run folder on the chief, scratch on other workers
 
     def save_best(epoch, metrics):
@@ -138,7 +159,7 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.perf_counter()
-    model.fit(train_ds, epochs=stage.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    fitted.fit(train_ds, epochs=stage.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
     state = validation.state
     best = state["epochs"].get(str(state["best_epoch"]), {})
@@ -149,6 +170,10 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
                "validations": len(state["epochs"]), "stopped_early": state["stopped_early"],
                "valid": metrics, "fit_seconds_this_process": seconds, "refit": config.refit,
                **worker_fingerprint(model, config)}
+    if private:
+        budget = private.budget(int(fitted.optimizer.iterations.numpy()))
+        summary["privacy"] = dataclasses.asdict(budget)
+        print(f"privacy: {budget.describe()}", flush=True)
     write_json(target.path(METRICS_FILE), summary)
     target.close()
     return summary
@@ -198,10 +223,14 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
     set_seed(config)
     stage = config.pretrain
     max_len = config.model.max_len
+    private = None
     if stage.objective == "autoregressive":
         x, y = inputs.causal_next_item_examples(data.train, max_len)
+        private = _private_plan(config, "pretrain", stage, privacy.unit_sizes_of_causal_rows(data.train, max_len),
+                                strategy)
         train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
-                                                   trim=True, sort_window=stage.sort_window)
+                                                   trim=True, sort_window=stage.sort_window,
+                                                   poisson=private.sampling if private else None)
         examples, saved_as = len(y), contract.NEXT_ITEM
 
         def build():
@@ -215,12 +244,18 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
                 raise TfrecError(f"the attribute objective needs item features, and the dataset at {data_dir} "
                                  "has none")
         sequences = inputs.sliding_windows(data.train, max_len)
+        private = _private_plan(config, "pretrain", stage, privacy.unit_sizes_of_windows(data.train, max_len),
+                                strategy)
+        if private:
+            privacy.refuse_coupled_objectives("pretrain", **{
+                "pretrain.continuation_weight": stage.continuation_weight,
+                "experimental.attribute_weight": config.experimental.attribute_weight})
         train_ds = inputs.masked_item_dataset(
             sequences, max_len, data.vocabulary_size, batch_size=stage.batch_size, mask_rate=stage.mask_rate,
             mask_last_rate=stage.mask_last_rate, max_masks=stage.max_masks or None,
             augmentations=config.experimental.pretrain_augmentations, repeat=True, seed=config.seed,
             continuation_rate=stage.continuation_rate if stage.continuation_weight else 0.0, trim=True,
-            sort_window=stage.sort_window)
+            sort_window=stage.sort_window, poisson=private.sampling if private else None)
         examples, saved_as = len(sequences), contract.PRETRAIN
 
         def build():
@@ -228,7 +263,7 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
                 build_backbone(config, data.dataset), num_sampled=stage.num_sampled, item_counts=data.item_counts,
                 attribute_table=attribute_table, attribute_size=attribute_size,
                 attribute_weight=config.experimental.attribute_weight, continuation_weight=stage.continuation_weight)
-    steps = steps_per_epoch(stage, examples)
+    steps = private.steps_per_epoch if private else steps_per_epoch(stage, examples)
     identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": fingerprint}
     chief = cluster.is_chief(strategy)
     done = prepare_run_dir(out, identity, overwrite, chief)
@@ -244,7 +279,7 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
         extra.update(datasets=[os.path.abspath(p) for p in paths], corpus=corpus.record())
         print(f"pretraining on {len(paths)} datasets: {len(corpus.keys) - len(corpus.item_maps[0])} items beside "
               f"the first's {len(corpus.item_maps[0])}, {corpus.linked_items} linked across them", flush=True)
-    summary = _fit(model, train_ds, steps, stage, config, data, out, saved_as, extra, verbose)
+    summary = _fit(model, train_ds, steps, stage, config, data, out, saved_as, extra, verbose, private=private)
     record = finish_run(out, summary, chief)
     if spec and chief:
         record_preprocessor(preprocessor, data_dir, config.model.max_len, out, spec)
@@ -274,6 +309,17 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         teacher = distill.check_teacher(stage.teacher, data.vocabulary_size, fingerprint, config.refit)
     train_ds = None
     labelled = data.label_part(stage.fraction, config.seed)  # every sequence unless finetune.fraction < 1
+    # how many training examples each user gives (privacy.unit: user samples users, one example each)
+    unit_sizes = {"all-prefixes": lambda: privacy.unit_sizes_of_prefixes(labelled),
+                  "causal": lambda: privacy.unit_sizes_of_causal_rows(labelled, max_len),
+                  "random-prefix": lambda: privacy.unit_sizes_of_windows(labelled, max_len)}
+    private = (_private_plan(config, "finetune", stage, unit_sizes[stage.examples](), strategy)
+               if stage.examples in unit_sizes else None)
+    if private:
+        privacy.refuse_coupled_objectives("finetune", **{
+            "finetune.contrastive_weight": stage.contrastive_weight, "finetune.teacher": bool(stage.teacher),
+            "experimental.triplet_weight": config.experimental.triplet_weight})
+    poisson = private.sampling if private else None
     if stage.examples == "all-prefixes":
         x, y = inputs.next_item_examples(labelled, max_len)
         last_weight = config.experimental.last_weight
@@ -282,7 +328,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         def prefix_dataset(soft_targets=None):
             return inputs.next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
                                             trim=True, sort_window=stage.sort_window, weights=weights,
-                                            soft_targets=soft_targets)
+                                            soft_targets=soft_targets, poisson=poisson)
 
         if not teacher:  # with a teacher, built once its targets are in (below)
             train_ds = prefix_dataset()
@@ -290,18 +336,18 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     elif stage.examples == "causal":
         x, y = inputs.causal_next_item_examples(labelled, max_len)
         train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
-                                                   trim=True, sort_window=stage.sort_window)
+                                                   trim=True, sort_window=stage.sort_window, poisson=poisson)
         n = len(y)
     elif stage.examples == "random-prefix":
         sequences = inputs.sliding_windows(labelled, max_len)
         train_ds = inputs.next_item_sequence_dataset(
             sequences, max_len, batch_size=stage.batch_size, prefix_rate=stage.prefix_rate,
             augmentations=config.experimental.finetune_augmentations, repeat=True, seed=config.seed, trim=True,
-            sort_window=stage.sort_window)
+            sort_window=stage.sort_window, poisson=poisson)
         n = len(sequences)
     else:
         raise TfrecError(f"unknown finetune.examples {stage.examples!r}; use all-prefixes, random-prefix or causal")
-    steps = steps_per_epoch(stage, n)
+    steps = private.steps_per_epoch if private else steps_per_epoch(stage, n)
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": fingerprint,
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     if teacher:
@@ -350,7 +396,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "teacher": identity.get("teacher"),
              "parameters": count_parameters(model), "finetune_users": len(labelled)}
-    summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose, callbacks)
+    summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose, callbacks, private)
     return finish_run(out, summary, chief)
 
 
