@@ -45,6 +45,26 @@ def cmd_data_prepare(args) -> int:
     return 0
 
 
+def cmd_data_forget(args) -> int:
+    import os
+
+    from tfrec.data import forget
+
+    roots = args.search or [os.path.dirname(os.path.abspath(args.dir))]
+    prepared, fingerprint, removed = forget.forget(args.dir, args.user)
+    users = len(dict.fromkeys(args.user))
+    print(f"tfrec: removed {removed:,} interactions of {users} user{'s' * (users != 1)} from {args.dir}",
+          file=sys.stderr)
+    print(format_table(stats_rows(prepared.stats), ("statistic", "value")))
+    found = forget.trained_on(fingerprint, roots)
+    if found:
+        print("\ntrained on the data before (retrain them, and remove the old exports):")
+        print(format_table([(kind, folder) for kind, folder in found], ("kind", "folder")))
+    else:
+        print(f"\nno run or export under {', '.join(roots)} was trained on the data before")
+    return 0
+
+
 def cmd_data_stats(args) -> int:
     from tfrec.data.dataset import PreparedDataset
 

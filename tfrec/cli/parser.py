@@ -6,7 +6,7 @@ import argparse
 
 from tfrec import __version__, contract
 from tfrec.cli.common import DATA_DIR_ENV, Parser, flag_bool
-from tfrec.cli.data_commands import cmd_data_prepare, cmd_data_stats
+from tfrec.cli.data_commands import cmd_data_forget, cmd_data_prepare, cmd_data_stats
 from tfrec.cli.serve_commands import cmd_export, cmd_push, cmd_query, cmd_serve
 from tfrec.cli.pipeline_commands import QUICKSTART_PIPELINE, QUICKSTART_RUN_CONFIG, cmd_pipeline, cmd_quickstart
 from tfrec.cli.train_commands import cmd_ensemble, cmd_evaluate, cmd_finetune, cmd_pretrain, cmd_tune
@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--spark-conf", action="append", metavar="KEY=VALUE",
                       help="--engine spark: a Spark setting, e.g. spark.driver.memory=8g (repeatable)")
     prep.set_defaults(func=cmd_data_prepare)
+    fg = data_sub.add_parser("forget", help="remove users from a prepared dataset (prepared again without them) "
+                             "and list the runs and exports trained on it, to retrain")
+    fg.add_argument("dir", help="prepared dataset folder (replaced atomically)")
+    fg.add_argument("--user", action="append", required=True, metavar="ID",
+                    help="a user id of the source data (repeatable)")
+    fg.add_argument("--search", action="append", metavar="FOLDER",
+                    help="where to look for runs and exports trained on the dataset (repeatable; default: the "
+                         "dataset's parent folder)")
+    fg.set_defaults(func=cmd_data_forget)
     st = data_sub.add_parser("stats", help="print the statistics of a prepared dataset")
     st.add_argument("dir", help="prepared dataset folder")
     st.add_argument("--json", action="store_true", help="print stats.json instead of a table")

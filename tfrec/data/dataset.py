@@ -15,6 +15,7 @@ Layout::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -148,6 +149,8 @@ def write_description(staging: str, raw: RawDataset, config: preprocess.PrepareC
         "vocabularies": {"items": {"file": schema.ITEM_VOCAB_FILE, "size": len(item_vocab)},
                          "users": {"file": schema.USER_VOCAB_FILE, "size": len(user_vocab)}},
     }
+    if raw.derived:
+        meta["derived"] = dict(sorted(raw.derived.items()))
     for name, data in ((schema.DATASET_JSON, meta), (schema.STATS_JSON, stats)):
         with open(os.path.join(staging, name), "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
@@ -254,6 +257,16 @@ class PreparedDataset:
         if not os.path.exists(p):
             raise TfrecError(f"{p} is missing from the prepared dataset")
         return p
+
+    @property
+    def fingerprint(self) -> str:
+        """What runs and exports record of the data they were trained on: a hash of ``dataset.json`` and
+        ``stats.json``."""
+        h = hashlib.sha256()
+        for name in (schema.DATASET_JSON, schema.STATS_JSON):
+            with open(self._file(name), "rb") as f:
+                h.update(f.read())
+        return h.hexdigest()[:16]
 
     @cached_property
     def stats(self) -> dict:

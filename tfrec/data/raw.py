@@ -30,6 +30,9 @@ class RawDataset:
     checksums: dict[str, str] = dataclasses.field(default_factory=dict)
     path: str | None = None
     timestamp_kind: str = "unix_seconds"  # or "order": position in the user's sequence
+    # How the data was derived from the source files besides preparing them, e.g. ``{"forgotten_users": 2}``
+    # after ``tfrec data forget`` (counts only: never the ids).
+    derived: dict = dataclasses.field(default_factory=dict)
 
 
 def sha256(path: str) -> str:

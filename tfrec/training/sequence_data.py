@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 
 import numpy as np
 
@@ -15,11 +13,7 @@ from tfrec.training.config import RunConfig
 
 
 def data_fingerprint(dataset: PreparedDataset) -> str:
-    h = hashlib.sha256()
-    for name in (schema.DATASET_JSON, schema.STATS_JSON):
-        with open(os.path.join(dataset.path, name), "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:16]
+    return dataset.fingerprint
 
 
 @dataclasses.dataclass
