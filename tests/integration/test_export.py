@@ -294,6 +294,45 @@ def test_warmup_file_parses_and_the_check_catches_a_wrong_answer(seq_export, tmp
         exporter.check(version, str(wrong))
 
 
+def test_a_next_item_export_holds_no_user_data(trained, seq_export):
+    """Data minimisation: no user id in the assets, in the warm-up requests (made of catalogue items and the
+    empty user id) or among the graph's string constants, and no user's history in the warm-up requests."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from tfrec.data import inputs
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.export import exporter
+
+    ds = PreparedDataset(trained[0])
+    users = set(ds.user_vocab.tokens[ds.user_vocab.num_reserved:])
+    items = set(ds.item_vocab.tokens)
+    assets = os.path.join(seq_export, "assets")
+    for name in os.listdir(assets):
+        assert not users & set(open(os.path.join(assets, name)).read().split()), name
+    strings = []
+    for raw in tf.data.TFRecordDataset(os.path.join(seq_export, "assets.extra", "tf_serving_warmup_requests")):
+        request = prediction_log_pb2.PredictionLog.FromString(raw.numpy()).predict_log.request
+        for key, proto in request.inputs.items():
+            values = [v.decode() for v in proto.string_val]
+            if key == "examples":
+                values = [x.decode() for v in proto.string_val for f in tf.train.Example.FromString(v)
+                          .features.feature.values() for x in f.bytes_list.value]
+            strings += values
+    assert strings and set(strings) <= items | {""}
+    histories = [tuple(ds.item_vocab.token(int(i)) for i in h) for h in inputs.loo_sequences(ds, "valid").histories]
+    assert not set(histories) & {tuple(h) for h in exporter.warmup_rows(ds)["history"]}  # no user's history
+    graph = saved_model_pb2.SavedModel.FromString(open(os.path.join(seq_export, "saved_model.pb"), "rb").read())
+    constants = set()
+    for meta in graph.meta_graphs:
+        nodes = list(meta.graph_def.node) + [n for f in meta.graph_def.library.function for n in f.node_def]
+        for node in nodes:
+            if node.op == "Const" and node.attr["dtype"].type == tf.string.as_datatype_enum:
+                constants |= {v.decode(errors="replace") for v in node.attr["value"].tensor.string_val}
+    assert constants and not users & constants
+
+
 def test_export_bad_inputs_are_one_sentence(trained, tmp_path):
     _, runs, _ = trained
     root = str(tmp_path / "serving")

@@ -489,6 +489,12 @@ def test_readiness_health_and_sigterm_drain(exports, serve, tmp_path):
     s.wait_for(lambda: check() == health_pb2.HealthCheckResponse.SERVING, what="gRPC health SERVING")
     assert health.Check(health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"),
                         timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+    # what a request holds never reaches the log or the server's output (data minimisation)
+    from tfrec.serving.client import Client, RestClient
+
+    secret = ["private-item-4711", "private-item-4712"]  # unknown ids: dropped, the request answered
+    assert len(Client(f"127.0.0.1:{s.grpc_port}").recommend("seq", [secret])[0]) > 0
+    assert len(RestClient(s.rest).recommend("seq", [secret])[0]) > 0
     with Load(f"127.0.0.1:{s.grpc_port}", threads=2) as load:
         time.sleep(0.5)
         s.proc.terminate()  # SIGTERM: drain, then exit 0
@@ -498,6 +504,8 @@ def test_readiness_health_and_sigterm_drain(exports, serve, tmp_path):
     lines = log.read_text().splitlines()
     assert any(" grpc " in ln and " Predict model=seq OK " in ln for ln in lines), lines[:3]
     assert any(" rest " in ln and "GET /readyz" in ln for ln in lines)
+    assert any(" rest " in ln and "POST /v1/models/seq:predict" in ln for ln in lines)
+    assert not [text for text in (log.read_text(), s.output()) if "private-item" in text]
     channel.close()
 
 

@@ -52,6 +52,18 @@ def _dataset_dir(config: dict, data_dir: str | None, model_dir: str) -> str:
     return path
 
 
+def warmup_rows(dataset, rows: int = WARMUP_ROWS) -> dict:
+    """Requests that exercise every signature and check the export, holding no user's data: histories of 1
+    to 12 catalogue items taken in vocabulary order from points spread over the catalogue, the empty user
+    id (an unknown user), an item id and a fixed time per row.  The same keys as :func:`validation_rows`."""
+    vocab = dataset.item_vocab
+    items = vocab.tokens[vocab.num_reserved:]
+    n, step = len(items), max(1, len(items) // rows)
+    return {"history": [[items[(r * step + j) % n] for j in range(1 + (7 * r) % 12)] for r in range(rows)],
+            "user_id": [""] * rows, "item_id": [items[(r * step + step // 2) % n] for r in range(rows)],
+            "timestamp": [1_600_000_000 + 86_400 * r for r in range(rows)], "rating": None}
+
+
 def validation_rows(dataset, task: str, run_config: dict, rows: int | None = None) -> dict:
     """Held-out validation rows of the model's own split, as string ids (what a client sends).
 
@@ -236,7 +248,7 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         vocab_dir = os.path.join(dataset.path, schema.VOCAB_DIR)
         item_vocab = os.path.join(vocab_dir, schema.ITEM_VOCAB_FILE)
         user_vocab = os.path.join(vocab_dir, schema.USER_VOCAB_FILE)
-    requests = validation_rows(dataset, task, config["run_config"], WARMUP_ROWS)
+    requests = warmup_rows(dataset)  # warm-up and the export check, with no user's data in the export
     # the re-rankers' popularity levels: interactions of the leave-one-out training part
     interactions = np.bincount(dataset.split(schema.TRAIN)[schema.ITEM_INDEX].to_numpy(np.int64),
                                minlength=len(dataset.item_vocab))
