@@ -49,11 +49,12 @@ def write_result(benchmark: str, dataset: str, payload: dict) -> str:
     return path
 
 
-def run_measured(args: list[str], log_path: str, env: dict | None = None) -> dict:
+def run_measured(args: list[str], log_path: str, env: dict | None = None, timeout: float | None = None) -> dict:
     """Runs a command to completion, polling its process tree's memory.
 
     Returns wall seconds, peak RSS (MB, the largest sum over the tree seen at 0.2 s
     intervals), the start time and the exit status; stdout and stderr go to `log_path`.
+    Past `timeout` seconds the process tree is killed and the status is -9.
     """
     import subprocess
     import time
@@ -67,8 +68,12 @@ def run_measured(args: list[str], log_path: str, env: dict | None = None) -> dic
         ps = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
-                rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)])
-                peak = max(peak, rss)
+                tree = [ps, *ps.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+                if timeout is not None and time.time() - start > timeout:
+                    for p in reversed(tree):
+                        p.kill()
+                    log.write(f"\nkilled after {timeout:.0f} s\n")
             except psutil.Error:
                 pass
             time.sleep(0.2)

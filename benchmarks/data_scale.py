@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--budget-gb", type=float, default=4.0, help="memory budget: Spark's driver memory, and the "
                     "line a run's peak must stay under (default 4)")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds a preparation may take (default 3600)")
     ap.add_argument("--workdir", help="where files go (default: a temporary folder, removed at the end)")
     args = ap.parse_args()
     engines = args.engines.split(",")
@@ -86,7 +87,7 @@ def main() -> None:
                             "--shards", str(args.shards), "--out", out, "--engine", engine)
             if engine == "spark":
                 command += ["--spark-master", "local[*]", "--spark-conf", f"spark.driver.memory={args.budget_gb:g}g"]
-            prep = run_measured(command, log)
+            prep = run_measured(command, log, timeout=args.timeout)
             size = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs)
             row = results.setdefault(engine, {})[rows] = {
                 "prepare_seconds": prep["seconds"], "prepare_peak_rss_mb": prep["peak_rss_mb"],

@@ -101,29 +101,39 @@ def _k_core(df, min_user: int, min_item: int, where: str):
                 f"{where} are empty after {min_user}-core filtering of users and {min_item}-core filtering of items")
 
 
-def _lookup_table(spark, key: str, index: str, tokens: list[str], first: int):
-    import pyarrow as pa
+def _positions(spark, positions: np.ndarray, rows_per_slice: int = 1_000_000):
+    """A one-column DataFrame (``_pos``) of positions drawn on the driver, shipped in slices, one per task
+    (a DataFrame made from local data would put every row in every task's plan)."""
+    slices = np.array_split(positions, max(1, -(-len(positions) // rows_per_slice)))
+    rdd = spark.sparkContext.parallelize(slices, len(slices)).flatMap(lambda part: [(int(x),) for x in part])
+    return spark.createDataFrame(rdd, schema=f"{_POS} long")
 
-    return spark.createDataFrame(pa.table({key: pa.array(tokens, pa.string()),
-                                           index: pa.array(np.arange(first, first + len(tokens), dtype=np.int32))}))
 
-
-def _temporal_cut(df, n_test: int):
-    """The newest `n_test` rows by (timestamp, chronological position), as a filter: whole timestamps
-    above a cut, and the latest positions at the cut."""
+def _temporal_cut(df, n: int, n_test: int):
+    """The newest `n_test` of the `n` rows by (timestamp, chronological position), as a filter: whole
+    timestamps above a cut, and the latest positions at the cut.  The cut is looked for among the timestamps
+    near the share's approximate quantile, then, failing that, among all timestamps from the newest."""
     from pyspark.sql import functions as F
 
     if n_test == 0:
         return F.lit(False)
-    seen, cut, need = 0, None, 0
-    for row in df.groupBy(schema.TIMESTAMP).count().orderBy(F.desc(schema.TIMESTAMP)).toLocalIterator():
-        if seen + row["count"] >= n_test:
-            cut, need = row[schema.TIMESTAMP], n_test - seen
+    ts = F.col(schema.TIMESTAMP)
+    share = 1 - n_test / n
+    low, high = df.approxQuantile(schema.TIMESTAMP, [max(0.0, share - 0.002), min(1.0, share + 0.002)], 0.0005)
+    counts = df.groupBy(schema.TIMESTAMP).count()
+    cut = None
+    for candidates, seen in ((counts.filter((ts >= low) & (ts <= high)), df.filter(ts > high).count()), (counts, 0)):
+        if seen >= n_test:
+            continue
+        for row in candidates.orderBy(F.desc(schema.TIMESTAMP)).toLocalIterator():
+            if seen + row["count"] >= n_test:
+                cut, need = row[schema.TIMESTAMP], n_test - seen
+                break
+            seen += row["count"]
+        if cut is not None:
             break
-        seen += row["count"]
-    at_cut = df.filter(F.col(schema.TIMESTAMP) == cut).orderBy(F.desc(_POS)).limit(need) \
-        .agg(F.min(_POS)).collect()[0][0]
-    return (F.col(schema.TIMESTAMP) > F.lit(cut)) | ((F.col(schema.TIMESTAMP) == F.lit(cut)) & (F.col(_POS) >= at_cut))
+    at_cut = df.filter(ts == cut).orderBy(F.desc(_POS)).limit(need).agg(F.min(_POS)).collect()[0][0]
+    return (ts > F.lit(cut)) | ((ts == F.lit(cut)) & (F.col(_POS) >= at_cut))
 
 
 def _write_sequence_shards(annotated, folder: str, shards: int) -> None:
@@ -174,28 +184,31 @@ def prepare(spark, source: SparkSource | RawDataset, out: str,
     df, report = _clean(source.interactions, config, where)
     df = _k_core(df, config.min_user_interactions, config.min_item_interactions, where)
 
-    # Vocabularies: items by count, most frequent first, ties by id; users by id length, then id.
-    items = df.groupBy(schema.ITEM_ID).count().orderBy(F.desc("count"), F.col(schema.ITEM_ID))
-    item_tokens = [row[0] for row in items.select(schema.ITEM_ID).toLocalIterator()]
-    users = df.groupBy(schema.USER_ID).agg(F.count(F.lit(1)).alias(_LENGTH)).localCheckpoint()
-    user_tokens = [row[0] for row in users.orderBy(F.length(schema.USER_ID), schema.USER_ID)
-                   .select(schema.USER_ID).toLocalIterator()]
-    item_vocab, user_vocab = Vocabulary.for_items(item_tokens), Vocabulary.for_features(user_tokens)
-
+    # Vocabularies, as indices computed here and tokens collected in order for the vocabulary files: items
+    # by count, most frequent first, ties by id; users by id length, then id.
+    items = df.groupBy(schema.ITEM_ID).count().withColumn(schema.ITEM_INDEX, (F.row_number().over(
+        Window.orderBy(F.desc("count"), schema.ITEM_ID)) + schema.NUM_ITEM_RESERVED - 1).cast("int")) \
+        .select(schema.ITEM_ID, schema.ITEM_INDEX).localCheckpoint()
     # The chronological order (user id, timestamp, input position) as positions: a user's first row
     # comes after every row of the users before it in id order.
     by_id = Window.orderBy(schema.USER_ID)
-    users = users.withColumn(_USER_POS, F.row_number().over(by_id).cast("long") - 1) \
+    users = df.groupBy(schema.USER_ID).agg(F.count(F.lit(1)).alias(_LENGTH)) \
+        .withColumn(schema.USER_INDEX, (F.row_number().over(Window.orderBy(F.length(schema.USER_ID), schema.USER_ID))
+                                        + schema.NUM_FEATURE_RESERVED - 1).cast("int")) \
+        .withColumn(_USER_POS, F.row_number().over(by_id).cast("long") - 1) \
         .withColumn("_first", F.coalesce(F.sum(_LENGTH).over(by_id.rowsBetween(Window.unboundedPreceding, -1)),
-                                         F.lit(0)).cast("long"))
+                                         F.lit(0)).cast("long")).localCheckpoint()
+    item_tokens = [row[0] for row in items.orderBy(schema.ITEM_INDEX).select(schema.ITEM_ID).toLocalIterator()]
+    user_tokens = [row[0] for row in users.orderBy(schema.USER_INDEX).select(schema.USER_ID).toLocalIterator()]
+    item_vocab, user_vocab = Vocabulary.for_items(item_tokens), Vocabulary.for_features(user_tokens)
     in_user = Window.partitionBy(schema.USER_ID).orderBy(schema.TIMESTAMP, ROW)
     df = df.withColumn(_RANK, F.row_number().over(in_user).cast("long") - 1).join(users, schema.USER_ID) \
-        .withColumn(_POS, F.col("_first") + F.col(_RANK)).drop("_first", ROW)
-    df = df.join(F.broadcast(_lookup_table(spark, schema.USER_ID, schema.USER_INDEX, user_tokens, 2)),
-                 schema.USER_ID)
-    df = df.join(_lookup_table(spark, schema.ITEM_ID, schema.ITEM_INDEX, item_tokens, 3), schema.ITEM_ID)
+        .withColumn(_POS, F.col("_first") + F.col(_RANK)).drop("_first", ROW).join(items, schema.ITEM_ID)
     df = df.localCheckpoint()
     n = _count(df)
+    n_random = int(round(n * config.random_test_fraction))
+    n_temporal = int(round(n * config.temporal_test_fraction))
+    newest = _temporal_cut(df, n, n_temporal)  # on the checkpointed table: its searches scan it alone
 
     # Leave-one-out: the last interaction test, the one before validation, for users long enough.
     from_end = F.col(_LENGTH) - 1 - F.col(_RANK)
@@ -203,15 +216,11 @@ def prepare(spark, source: SparkSource | RawDataset, out: str,
     df = df.withColumn(_LOO, F.when(eligible & (from_end == 0), schema.TEST)
                        .when(eligible & (from_end == 1), schema.VALID).otherwise(schema.TRAIN))
     # Random: numpy's permutation of the chronological positions, drawn here as the pandas engine draws it.
-    n_random = int(round(n * config.random_test_fraction))
     drawn = np.sort(np.random.default_rng(config.seed).permutation(n)[:n_random]).astype(np.int64)
-    import pyarrow as pa
-
-    tests = spark.createDataFrame(pa.table({_POS: pa.array(drawn), _RANDOM_TEST: pa.array(np.ones(len(drawn), bool))}))
-    df = df.join(tests, _POS, "left").withColumn(_RANDOM_TEST, F.coalesce(F.col(_RANDOM_TEST), F.lit(False)))
+    df = df.join(_positions(spark, drawn).withColumn(_RANDOM_TEST, F.lit(True)), _POS, "left") \
+        .withColumn(_RANDOM_TEST, F.coalesce(F.col(_RANDOM_TEST), F.lit(False)))
     # Temporal: the newest share of rows by timestamp, ties by position.
-    n_temporal = int(round(n * config.temporal_test_fraction))
-    df = df.withColumn(_TEMPORAL_TEST, _temporal_cut(df, n_temporal))
+    df = df.withColumn(_TEMPORAL_TEST, newest)
     parts = max(spark.sparkContext.defaultParallelism, -(-n // ROWS_PER_FILE))
     df = df.repartitionByRange(parts, _POS).sortWithinPartitions(_POS).localCheckpoint()
 

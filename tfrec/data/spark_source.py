@@ -25,6 +25,8 @@ DEFAULT_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.parquet.compression.codec": "zstd",
+    # a driver out of memory exits (and the command says so) instead of living on with a dead scheduler
+    "spark.driver.extraJavaOptions": "-XX:+ExitOnOutOfMemoryError",
 }
 ROW = "_row"  # position in the input: the tie-break of equal timestamps, as in the pandas engine
 
@@ -93,6 +95,9 @@ def uri(path: str) -> str:
 
 def spark_error(e: Exception) -> str:
     """The first line of a Spark or Py4J error (the rest is a Java stack)."""
+    if type(e).__name__ in ("Py4JNetworkError", "ConnectionRefusedError") or "Answer from Java side is empty" in str(e):
+        return ("the Spark driver stopped (out of memory? give it more with --spark-conf spark.driver.memory=..., "
+                "or run on a cluster)")
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 
