@@ -3,9 +3,9 @@ accounting by Google's ``dp-accounting`` library.
 
 Each step, every unit (a user, or one training example with ``privacy.unit: example``) joins the batch
 independently with probability ``q`` (Poisson sampling, which the accountant assumes); a sampled user
-contributes one of their examples, drawn at random.  Each example's gradient is computed separately
-(the Jacobian of the per-example losses), clipped to L2 norm ``l2_clip``, the clipped gradients are
-summed, Gaussian noise of standard deviation ``noise_multiplier * l2_clip`` is added to the sum, and the
+contributes one of their examples, drawn at random.  Each example's gradient is computed separately (its
+own forward and backward pass, vectorised over the batch), clipped to L2 norm ``l2_clip``, the clipped
+gradients are summed, Gaussian noise of standard deviation ``noise_multiplier * l2_clip`` is added to the sum, and the
 result is divided by the expected batch size ``q * units`` (never the drawn size, which depends on the
 data).  Since a user is in at most one example of a step, the clipped example is the user's whole
 contribution to that step: the guarantee is user-level.
@@ -170,11 +170,21 @@ class PrivateTraining(tf.keras.Model):
     def train_step(self, data):
         x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
         variables = self.inner.trainable_variables
-        with tf.GradientTape() as tape:
-            losses = self.inner.example_losses(y, self.inner(x, training=True), sample_weight)  # [batch]
-        jacobian = tape.jacobian(losses, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+        def one(example):  # one example's loss and gradient (every weight dense), as a batch of one
+            xi, yi, wi = tf.nest.map_structure(lambda t: t[tf.newaxis], example)
+            with tf.GradientTape() as tape:
+                loss = self.inner.example_losses(yi, self.inner(xi, training=True), wi)[0]
+            grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return loss, [tf.convert_to_tensor(g) for g in grads]
+
+        # Vectorised over the batch (as fast as one batch gradient on tfrec's models, where the Jacobian of
+        # the batch's losses ran 40x slower); ops without a vectorised form run in a loop.
+        example = (x, y, sample_weight) if sample_weight is not None else (x, y, tf.ones_like(tf.nest.flatten(y)[0],
+                                                                                              tf.float32))
+        losses, per_example = tf.vectorized_map(one, example, fallback_to_while_loop=True)
         step = tf.cast(self.optimizer.iterations, tf.int64)
-        grads, norms = clipped_noisy_sum(jacobian, self.l2_clip, self.noise_multiplier, self.expected_batch,
+        grads, norms = clipped_noisy_sum(per_example, self.l2_clip, self.noise_multiplier, self.expected_batch,
                                          tf.stack([tf.constant(self.seed, tf.int64), step]))
         self.optimizer.apply_gradients(zip(grads, variables))
         self._loss.update_state(losses)
