@@ -35,7 +35,7 @@ def cmd_data_prepare(args) -> int:
             args.source, path, kwargs, args.out, config, args.spark_master, spark_source.parse_conf(args.spark_conf),
             log=lambda message: print(f"tfrec: {message}", file=sys.stderr))
     else:
-        if args.spark_conf or args.spark_master != "local[*]":
+        if args.spark_conf or args.spark_master:
             raise TfrecError("--spark-master and --spark-conf apply to --engine spark only")
         print(f"tfrec: loading {args.source}" + (f" from {path}" if path else " (cache or download)"), file=sys.stderr)
         raw = loaders.load(args.source, path, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tfrec import __version__, contract
+from tfrec.data import schema
 from tfrec.cli.common import DATA_DIR_ENV, Parser, flag_bool
 from tfrec.cli.data_commands import cmd_data_forget, cmd_data_prepare, cmd_data_stats
 from tfrec.cli.serve_commands import cmd_export, cmd_push, cmd_query, cmd_serve
@@ -66,14 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--loo-min-length", type=int, default=3, help="shorter users stay wholly in train (default 3)")
     prep.add_argument("--test-fraction", type=float, default=0.2, help="test share of the random and temporal splits")
     prep.add_argument("--seed", type=int, default=42, help="seed of the random split")
-    prep.add_argument("--format", choices=("parquet", "tfrecord"), default="parquet",
+    prep.add_argument("--format", choices=schema.FORMATS, default="parquet",
                       help="tfrecord: also write each user's leave-one-out sequence to sharded TFRecord files, "
                            "which training then reads, interleaved (default parquet: the tables only)")
     prep.add_argument("--shards", type=int, default=1, help="number of TFRecord files of --format tfrecord (default 1)")
-    prep.add_argument("--engine", choices=("pandas", "spark"), default="pandas",
+    prep.add_argument("--engine", choices=schema.ENGINES, default="pandas",
                       help="pandas (default: fastest on one machine) or spark: the same dataset computed on Apache "
                            "Spark, for logs beyond one machine's memory (needs PySpark and Java)")
-    prep.add_argument("--spark-master", default="local[*]",
+    prep.add_argument("--spark-master",
                       help="--engine spark: local[N], spark://HOST:PORT, yarn... (default local[*]: this machine)")
     prep.add_argument("--spark-conf", action="append", metavar="KEY=VALUE",
                       help="--engine spark: a Spark setting, e.g. spark.driver.memory=8g (repeatable)")

@@ -41,6 +41,7 @@ SEQUENCES_DIR = "sequences"
 SEQUENCE_SHARD = "loo-{index:05d}-of-{count:05d}.tfrecord"
 SEQUENCE_SHARD_GLOB = "loo-*-of-*.tfrecord"
 FORMATS = ("parquet", "tfrecord")
+ENGINES = ("pandas", "spark")  # what computes a prepared dataset: the same files either way
 ITEM_VOCAB_FILE = "items.txt"
 USER_VOCAB_FILE = "users.txt"
 FORMAT_VERSION = 1

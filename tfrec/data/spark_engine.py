@@ -16,8 +16,8 @@ What runs where:
   (numpy's permutation, so that the split is the pandas engine's: 8 bytes per interaction), the item
   and user feature tables (one row per catalogue entry) and the statistics.
 
-Two orderings run on one partition: the running count of interactions over users in id order (one
-row per user) and the timestamps of the newest share of interactions (the temporal split's cut).
+Three orderings run on one partition: the item vocabulary's (one row per item), the user vocabulary's and
+the running count of interactions over users in id order (one row per user each).
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from tfrec.data import dataset, preprocess, schema
+from tfrec.data import dataset, preprocess, schema, spark_source
 from tfrec.data.raw import RawDataset
-from tfrec.data import spark_source
-from tfrec.data.spark_source import LOCAL_MASTER, ROW, SparkSource, from_raw, uri
+from tfrec.data.spark_source import ROW, SparkSource, from_raw, uri
 from tfrec.data.vocab import Vocabulary
 from tfrec.errors import TfrecError
 from tfrec.fileio import atomic_dir
@@ -70,16 +69,17 @@ def _clean(df, config: preprocess.PrepareConfig, where: str):
     else:  # identical rows: the first in input order
         df = df.groupBy(*keys).agg(F.min(ROW).alias(ROW))
     df = df.localCheckpoint()
-    deduped = _count(df)
-    report["dropped_duplicates"] = kept - deduped
+    remaining = _count(df)
+    report["dropped_duplicates"] = kept - remaining
     if config.rating_threshold is not None:
         if not with_rating:
             raise TfrecError(f"a rating threshold was given but {where} have no rating column")
         # float32 against float32, as numpy compares a float32 column with a Python float
         df = df.filter(F.col(schema.RATING) >= F.lit(float(np.float32(config.rating_threshold))).cast("float"))
         df = df.localCheckpoint()
-        report["dropped_below_threshold"] = deduped - _count(df)
-    if df.limit(1).count() == 0:
+        deduped, remaining = remaining, _count(df)
+        report["dropped_below_threshold"] = deduped - remaining
+    if remaining == 0:
         raise TfrecError(f"{where} are empty after cleaning (missing values, duplicates, rating threshold)")
     return df, report
 
@@ -239,7 +239,7 @@ def prepare(spark, source: SparkSource | RawDataset, out: str,
         mean = np.float32(total) / np.float32(n)
         by_rating = df.groupBy(schema.RATING).count().orderBy(schema.RATING).collect()
         ratings = (mean, [(np.float32(row[schema.RATING]), row["count"]) for row in by_rating])
-    stats = dataset.statistics(len(user_vocab) - 2, len(item_vocab) - 3, n, lengths, report, split_counts, ratings)
+    stats = dataset.statistics(len(user_tokens), len(item_tokens), n, lengths, report, split_counts, ratings)
 
     columns = [schema.USER_ID, schema.USER_INDEX, schema.ITEM_ID, schema.ITEM_INDEX, schema.TIMESTAMP]
     columns += [schema.RATING] if schema.RATING in df.columns else []
@@ -259,21 +259,22 @@ def prepare(spark, source: SparkSource | RawDataset, out: str,
             folder = os.path.join(staging, schema.SEQUENCES_DIR)
             os.makedirs(folder)
             _write_sequence_shards(df, folder, config.shards)
-            stats["sequence_shards"] = {"shards": config.shards, "users": len(user_vocab) - 2}
+            stats["sequence_shards"] = {"shards": config.shards, "users": len(user_tokens)}
         dataset.write_description(staging, raw, config, item_vocab, user_vocab, stats,
                                   {c: dtypes[c] for c in columns})
     return dataset.PreparedDataset(out)
 
 
 def prepare_source(source: str, path: str | None, options: dict, out: str, config: preprocess.PrepareConfig,
-                   master: str = LOCAL_MASTER, conf: dict[str, str] | None = None, log=None) -> dataset.PreparedDataset:
-    """``tfrec data prepare --engine spark`` and the pipeline's ingest step: a session on `master`, the
+                   master: str | None = None, conf: dict[str, str] | None = None, log=None) -> dataset.PreparedDataset:
+    """``tfrec data prepare --engine spark`` and the pipeline's ingest step: a session on `master` (default
+    :data:`tfrec.data.spark_source.LOCAL_MASTER`), the
     source read by Spark (``csv``/``parquet``) or loaded by its pandas loader (the named datasets, which
     are small), the dataset prepared; a failed Spark job is one sentence."""
     from tfrec.data import loaders
 
     say = log or (lambda message: None)
-    say(f"starting Spark ({master})")
+    say(f"starting Spark ({master or spark_source.LOCAL_MASTER})")
     with spark_source.session(master, conf) as spark:
         if source in loaders.TABLE_SOURCES:
             if path is None:

@@ -41,9 +41,10 @@ class SparkSource:
 
 
 @contextlib.contextmanager
-def session(master: str = LOCAL_MASTER, conf: dict[str, str] | None = None):
-    """A Spark session for one preparation, stopped afterwards; or, where this process already runs one
-    (a notebook's, a test's), that session, left running and its settings kept."""
+def session(master: str | None = None, conf: dict[str, str] | None = None):
+    """A Spark session on `master` (default :data:`LOCAL_MASTER`) for one preparation, stopped afterwards;
+    or, where this process already runs one (a notebook's, a test's), that session, left running and its
+    settings kept."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -52,6 +53,7 @@ def session(master: str = LOCAL_MASTER, conf: dict[str, str] | None = None):
     if active is not None:
         yield active
         return
+    master = master or LOCAL_MASTER
     builder = SparkSession.builder.appName("tfrec data prepare").master(master)
     if master.startswith("local"):
         if not os.environ.get("PYSPARK_PYTHON"):
@@ -64,8 +66,7 @@ def session(master: str = LOCAL_MASTER, conf: dict[str, str] | None = None):
     try:
         spark = builder.getOrCreate()
     except Exception as e:  # no Java, a master that does not answer, a bad setting
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise TfrecError(f"Spark did not start with master {master!r}: {first}") from None
+        raise TfrecError(f"Spark did not start with master {master!r}: {spark_error(e)}") from None
     spark.sparkContext.setLogLevel("ERROR")
     try:
         yield spark
@@ -84,13 +85,13 @@ def parse_conf(pairs: list[str] | None) -> dict[str, str]:
     return conf
 
 
-def _isuri(path: str) -> bool:
+def _is_uri(path: str) -> bool:
     return "://" in path
 
 
 def uri(path: str) -> str:
     """`path` as a URI Spark writes to: local paths as file://, so that a cluster default file system is not used."""
-    return path if _isuri(path) else "file://" + os.path.abspath(path)
+    return path if _is_uri(path) else "file://" + os.path.abspath(path)
 
 
 def spark_error(e: Exception) -> str:
@@ -124,7 +125,7 @@ def read_table(spark, path: str, columns: dict[str, str] | None = None, items=No
     from pyspark.sql import Window
 
     columns = dict(columns or {})
-    if not _isuri(path) and not os.path.exists(path):
+    if not _is_uri(path) and not os.path.exists(path):
         raise TfrecError(f"{path} does not exist")
     try:
         if path.endswith(".parquet"):
@@ -173,7 +174,7 @@ def read_table(spark, path: str, columns: dict[str, str] | None = None, items=No
         out.append(rating.alias(schema.RATING))
     interactions = df.select(*out, ROW)
     checksums = {}
-    if not _isuri(path) and os.path.isfile(path):
+    if not _is_uri(path) and os.path.isfile(path):
         checksums[os.path.basename(path)] = sha256(path)
     item_table = read_side(items, schema.ITEM_ID, "items", columns, checksums, list_columns, list_sep, sep)
     user_table = read_side(users, schema.USER_ID, "users", columns, checksums, list_columns, list_sep, sep)

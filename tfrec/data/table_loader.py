@@ -58,9 +58,9 @@ def read_side(obj, key: str, what: str, columns: dict[str, str], checksums: dict
               list_columns: tuple[str, ...] = (), list_sep: str = "|", sep: str = ",") -> pd.DataFrame | None:
     """An item or user feature table, renamed by `columns`, ids cleaned and unique, list columns split;
     its checksum is added to `checksums`."""
-    inv = {src: dst for dst, src in columns.items()}
     if obj is None:
         return None
+    inv = {src: dst for dst, src in columns.items()}
     table, twhere, sums = read_frame(obj, what, sep)
     checksums.update(sums)
     table = table.rename(columns=inv)

@@ -58,10 +58,6 @@ def create_pipeline(config: PipelineConfig) -> list[Step]:
             raise TfrecError(f"pipeline {config.name}: data.path {raw_path} is relative; pass --data-dir or set "
                              "TFREC_DATA_DIR")
         raw_path = os.path.join(config.data_dir, raw_path)
-    if config.data.get("engine", "pandas") not in ("pandas", "spark"):
-        from tfrec.errors import TfrecError
-
-        raise TfrecError(f"pipeline {config.name}: data.engine must be pandas or spark, not {config.data['engine']!r}")
     export_task = config.export.get("task", config.tasks[0])
     return [
         Step("ingest", steps.ingest, (), {"source": config.data["source"], "path": raw_path,

@@ -30,23 +30,22 @@ def _run_config(settings: dict, split: str | None = None):
 
 def ingest(inputs: dict, out: str, settings: dict) -> dict:
     """Load the raw files, clean, order and split them (tfrec data prepare)."""
-    from tfrec.data import dataset, loaders, preprocess
+    from tfrec.data import dataset, loaders, preprocess, schema
 
     config = preprocess.PrepareConfig(**settings["prepare"])
     engine = settings.get("engine", "pandas")
+    if engine not in schema.ENGINES:
+        raise TfrecError(f"data.engine must be {' or '.join(schema.ENGINES)}, not {engine!r}")
     if engine == "spark":  # data.engine: spark, data.spark: {master, conf}
-        from tfrec.data import spark_engine, spark_source
+        from tfrec.data import spark_engine
 
         spark = settings.get("spark") or {}
         conf = {str(k): str(v) for k, v in (spark.get("conf") or {}).items()}
         prepared = spark_engine.prepare_source(settings["source"], settings["path"], settings["options"],
-                                               os.path.join(out, "data"), config,
-                                               spark.get("master", spark_source.LOCAL_MASTER), conf)
-    elif engine == "pandas":
+                                               os.path.join(out, "data"), config, spark.get("master"), conf)
+    else:
         raw = loaders.load(settings["source"], settings["path"], **settings["options"])
         prepared = dataset.prepare(raw, os.path.join(out, "data"), config)
-    else:
-        raise TfrecError(f"data.engine must be pandas or spark, not {engine!r}")
     return {"data": os.path.join(out, "data"), "stats": prepared.stats}
 
 

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfrec.data.inputs import PoissonSampling
+from tfrec.data.inputs import PoissonSampling, sliding_windows
 from tfrec.errors import TfrecError
 
 
@@ -198,13 +198,8 @@ def unit_sizes_of_prefixes(sequences: list[np.ndarray], min_history: int = 1) ->
 
 
 def unit_sizes_of_windows(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
-    """How many windows (:func:`tfrec.data.inputs.sliding_windows`, stride `max_len`) each sequence gives."""
-    def count(n):
-        if n <= max_len:
-            return 1
-        ends = range(n, max_len, -max_len)
-        return len(ends) + (ends[-1] - max_len != 0)
-    return np.array([count(len(s)) for s in sequences], np.int64)
+    """How many windows (:func:`tfrec.data.inputs.sliding_windows`, views of the sequence) each sequence gives."""
+    return np.array([len(sliding_windows([s], max_len)) for s in sequences], np.int64)
 
 
 def unit_sizes_of_causal_rows(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
