@@ -84,6 +84,10 @@ RERANK_KNOBS = (DIVERSITY, POPULARITY_PENALTY)
 EXPLAIN = "explain"
 BECAUSE_ITEM_IDS = "because_item_ids"  # [-1, E, M] the history items whose removal lowers each score most
 BECAUSE_WEIGHTS = "because_weights"  # [-1, E, M] that score drop
+# The history items the explain signature leaves out in turn, one forward pass each: the most recent
+# EXPLAIN_WINDOW (0: all).  docs/BENCHMARKS.md ("Explanations") measures how often the item whose removal
+# lowers a recommendation most is among them.
+EXPLAIN_WINDOW = 10
 SHARED_ATTRIBUTES = "shared_attributes"  # [-1, E, F] "column=value" attributes shared with the history
 SCORE = "score"
 EMBEDDINGS = "embeddings"

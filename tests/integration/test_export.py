@@ -79,13 +79,15 @@ def seq_export(trained, tmp_path_factory):
 def test_next_item_export_has_the_documented_signatures_and_answers(trained, tmp_path):
     data, runs, _ = trained
     root = str(tmp_path / "serving")
-    r = run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq", "--top-k", "5")
+    r = run_cli("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq", "--top-k", "5",
+                "--explain-window", "2")
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.listdir(os.path.join(root, "seq")) == ["1"]
     version = os.path.join(root, "seq", "1")
     assert {"saved_model.pb", "variables", "assets", "assets.extra"} <= set(os.listdir(version))
     meta = json.load(open(os.path.join(version, "assets.extra", "tfrec_model.json")))
     assert meta["task"] == "next-item" and meta["version"] == 1 and meta["top_k"] == 5
+    assert meta["explain_window"] == 2
     history = [["i3", "", "i7", "i9"], ["", "", "", "nope"]]
     got = probe(version, {"serving_default": {"history": history},
                           "item_embeddings": {"item_ids": ["i3", "unknown-id"]}})
@@ -126,14 +128,33 @@ def test_next_item_export_has_the_documented_signatures_and_answers(trained, tmp
     alone = fn(history=tf.constant([["i3", "i7", "i9"]]))
     np.testing.assert_allclose(together["scores"][1].numpy(), alone["scores"][0].numpy(), rtol=1e-5, atol=1e-5)
     assert together["item_ids"][1].numpy().tolist() == alone["item_ids"][0].numpy().tolist()
+    # explain with a window of 2: only the two newest history items are left out, and named, with their
+    # exact score drops (older items never), in a batch with a longer and a shorter history
+    explain = tf.saved_model.load(version).signatures["explain"]
+    history = ["i3", "i7", "i9", "i12"]
+    out = explain(history=tf.constant([history, [""] * 3 + ["i5"], long[-4:]]))
+    score, top = out["scores"][0, 0].numpy(), out["item_ids"][0, 0].numpy()
+    drops = {}
+    for item in history[-2:]:
+        variant = fn(history=tf.constant([[i for i in history if i != item]]))
+        drops[item.encode()] = score - variant["scores"][0].numpy()[variant["item_ids"][0].numpy().tolist().index(top)]
+    expected = sorted(drops, key=drops.get, reverse=True)
+    assert out["because_item_ids"][0, 0].numpy().tolist() == expected + [b""]
+    np.testing.assert_allclose(out["because_weights"][0, 0].numpy()[:2], [drops[i] for i in expected],
+                               rtol=1e-4, atol=1e-5)
+    assert out["because_item_ids"][1, :, 0].numpy().tolist() == [b"i5"] * 5
+    assert set(out["because_item_ids"][2].numpy().ravel()) <= {b"", *(i.encode() for i in long[-2:])}
     # a second export goes to version 2 (given a relative serving root: the check runs elsewhere);
-    # asking for an existing version is refused
-    second, again = run_cli_batch(
+    # asking for an existing version, or a negative explain window, is refused
+    second, again, window = run_cli_batch(
         ("export", "--model", runs["next-item"], "--serving-root", os.path.relpath(root, REPO), "--name", "seq"),
-        ("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq", "--version", "2"))
+        ("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq", "--version", "2"),
+        ("export", "--model", runs["next-item"], "--serving-root", root, "--name", "seq", "--explain-window", "-1"))
     assert second.returncode == 0, second.stderr[-2000:]
     assert sorted(os.listdir(os.path.join(root, "seq"))) == ["1", "2"]
     assert_clean_error(again, "exists; versions only go up")
+    assert_clean_error(window, "--explain-window must be 0 (every history item) or positive")
+    assert sorted(os.listdir(os.path.join(root, "seq"))) == ["1", "2"]
 
 
 def test_ensemble_combines_evaluates_and_exports(trained, tmp_path):

@@ -86,6 +86,31 @@ def test_committed_configs_parse():
         assert config.data["source"] and config.tasks and RunConfig.from_dict(config.run_config)
 
 
+def test_a_pipeline_configs_export_and_push_settings_are_checked(tmp_path):
+    import pytest
+    import yaml
+
+    from tests.conftest import REPO
+    from tfrec.errors import TfrecError
+    from tfrec.pipeline.runner import load_config
+    from tfrec.training.config import read_mapping
+
+    base = read_mapping(f"{REPO}/pipelines/configs/movielens-100k.yaml")
+    base["run_config"] = f"{REPO}/configs/ml-100k.yaml"
+    for change, message in (
+            ({"export": {"name": "m", "topk": 5}}, r"unknown export setting\(s\) topk; the settings are task, name, "
+                                                    r"top_k, explain_window"),
+            ({"export": {"task": "next-item"}}, "export lacks name"),
+            ({"export": ["m"]}, "export must be a mapping"),
+            ({"push": {"min_delta": 0.1, "kept": 2}}, r"unknown push setting\(s\) kept")):
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump(dict(base, **change)))
+        with pytest.raises(TfrecError, match=message):
+            load_config(str(path), "/data", "/pipe", "/serving")
+    path.write_text(yaml.safe_dump(dict(base, export={"name": "m", "explain_window": 0})))
+    assert load_config(str(path), "/data", "/pipe", "/serving").export["explain_window"] == 0
+
+
 def test_configs_default_yaml_is_generated_from_the_dataclasses_and_complete():
     import os
 

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--data", help="prepared dataset folder (default: the one the model was trained on)")
     ex.add_argument("--preprocessor", help="a preprocessor artifact (tfrec pipeline's transform step) whose "
                                            "vocabularies the signatures read (default: the dataset's)")
+    ex.add_argument("--explain-window", type=int, default=contract.EXPLAIN_WINDOW,
+                    help="the explain signature leaves out each of the last N history items in turn, one forward "
+                         f"pass each (0: every item; default {contract.EXPLAIN_WINDOW})")
     ex.set_defaults(func=cmd_export)
     pu = sub.add_parser("push", help="push an export as the next served version if it is not worse than the current")
     pu.add_argument("--candidate", required=True, help="an export folder (a version folder written by tfrec export)")

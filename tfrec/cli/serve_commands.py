@@ -14,7 +14,7 @@ def cmd_export(args) -> int:
     from tfrec.export import exporter
 
     path = exporter.export(args.model, args.serving_root, args.name, version=args.version, k=args.top_k,
-                           data_dir=args.data, preprocessor=args.preprocessor)
+                           data_dir=args.data, preprocessor=args.preprocessor, explain_window=args.explain_window)
     with open(os.path.join(path, "assets.extra", exporter.METADATA_FILE)) as f:
         meta = json.load(f)
     print(f"exported {meta['task']} model to {path} (signatures: {', '.join(meta['signatures'])}); "

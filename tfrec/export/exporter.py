@@ -205,11 +205,14 @@ def _mark_regress(export_dir: str) -> None:
 
 
 def export(model_dir: str, serving_root: str, name: str, version: int | None = None, k: int = 100,
-           data_dir: str | None = None, validate: bool = True, preprocessor: str | None = None) -> str:
+           data_dir: str | None = None, validate: bool = True, preprocessor: str | None = None,
+           explain_window: int | None = None) -> str:
     """Exports the model saved at `model_dir` to ``serving_root/name/<version>``; returns that path.
 
     The signatures map string ids with the vocabularies of `preprocessor` (the pipeline's transform
-    artifact, checked against the dataset and the model) when given, else with the dataset's."""
+    artifact, checked against the dataset and the model) when given, else with the dataset's.  The
+    ``explain`` signature leaves out each of the last `explain_window` history items in turn (0: every
+    one; default :data:`tfrec.export.signatures.EXPLAIN_WINDOW`)."""
     import tensorflow as tf
 
     from tfrec import __version__
@@ -222,6 +225,9 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         raise TfrecError(f"model name {name!r} must be letters, digits, - or _")
     if k < 1:
         raise TfrecError(f"--top-k must be positive, got {k}")
+    explain_window = sig.EXPLAIN_WINDOW if explain_window is None else explain_window
+    if explain_window < 0:
+        raise TfrecError(f"--explain-window must be 0 (every history item) or positive, got {explain_window}")
     model_dir = resolve_model_dir(model_dir)
     model, config = persistence.load(model_dir, for_serving=True)
     task = config["task"]
@@ -254,7 +260,8 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
                                minlength=len(dataset.item_vocab))
     attributes = attribute_names(dataset)
     if task in SEQUENCE_TASKS:
-        module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes)
+        module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes,
+                                     explain_window)
         signatures = module.signatures()
         inputs = ["history", "user_id"] if module.uses_user else ["history"]
         warm = [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"])]
@@ -271,7 +278,8 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         expected = {default_name: _expected_ranking(model, ranking.preprocessor, requests)}
         module = ranking
         if task == contract.MULTITASK:
-            retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes)
+            retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes,
+                                            explain_window)
             module.retrieval_module = retrieval
             for key, fn in retrieval.signatures().items():
                 signatures[key] = fn
@@ -299,6 +307,7 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
                     "validation_metrics": config.get("valid_metrics"), "epoch": config.get("epoch"),
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "tfrec_version": __version__, "top_k": module.k, "max_len": max_len,
+                    "explain_window": explain_window if sig.EXPLAIN in signatures else None,
                     "signatures": sorted(signatures), "source_model": os.path.abspath(model_dir)}
         with open(os.path.join(extra, METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.contract import (BECAUSE_ITEM_IDS, BECAUSE_WEIGHTS, DIVERSITY, EMBEDDINGS, EXAMPLES,  # noqa: E402,F401
-                            EXPLAIN, HISTORY, ITEM_EMBEDDINGS, ITEM_ID, ITEM_IDS, ITEM_INDEX, ITEM_INDICES,
+                            EXPLAIN, EXPLAIN_WINDOW, HISTORY, ITEM_EMBEDDINGS, ITEM_ID, ITEM_IDS, ITEM_INDEX, ITEM_INDICES,
                             POPULARITY_PENALTY, RANK, REGRESS, REGRESS_INPUTS, REGRESS_METHOD, REGRESS_OUTPUTS,
                             RERANK, RERANK_KNOBS, SCORE, SCORES, SERVING_DEFAULT, SERVING_TF_EXAMPLE,
                             SHARED_ATTRIBUTES, TIMESTAMP, USER_ID, USER_INDEX)
@@ -104,7 +104,9 @@ class SequenceServing(_Base):
     """History (and user) -> top-K items, for next-item, pretrained and retrieval models."""
 
     def __init__(self, model, item_vocab: str, user_vocab: str | None, max_len: int, k: int = 100,
-                 interactions=None, attributes=None):
+                 interactions=None, attributes=None, explain_window: int = EXPLAIN_WINDOW):
+        if explain_window < 0:
+            raise ValueError(f"the explain window must be 0 (every history item) or positive, got {explain_window}")
         self.retrieval = hasattr(model, "query_tower")
         uses_user = self.retrieval and model.query_tower.uses_user
         super().__init__(model, item_vocab, user_vocab if uses_user else None, max_len, k)
@@ -131,6 +133,7 @@ class SequenceServing(_Base):
         self.attribute_table = tf.constant(np.asarray(table, np.int32))
         self.attribute_names = tf.constant(list(names), tf.string)
         self.explained = int(min(EXPLAINED, self.k))
+        self.explain_window = int(explain_window)
 
     def _query(self, packed, users):
         """A retrieval model's query vectors for packed histories (and users)."""
@@ -167,26 +170,29 @@ class SequenceServing(_Base):
 
     def explain(self, history, user_id=None):
         """The top :data:`EXPLAINED` items, each with the :data:`BECAUSE` history items whose removal lowers
-        its score most (occlusion: every history item left out in turn, all variants scored in one batch)
-        and the attributes it shares with the history."""
+        its score most, and the attributes it shares with the history.  Occlusion: each of the most recent
+        ``explain_window`` history items (0: every one) is left out in turn and every variant is scored in
+        one batch, so the weights are the score drops themselves; an older item is never named."""
         packed, ids, known = self._history(history)
         users = self._users(user_id) if self.uses_user else None
         full = self.scores(packed, users)
         best, rec = tf.math.top_k(self._masked(full, ids, known), k=self.explained)  # [B, E]
         rows, width = tf.shape(packed)[0], tf.shape(packed)[1] - 1  # W history slots, then the mask slot
+        # the S slots left out in turn: the last S of the W (rows are right-aligned, so each row's newest)
+        size = width if not self.explain_window else tf.minimum(width, self.explain_window)
         # variant p: the packed row without slot p (older slots move right, a pad enters on the left)
-        slot, place = tf.range(width)[:, tf.newaxis], tf.range(width + 1)[tf.newaxis, :]
-        source = tf.where(place <= slot, place - 1, place) + 1  # [W, W + 1] into the row with a pad in front
-        variants = tf.gather(tf.pad(packed, [[0, 0], [1, 0]]), source, axis=1)  # [B, W, W + 1]
-        flat = tf.reshape(variants, tf.stack([rows * width, width + 1]))
-        flat_users = None if users is None else tf.repeat(users, width)
-        scored = self.item_scores(flat, flat_users, tf.repeat(rec, width, axis=0))  # [B * W, E]
-        drop = best[:, tf.newaxis, :] - tf.reshape(scored, tf.stack([rows, width, -1]))  # [B, W, E]
-        present = packed[:, :width] > 0
-        drop = tf.where(present[:, tf.newaxis, :], tf.transpose(drop, [0, 2, 1]), float("-inf"))  # [B, E, W]
+        slot, place = tf.range(width - size, width)[:, tf.newaxis], tf.range(width + 1)[tf.newaxis, :]
+        source = tf.where(place <= slot, place - 1, place) + 1  # [S, W + 1] into the row with a pad in front
+        variants = tf.gather(tf.pad(packed, [[0, 0], [1, 0]]), source, axis=1)  # [B, S, W + 1]
+        flat = tf.reshape(variants, tf.stack([rows * size, width + 1]))
+        flat_users = None if users is None else tf.repeat(users, size)
+        scored = self.item_scores(flat, flat_users, tf.repeat(rec, size, axis=0))  # [B * S, E]
+        drop = best[:, tf.newaxis, :] - tf.reshape(scored, tf.stack([rows, size, -1]))  # [B, S, E]
+        left_out = packed[:, width - size:width]  # [B, S] the items of those slots
+        drop = tf.where((left_out > 0)[:, tf.newaxis, :], tf.transpose(drop, [0, 2, 1]), float("-inf"))  # [B, E, S]
         drop = tf.pad(drop, [[0, 0], [0, 0], [0, BECAUSE]], constant_values=float("-inf"))
-        weight, at = tf.math.top_k(drop, k=BECAUSE)  # [B, E, M] slots of the history
-        item = tf.gather(tf.pad(packed[:, :width], [[0, 0], [0, BECAUSE]]), at, batch_dims=1)
+        weight, at = tf.math.top_k(drop, k=BECAUSE)  # [B, E, M] slots among the S
+        item = tf.gather(tf.pad(left_out, [[0, 0], [0, BECAUSE]]), at, batch_dims=1)
         real = tf.logical_and(tf.math.is_finite(weight), item > 0)
         because = tf.where(real, self.preprocessor.tokens(item), "")
         # attributes of each recommended item that some history item has too

@@ -12,6 +12,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 
+from tfrec import contract
 from tfrec.pipeline import steps
 
 STEP_NAMES = ("ingest", "transform", "pretrain", "finetune", "evaluate", "export", "push")
@@ -33,7 +34,7 @@ class PipelineConfig:
     (loader arguments), ``prepare`` (PrepareConfig fields), ``engine`` (``pandas``, the default, or
     ``spark``) and ``spark`` (``master``, ``conf``: the Spark engine's session).  run_config: a run config
     file (relative to the repository) or a mapping; overrides: dotted settings on top.
-    tasks: the fine-tuning tasks; export: ``task``, ``name``, ``top_k``; push:
+    tasks: the fine-tuning tasks; export: ``task``, ``name``, ``top_k``, ``explain_window``; push:
     ``metric``, ``min_delta``, ``keep``.
     """
 
@@ -71,7 +72,8 @@ def create_pipeline(config: PipelineConfig) -> list[Step]:
                                                                                "tasks": list(config.tasks)}),
         Step("evaluate", steps.evaluate, ("ingest", "finetune"), {"tasks": list(config.tasks)}),
         Step("export", steps.export, ("ingest", "transform", "finetune"),
-             {"task": export_task, "name": config.export["name"], "top_k": config.export.get("top_k", 100)}),
+             {"task": export_task, "name": config.export["name"], "top_k": config.export.get("top_k", 100),
+              "explain_window": config.export.get("explain_window", contract.EXPLAIN_WINDOW)}),
         Step("push", steps.push, ("ingest", "export"), {"name": config.export["name"],
                                                          "serving_root": config.serving_root, **config.push}),
     ]

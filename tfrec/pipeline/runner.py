@@ -67,6 +67,17 @@ def load_config(path: str, data_dir: str | None, pipeline_root: str | None, serv
     missing = [k for k in ("name", "data", "run_config", "tasks", "export") if k not in raw]
     if missing:
         raise TfrecError(f"pipeline config {path} lacks {', '.join(missing)}")
+    for section, known in (("export", ("task", "name", "top_k", "explain_window")),
+                           ("push", ("metric", "min_delta", "keep"))):
+        value = raw.get(section) or {}
+        if not isinstance(value, dict):
+            raise TfrecError(f"pipeline config {path}: {section} must be a mapping of {', '.join(known)}")
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise TfrecError(f"pipeline config {path}: unknown {section} setting(s) {', '.join(map(str, unknown))}; "
+                             f"the settings are {', '.join(known)}")
+    if "name" not in raw["export"]:
+        raise TfrecError(f"pipeline config {path}: export lacks name")
     run_config = run_config_file or raw["run_config"]
     if isinstance(run_config, str):
         candidates = [os.path.abspath(run_config), os.path.join(os.path.dirname(os.path.abspath(path)), run_config),

@@ -124,7 +124,7 @@ def export(inputs: dict, out: str, settings: dict) -> dict:
 
     path = exporter.export(os.path.join(inputs["finetune"], settings["task"]), os.path.join(out, "serving"),
                            settings["name"], version=1, k=settings["top_k"], data_dir=_data(inputs),
-                           preprocessor=_preprocessor(inputs))
+                           preprocessor=_preprocessor(inputs), explain_window=settings["explain_window"])
     return {"export": path}
 
 
