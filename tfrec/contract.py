@@ -27,6 +27,8 @@ ITEM_ID = "item_id"  # the source's string id
 TIMESTAMP = "timestamp"
 RATING = "rating"
 USER_INDEX = "user_index"  # position in the user vocabulary
+USER_FEATURE_IDS = "user_feature_ids"  # [batch, width] int32 a user's categorical feature ids (0 = none)
+USER_NUMERIC = "user_numeric"  # [batch, k] float32 a user's standardised numeric features (0 = the mean)
 ITEM_INDEX = "item_index"  # position in the item vocabulary
 INTERACTION_COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP)
 # Item features the loaders produce (any others are kept under their own names).
@@ -72,6 +74,9 @@ RANK = "rank"
 REGRESS = "regress"
 REGRESS_METHOD = "tensorflow/serving/regress"
 HISTORY = "history"  # [-1, -1] string item ids, oldest first, "" = padding
+# [-1, -1] string "column=value" features of the user (gender=F, age=25), "" = padding: what a retrieval
+# export whose query tower reads user features only takes instead of a user id (it holds no user table)
+USER_FEATURES = "user_features"
 EXAMPLES = "examples"  # [-1] serialised tf.Example
 ITEM_IDS = "item_ids"  # string item ids: the top-K output, and the item_embeddings input
 SCORES = "scores"

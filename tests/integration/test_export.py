@@ -216,14 +216,48 @@ def test_retrieval_and_ranking_exports(trained, tmp_path):
     calls = {"serving_default": {"user_id": ["u1", "who?"], "item_id": ["i1", "i1"], "history": [["i2"], [""]],
                                  "timestamp": [1_600_000_000, 0]}}
     retrieval, ranking, both = probe_all(
-        (os.path.join(root, "retrieval", "1"), {"serving_default": {"history": [["i1", "i2"]], "user_id": ["u1"]}}),
+        (os.path.join(root, "retrieval", "1"), {"serving_default": {"history": [["i1", "i2"]],
+                                                                    "user_features": [["nope=1"]]}}),
         (os.path.join(root, "ranking", "1"), calls),
         (os.path.join(root, "both", "1"), {"rank": calls["serving_default"],
                                            "serving_default": {"history": [["i1"]], "user_id": ["u1"]}}))
     assert retrieval["modules"] == []
     sig = retrieval["signatures"]["serving_default"]
-    assert sig["inputs"] == {"history": ["string", [None, None]], "user_id": ["string", [None]]}
+    # its query tower reads user features only: the request carries them, the export holds no user table
+    assert sig["inputs"] == {"history": ["string", [None, None]], "user_features": ["string", [None, None]]}
     assert len(retrieval["answers"]["serving_default"]["item_ids"][0]) == 40  # K = 100 capped at the catalogue
+    assert both["signatures"]["serving_default"]["inputs"]["user_id"] == ["string", [None]]  # it embeds user ids
+    # a user's features in the request give what the model gives that user from its own feature table
+    import numpy as np
+    import tensorflow as tf
+
+    from tfrec.contract import ITEM_INDICES, USER_INDEX
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.export import exporter
+    from tfrec.models import persistence
+
+    data = trained[0]
+    ds = PreparedDataset(data)
+    users = ["u1", "u7", "u30"]
+    profiles = exporter.user_feature_tokens(ds, users)
+    assert all(any(t.startswith("age=") for t in p) and any(t.startswith("segment=") for t in p) for p in profiles)
+    served = tf.saved_model.load(os.path.join(root, "retrieval", "1")).signatures["serving_default"]
+    got = served(history=tf.constant([["i1", "i2"]] * 3), user_features=tf.constant(exporter.padded(profiles)))
+    model, _ = persistence.load(os.path.join(runs["retrieval"], "model"))
+    ids = np.array([[ds.item_vocab.index("i1"), ds.item_vocab.index("i2"), 1]] * 3, np.int32)
+    query = model.query_vectors({ITEM_INDICES: ids, USER_INDEX: np.array([ds.user_vocab.index(u) for u in users],
+                                                                         np.int32)})
+    scores = query @ model.candidate_matrix().T
+    for row in range(3):
+        top = got["item_ids"][row].numpy().astype(str)[:5]
+        np.testing.assert_allclose(got["scores"][row].numpy()[:5],
+                                   [scores[row, ds.item_vocab.index(i)] for i in top], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(query[0], query[1])  # the features matter
+    # unknown columns, values and a value that is not a number add nothing: the same as no features
+    odd = served(history=tf.constant([["i1", "i2"]] * 2), user_features=tf.constant([["", ""], ["nope=1", "age=x"]]))
+    np.testing.assert_allclose(odd["scores"][0].numpy(), odd["scores"][1].numpy(), rtol=1e-6)
+    assert_no_user_data(os.path.join(root, "retrieval", "1"), ds)
+    assert not [f for f in os.listdir(os.path.join(root, "retrieval", "1", "assets")) if "user" in f]
     assert ranking["signatures"]["serving_default"]["outputs"] == {"score": ["float32", [None]]}
     assert set(ranking["signatures"]) == {"serving_default", "regress"}
     assert ranking["signatures"]["regress"]["inputs"] == {"inputs": ["string", [None]]}
@@ -315,36 +349,39 @@ def test_warmup_file_parses_and_the_check_catches_a_wrong_answer(seq_export, tmp
         exporter.check(version, str(wrong))
 
 
-def test_a_next_item_export_holds_no_user_data(trained, seq_export):
-    """Data minimisation: no user id in the assets, in the warm-up requests (made of catalogue items and the
-    empty user id) or among the graph's string constants, and no user's history in the warm-up requests."""
+def assert_no_user_data(export_dir: str, ds) -> None:
+    """Data minimisation: no user id in the assets, in the warm-up requests (made of catalogue items,
+    feature values and the empty user id) or among the graph's string constants, and no user's history in
+    the warm-up requests."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
     from tensorflow_serving.apis import prediction_log_pb2
 
     from tfrec.data import inputs
-    from tfrec.data.dataset import PreparedDataset
     from tfrec.export import exporter
 
-    ds = PreparedDataset(trained[0])
     users = set(ds.user_vocab.tokens[ds.user_vocab.num_reserved:])
     items = set(ds.item_vocab.tokens)
-    assets = os.path.join(seq_export, "assets")
+    profile = exporter.user_profile(ds)
+    values = set(profile["keys"]) | {f"{c}=" for c, _, _ in profile["numeric"]}
+    assets = os.path.join(export_dir, "assets")
     for name in os.listdir(assets):
         assert not users & set(open(os.path.join(assets, name)).read().split()), name
     strings = []
-    for raw in tf.data.TFRecordDataset(os.path.join(seq_export, "assets.extra", "tf_serving_warmup_requests")):
+    for raw in tf.data.TFRecordDataset(os.path.join(export_dir, "assets.extra", "tf_serving_warmup_requests")):
         request = prediction_log_pb2.PredictionLog.FromString(raw.numpy()).predict_log.request
         for key, proto in request.inputs.items():
-            values = [v.decode() for v in proto.string_val]
             if key == "examples":
-                values = [x.decode() for v in proto.string_val for f in tf.train.Example.FromString(v)
-                          .features.feature.values() for x in f.bytes_list.value]
-            strings += values
-    assert strings and set(strings) <= items | {""}
+                values_ = [x.decode() for v in proto.string_val for f in tf.train.Example.FromString(v)
+                           .features.feature.values() for x in f.bytes_list.value]
+            else:
+                values_ = [v.decode() for v in proto.string_val]
+            strings += values_
+    numeric = {s for s in strings if s.split("=", 1)[0] + "=" in values}
+    assert strings and set(strings) - numeric <= items | values | {""}
     histories = [tuple(ds.item_vocab.token(int(i)) for i in h) for h in inputs.loo_sequences(ds, "valid").histories]
     assert not set(histories) & {tuple(h) for h in exporter.warmup_rows(ds)["history"]}  # no user's history
-    graph = saved_model_pb2.SavedModel.FromString(open(os.path.join(seq_export, "saved_model.pb"), "rb").read())
+    graph = saved_model_pb2.SavedModel.FromString(open(os.path.join(export_dir, "saved_model.pb"), "rb").read())
     constants = set()
     for meta in graph.meta_graphs:
         nodes = list(meta.graph_def.node) + [n for f in meta.graph_def.library.function for n in f.node_def]
@@ -352,6 +389,12 @@ def test_a_next_item_export_holds_no_user_data(trained, seq_export):
             if node.op == "Const" and node.attr["dtype"].type == tf.string.as_datatype_enum:
                 constants |= {v.decode(errors="replace") for v in node.attr["value"].tensor.string_val}
     assert constants and not users & constants
+
+
+def test_a_next_item_export_holds_no_user_data(trained, seq_export):
+    from tfrec.data.dataset import PreparedDataset
+
+    assert_no_user_data(seq_export, PreparedDataset(trained[0]))
 
 
 def test_export_bad_inputs_are_one_sentence(trained, tmp_path):

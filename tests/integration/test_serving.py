@@ -240,12 +240,17 @@ def test_query_prints_recommendations_and_sigterm_drains_then_exits(server):
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:3] == ["rank", "item", "score"] and len(lines) == 2 + 3  # header, rule, 3 rows
-    explained, diverse, missing, both = run_cli_batch(
+    explained, diverse, missing, both, malformed, extra = run_cli_batch(
         ("query", "--server", server["grpc"], "--model", "seq", "--history", "i1,i2", "-k", "3", "--explain",
          "--data", server["data"]),
         ("query", "--server", server["grpc"], "--model", "seq", "--history", "i1,i2", "-k", "3", "--diversity", "0.5"),
         ("query", "--server", server["grpc"], "--model", "missing", "--history", "i1"),
-        ("query", "--server", server["grpc"], "--model", "seq", "--history", "i1", "--explain", "--diversity", "1"))
+        ("query", "--server", server["grpc"], "--model", "seq", "--history", "i1", "--explain", "--diversity", "1"),
+        ("query", "--server", server["grpc"], "--model", "seq", "--history", "i1", "--user-features", "gender"),
+        # a next-item export reads no user: features sent to it are an input its signature does not have
+        ("query", "--server", server["grpc"], "--model", "seq", "--history", "i1", "--user-features", "age=30"))
+    assert_clean_error(malformed, "column=value pairs")
+    assert extra.returncode == 2 and "INVALID_ARGUMENT" in extra.stderr and "Traceback" not in extra.stderr
     assert explained.returncode == 0, explained.stderr[-2000:]
     rows = [ln for ln in explained.stdout.splitlines() if ln.strip()][2:]
     assert len(rows) == 3 and all("because you liked Item 1" in ln or "because you liked Item 2" in ln for ln in rows)

@@ -126,9 +126,47 @@ def test_task_bad_inputs_are_one_sentence(data, pretrained_random, tmp_path):
     assert not os.path.exists(bad)
 
 
-def test_evaluate_points_a_task_model_to_its_metrics(data, tmp_path):
-    out = str(tmp_path / "rank")
-    r = finetune(data, out, "ranking", "--split", "random", "--from-scratch", "--epochs", "1")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = run_cli("evaluate", "--model", out, "--data", data)
-    assert_clean_error(r, "ranking model", "metrics.json")
+def test_evaluate_scores_a_leave_one_out_retrieval_model_and_points_other_task_models_to_their_metrics(
+        data, tmp_path):
+    import numpy as np
+
+    rank, random_split, loo = (str(tmp_path / n) for n in ("rank", "random", "loo"))
+    trained = run_cli_batch(
+        ("finetune", "--task", "ranking", "--data", data, "--out", rank, "--split", "random", "--from-scratch",
+         "--epochs", "1", *SMALL, *TASK),
+        ("finetune", "--task", "retrieval", "--data", data, "--out", random_split, "--split", "random",
+         "--from-scratch", "--epochs", "1", *SMALL, *TASK),
+        ("finetune", "--task", "retrieval", "--data", data, "--out", loo, "--split", "loo", "--from-scratch",
+         "--epochs", "2", *SMALL, *TASK))
+    for r in trained:
+        assert r.returncode == 0, r.stderr[-2000:]
+    ranking, random_retrieval, full, empty = run_cli_batch(
+        ("evaluate", "--model", rank, "--data", data),
+        ("evaluate", "--model", random_split, "--data", data),
+        ("evaluate", "--model", loo, "--data", data, "--split", "test", "--out", str(tmp_path / "full")),
+        ("evaluate", "--model", loo, "--data", data, "--split", "test", "--history-length", "0",
+         "--per-user", "--out", str(tmp_path / "empty")))
+    assert_clean_error(ranking, "ranking model", "metrics.json")
+    assert_clean_error(random_retrieval, "retrieval model trained on the random split", "metrics.json")
+    assert full.returncode == 0 and empty.returncode == 0, full.stderr[-2000:] + empty.stderr[-2000:]
+    # the same protocol as the run's own test read (leave-one-out, every item, history excluded): the same figures
+    own = json.load(open(os.path.join(loo, "run.json")))["summary"]["test"]["retrieval"]
+    report = json.load(open(str(tmp_path / "full") + ".json"))
+    for metric in ("hr@10", "ndcg@10", "mrr"):
+        assert report["metrics"][metric] == pytest.approx(own[metric], abs=1e-6), metric
+    # with no history the query is the user's features alone: users of different features get different lists
+    import csv
+
+    ranks = {row["user_id"]: int(row["rank"]) for row in csv.DictReader(open(str(tmp_path / "empty") + ".per_user.csv"))}
+    from tfrec.data.dataset import PreparedDataset
+    from tfrec.models import persistence
+
+    ds = PreparedDataset(data)
+    model, _ = persistence.load(os.path.join(loo, "model"))
+    assert model.query_tower.uses_user
+    users = np.array([ds.user_vocab.index(u) for u in list(ranks)[:40]], np.int32)
+    from tfrec.contract import ITEM_INDICES, USER_INDEX
+
+    query = model.query_vectors({ITEM_INDICES: np.ones((len(users), 1), np.int32), USER_INDEX: users})
+    assert len({tuple(np.round(q, 5)) for q in query}) > 1
+    assert len(set(ranks.values())) > 1

@@ -197,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--server", default="localhost:8500", help="gRPC address (default localhost:8500)")
     qu.add_argument("--model", required=True, help="model name")
     qu.add_argument("--history", required=True, help="item ids, oldest first, comma-separated")
-    qu.add_argument("--user", help="user id, for models with user features")
+    qu.add_argument("--user", help="user id, for exports that take one (ranking, and retrieval models that "
+                                   "embed user ids)")
+    qu.add_argument("--user-features", metavar="COLUMN=VALUE,...",
+                    help="the user's own features, for retrieval exports that take them instead of a user id "
+                         "(e.g. gender=F,age=25,occupation=writer; a new user's demographics)")
     qu.add_argument("-k", type=int, default=10, help="items to show (default 10)")
     qu.add_argument("--data", help="prepared dataset folder, to show item titles")
     qu.add_argument("--timeout", type=float, default=5.0, help="deadline of the call in seconds (default 5)")
@@ -208,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="re-rank towards the history's popularity level, >= 0 (the rerank signature)")
     qu.set_defaults(func=cmd_query)
     ev = sub.add_parser("evaluate", help="leave-one-out full-ranking evaluation of a model or a baseline")
-    ev.add_argument("--model", help="run folder or saved model folder")
+    ev.add_argument("--model", help="run folder or saved model folder: a next-item or pretrained model, or a "
+                                    "retrieval model trained on the leave-one-out split")
     ev.add_argument("--baseline", help="popularity: rank items by their training count; popularity-by-group: by "
                                        "their count among users of the same gender and age band")
     ev.add_argument("--history-length", type=int, metavar="N",

@@ -135,14 +135,18 @@ def cmd_query(args) -> int:
                                 (contract.POPULARITY_PENALTY, args.popularity_penalty)) if v is not None}
     if args.explain and rerank:
         raise TfrecError("--explain explains the model's own top 10; leave out --diversity and --popularity-penalty")
-    client = Client(args.server, timeout=args.timeout)
     users = [args.user] if args.user is not None else None
+    profile = None if args.user_features is None else [[f for f in args.user_features.split(",") if f]]
+    if profile and any("=" not in f for f in profile[0]):
+        raise TfrecError(f"--user-features takes column=value pairs separated by commas, got {args.user_features!r}")
+    client = Client(args.server, timeout=args.timeout)
     try:
         if args.explain:
-            explained = client.explain(args.model, [history], user_ids=users)[0][:args.k]
+            explained = client.explain(args.model, [history], user_ids=users, user_features=profile)[0][:args.k]
             rows = [(e["item_id"], e["score"]) for e in explained]
         else:
-            rows = client.recommend(args.model, [history], k=args.k, user_ids=users, rerank=rerank or None)[0]
+            rows = client.recommend(args.model, [history], k=args.k, user_ids=users, rerank=rerank or None,
+                                    user_features=profile)[0]
     except ServingClientError as e:
         raise TfrecError(f"the server at {args.server} answered {e.code}: {e.message}") from None
     finally:

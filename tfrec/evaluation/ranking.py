@@ -85,6 +85,7 @@ def ranked(
     batch_size: int = 512,
     top_k: int = 0,
     reranker: Reranker | None = None,
+    users: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Ranks every target with `scorer`: (per-user 0-based ranks, and with `top_k` the ``[users, top_k]``
     lists the scorer recommends, else None), in the given order.
@@ -95,6 +96,7 @@ def ranked(
     rank by score (so MRR is a bound there).
 
     Users are scored in batches of similar history length, so a scorer that trims padding does less work.
+    With `users` (one user index per history), the scorer is called as ``scorer(histories, users)``.
     """
     targets = np.asarray(targets)
     order = np.argsort(np.fromiter((len(h) for h in histories), np.int64, len(histories)), kind="stable")
@@ -103,7 +105,7 @@ def ranked(
     for start in range(0, len(targets), batch_size):
         idx = order[start:start + batch_size]
         h = [histories[i] for i in idx]
-        scores = np.asarray(scorer(h))
+        scores = np.asarray(scorer(h) if users is None else scorer(h, np.asarray(users)[idx]))
         ranks[idx] = target_ranks(scores, targets[idx], h if exclude_history else None)
         if reranker is not None:
             length = max(top_k, RERANKED)
@@ -146,3 +148,20 @@ def model_scorer(model, max_len: int, batch_size: int = 1024) -> Scorer:
     from tfrec.data import inputs
 
     return lambda histories: model.score(inputs.with_mask_slot(histories, max_len), batch_size=batch_size)
+
+
+def retrieval_scorer(model, max_len: int, batch_size: int = 1024):
+    """A scorer of (histories, user indices) from a two-tower retrieval model: its query vectors (the
+    history, and the user's features where its query tower reads them) against every candidate."""
+    from tfrec.contract import ITEM_INDICES, USER_INDEX
+    from tfrec.data import inputs
+
+    candidates = model.candidate_matrix()
+
+    def score(histories, users):
+        features = {ITEM_INDICES: inputs.with_mask_slot(histories, max_len)}
+        if model.query_tower.uses_user:
+            features[USER_INDEX] = np.asarray(users, np.int32)
+        return model.query_vectors(features, batch_size=batch_size) @ candidates.T
+
+    return score

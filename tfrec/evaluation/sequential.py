@@ -79,6 +79,7 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
                                                         for h in seqs.histories], seqs.targets)
     vocab = len(dataset.item_vocab)
     train_users, train = inputs.loo_sequences(dataset, schema.TRAIN)  # the baselines, lists and slices read it
+    retrieval = False
     if baseline:
         if baseline not in BASELINES:
             raise TfrecError(f"unknown baseline {baseline!r}; known: {', '.join(BASELINES)}")
@@ -95,14 +96,19 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
         if split == schema.VALID and config.get("run_config", {}).get("refit"):
             raise TfrecError(f"the model at {model_dir} was refit on the validation items, so its validation figures "
                              "are not held out; evaluate it on the test split")
-        if not hasattr(loaded, "score"):
-            raise TfrecError(f"the model at {model_dir} is a {config['task']} model; tfrec evaluate scores next-item "
-                             f"and pretrained models, and a {config['task']} run writes its test figures to "
-                             "metrics.json in its run folder")
+        retrieval = config.get("task") == contract.RETRIEVAL
+        scheme = config.get("run_config", {}).get("split", schema.LEAVE_ONE_OUT)
+        if not (hasattr(loaded, "score") or (retrieval and scheme == schema.LEAVE_ONE_OUT)):
+            raise TfrecError(f"the model at {model_dir} is a {config['task']} model"
+                             + (f" trained on the {scheme} split" if retrieval else "")
+                             + "; tfrec evaluate scores next-item and pretrained models, and retrieval models "
+                             f"trained on the leave-one-out split; a {config['task']} run writes its test figures "
+                             "to metrics.json in its run folder")
         if loaded.backbone.vocabulary_size != vocab:
             raise TfrecError(f"the model at {model_dir} has {loaded.backbone.vocabulary_size} item ids but the dataset "
                              f"at {data_dir} has {vocab}; it was trained on other data")
-        scorer = model_scorer(loaded, loaded.backbone.max_len, batch_size)
+        scorer = (ranking.retrieval_scorer(loaded, loaded.backbone.max_len, batch_size) if retrieval
+                  else model_scorer(loaded, loaded.backbone.max_len, batch_size))
         name = model
     reranker = None
     if rerank:
@@ -112,7 +118,8 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
     start = time.perf_counter()
     if callable(scorer):
         ranks, lists = ranking.ranked(scorer, seqs.histories, seqs.targets, exclude_history=exclude_history,
-                                      batch_size=batch_size, top_k=LIST_K, reranker=reranker)
+                                      batch_size=batch_size, top_k=LIST_K, reranker=reranker,
+                                      users=seqs.user_indices if retrieval else None)
     else:  # one scorer per group of users
         ranks, lists = np.zeros(len(seqs.targets), np.int64), np.zeros((len(seqs.targets), LIST_K), np.int64)
         for rows, group_scorer in scorer:
@@ -120,7 +127,8 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
                                                       seqs.targets[rows], exclude_history=exclude_history,
                                                       batch_size=batch_size, top_k=LIST_K)
     metrics = dict(ranking.metrics_from_ranks(ranks), users=int(len(ranks)))
-    embeddings = None if baseline else np.asarray(loaded.backbone.output_item_embeddings())
+    embeddings = None if baseline else np.asarray(
+        loaded.candidate_matrix()[:, :-1] if retrieval else loaded.backbone.output_item_embeddings())
     beyond = beyond_accuracy_report(dataset, train, lists, embeddings)
     fairness = beyond_accuracy.slice_metrics(ranks, user_groups(dataset, full), k=LIST_K)
     slices = None if baseline else label_slices(config, train_users, seqs, ranks)
@@ -128,7 +136,8 @@ def evaluate_saved(model: str | None, data_dir: str, split: str = schema.VALID, 
         from tfrec.evaluation import test_reads
 
         test_reads.record(data_dir, model_dir if not baseline else baseline,
-                          baseline if baseline else config.get("run_config", config), metrics, contract.NEXT_ITEM)
+                          baseline if baseline else config.get("run_config", config), metrics,
+                          contract.RETRIEVAL if retrieval else contract.NEXT_ITEM)
     report = {"model": name, "dataset": data_dir, "split": split, "exclude_history": exclude_history,
               "metrics": metrics, "seconds": time.perf_counter() - start, "protocol":
               "leave-one-out, full ranking over every item" + (", history items excluded" if exclude_history else "")}

@@ -111,7 +111,77 @@ def attribute_names(dataset) -> tuple[np.ndarray, list[str]]:
     return table, names
 
 
-def _expected_sequence(model, task: str, pre, requests: dict, k: int) -> dict:
+def user_profile(dataset) -> dict | None:
+    """What a retrieval export needs to read a user's own features from a request instead of a user id:
+    ``keys`` (``"column=value"`` of every categorical and list user feature value) with their ``ids`` in
+    the space of :meth:`PreparedDataset.feature_table` ("user"), and ``numeric``: ``(column, mean, std)`` of
+    each numeric user feature, in the order of :meth:`PreparedDataset.numeric_table`.  None without users."""
+    if dataset.users is None:
+        return None
+    _, _, columns = dataset.feature_table("user")
+    keys, ids, offset = [], [], 0
+    for column in columns:
+        vocab = dataset.feature_vocab("user", column)
+        for index in range(schema.NUM_FEATURE_RESERVED, len(vocab)):
+            keys.append(f"{column}={vocab.token(index)}")
+            ids.append(index - schema.NUM_FEATURE_RESERVED + 1 + offset)
+        offset += len(vocab) - schema.NUM_FEATURE_RESERVED
+    _, numeric = dataset.numeric_table("user")
+    features = dataset.user_features
+    return {"keys": keys, "ids": ids,
+            "numeric": [(c, features[c]["mean"], features[c]["std"] or 1.0) for c in numeric]}
+
+
+def profile_rows(profile: dict, rows: int) -> list[list[str]]:
+    """Warm-up users made of the feature values themselves (no user's data): row r names the r-th
+    categorical value and, for each numeric feature, its mean plus r standard deviations over 4; row 0 none."""
+    keys = profile["keys"]
+    out = [[]]
+    for r in range(1, rows):
+        out.append(([keys[(r - 1) % len(keys)]] if keys else []) +
+                   [f"{name}={mean + std * r / 4:g}" for name, mean, std in profile["numeric"]])
+    return out
+
+
+def profile_features(profile: dict, tokens: list[list[str]], numeric: bool) -> dict:
+    """The query tower's user inputs for lists of ``"column=value"`` strings, computed in numpy as the
+    export's signatures compute them in the graph (the check of one against the other)."""
+    ids = dict(zip(profile["keys"], profile["ids"]))
+    width = max([1] + [len(t) for t in tokens])
+    table = np.zeros((len(tokens), width), np.int32)
+    for row, values in enumerate(tokens):
+        table[row, :len(values)] = [ids.get(v, 0) for v in values]
+    out = {contract.USER_FEATURE_IDS: table}
+    if numeric:
+        columns = []
+        for name, mean, std in profile["numeric"]:
+            values = [[float(v.split("=", 1)[1]) for v in row if v.startswith(name + "=")] for row in tokens]
+            columns.append([np.mean([(x - mean) / std for x in v]) if v else 0.0 for v in values])
+        out[contract.USER_NUMERIC] = np.asarray(columns, np.float32).T.reshape(len(tokens), -1)
+    return out
+
+
+def user_feature_tokens(dataset, user_ids: list[str]) -> list[list[str]]:
+    """Each user's features as a client of a features-taking export sends them: ``"column=value"``
+    strings of the categorical, list and numeric user features the dataset holds (none for an unknown
+    user)."""
+    features, frame = dataset.user_features, dataset.users
+    usable = [c for c, f in features.items() if f["kind"] in ("list", "categorical", "numeric")]
+    rows = {} if frame is None else {str(u): r for u, r in zip(frame[schema.USER_ID].astype(str), frame.to_dict("records"))}
+    out = []
+    for user in user_ids:
+        row, tokens = rows.get(str(user), {}), []
+        for c in usable:
+            value = row.get(c)
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                continue
+            values = [value] if isinstance(value, str) or np.ndim(value) == 0 else list(value)
+            tokens += [f"{c}={v:g}" if isinstance(v, float) else f"{c}={v}" for v in values]
+        out.append(tokens)
+    return out
+
+
+def _expected_sequence(model, task: str, pre, requests: dict, k: int, profile: dict | None = None) -> dict:
     """Top-K of the in-memory Keras model on the features `pre` (the export's SequencePreprocessor, run
     eagerly) gives, computed without the serving graph."""
     from tfrec.data import schema
@@ -122,9 +192,12 @@ def _expected_sequence(model, task: str, pre, requests: dict, k: int) -> dict:
     if task in (contract.PRETRAIN, contract.NEXT_ITEM, contract.ENSEMBLE):
         scores = model.score(ids)
     else:
-        users = features[contract.USER_INDEX].numpy() if with_users else np.zeros(len(ids), np.int32)
-        scores = model.query_vectors({contract.ITEM_INDICES: ids, contract.USER_INDEX: users}) @ \
-            model.candidate_matrix().T
+        users = {contract.USER_INDEX: features[contract.USER_INDEX].numpy() if with_users else
+                 np.zeros(len(ids), np.int32)}
+        if contract.USER_FEATURES in requests:  # the features the request names, read here without the graph
+            users = profile_features(profile, requests[contract.USER_FEATURES],
+                                     model.query_tower.user_numeric is not None)
+        scores = model.query_vectors({contract.ITEM_INDICES: ids, **users}) @ model.candidate_matrix().T
     scores = np.array(scores, np.float32)
     scores[:, : schema.NUM_ITEM_RESERVED] = -np.inf
     every, known = (t.numpy() for t in pre.lookup(padded(requests["history"])))
@@ -170,6 +243,7 @@ def _warmup_logs(name: str, requests: dict, signatures: list[tuple[str, list[str
             continue
         request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=name, signature_name=signature))
         values = {"history": history, "user_id": np.array(requests["user_id"], dtype=object),
+                  contract.USER_FEATURES: padded(requests.get(contract.USER_FEATURES) or [[]]),
                   "item_id": np.array(requests["item_id"], dtype=object),
                   "timestamp": np.array(requests["timestamp"], np.int64),
                   contract.ITEM_IDS: np.array(requests["item_id"], dtype=object)}
@@ -180,6 +254,9 @@ def _warmup_logs(name: str, requests: dict, signatures: list[tuple[str, list[str
                     value=[x.encode() for x in requests["history"][row]])),
                            "user_id": tf.train.Feature(bytes_list=tf.train.BytesList(
                                value=[requests["user_id"][row].encode()]))}
+                if contract.USER_FEATURES in requests:
+                    feature[contract.USER_FEATURES] = tf.train.Feature(bytes_list=tf.train.BytesList(
+                        value=[x.encode() for x in requests[contract.USER_FEATURES][row]]))
                 examples.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
             values["examples"] = np.array(examples, dtype=object)
         for key in inputs:
@@ -259,15 +336,18 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
     interactions = np.bincount(dataset.split(schema.TRAIN)[schema.ITEM_INDEX].to_numpy(np.int64),
                                minlength=len(dataset.item_vocab))
     attributes = attribute_names(dataset)
+    profile = user_profile(dataset)
     if task in SEQUENCE_TASKS:
         module = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes,
-                                     explain_window)
+                                     explain_window, profile)
         signatures = module.signatures()
-        inputs = ["history", "user_id"] if module.uses_user else ["history"]
+        inputs = ["history", module.user_input] if module.uses_user else ["history"]
+        if module.user_input == contract.USER_FEATURES:
+            requests[contract.USER_FEATURES] = profile_rows(profile, len(requests["history"]))
         warm = [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"])]
         if module.serves_embeddings:
             warm.append((sig.ITEM_EMBEDDINGS, [contract.ITEM_IDS]))
-        expected = {sig.SERVING_DEFAULT: _expected_sequence(model, task, module.preprocessor, requests, k)}
+        expected = {sig.SERVING_DEFAULT: _expected_sequence(model, task, module.preprocessor, requests, k, profile)}
         expected[sig.SERVING_TF_EXAMPLE] = expected[sig.SERVING_DEFAULT]
     elif task in RANKING_TASKS:
         ranking = sig.RankingServing(model, item_vocab, user_vocab, max_len, k)
@@ -279,15 +359,15 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         module = ranking
         if task == contract.MULTITASK:
             retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes,
-                                            explain_window)
+                                            explain_window, profile)
             module.retrieval_module = retrieval
             for key, fn in retrieval.signatures().items():
                 signatures[key] = fn
-            inputs = ["history", "user_id"] if retrieval.uses_user else ["history"]
+            inputs = ["history", retrieval.user_input] if retrieval.uses_user else ["history"]
             warm += [(sig.SERVING_DEFAULT, inputs), (sig.SERVING_TF_EXAMPLE, ["examples"]),
                      (sig.ITEM_EMBEDDINGS, [contract.ITEM_IDS])]
             expected[sig.SERVING_DEFAULT] = _expected_sequence(model, contract.RETRIEVAL, retrieval.preprocessor,
-                                                               requests, k)
+                                                               requests, k, profile)
     else:
         raise TfrecError(f"the model at {model_dir} has task {task!r}, which tfrec cannot export")
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from tfrec import contract
 from tfrec.errors import TfrecError
-from tfrec.export.exporter import METADATA_FILE, RANKING_TASKS, padded, validation_rows, versions
+from tfrec.export.exporter import METADATA_FILE, RANKING_TASKS, padded, user_feature_tokens, validation_rows, versions
 
 LOWER_IS_BETTER = ("rmse", "mae", "log_loss")
 BATCH = 256
@@ -48,7 +48,8 @@ def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
     from tfrec.data.dataset import PreparedDataset
 
     meta = _metadata(export_dir)
-    rows = validation_rows(PreparedDataset(data_dir or meta["dataset"]), meta["task"], meta["config"])
+    dataset = PreparedDataset(data_dir or meta["dataset"])
+    rows = validation_rows(dataset, meta["task"], meta["config"])
     histories, users, items = rows["history"], rows["user_id"], rows["item_id"]
     ratings, timestamps = rows["rating"], np.asarray(rows["timestamp"], np.int64)
     loaded = tf.saved_model.load(export_dir)
@@ -66,12 +67,15 @@ def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
             score = np.log(np.clip(score, 1e-7, 1 - 1e-7) / np.clip(1 - score, 1e-7, 1))
         return rating_metrics(score, ratings, "binary" if binary else "rating", meta["config"]["tasks"]["like_threshold"])
     fn = loaded.signatures["serving_default"]
-    uses_user = "user_id" in fn.structured_input_signature[1]
+    named = fn.structured_input_signature[1]
+    profiles = user_feature_tokens(dataset, list(users)) if contract.USER_FEATURES in named else None
     ranks = []
     for s in range(0, len(items), BATCH):
         args = {"history": tf.constant(padded(histories[s:s + BATCH]))}
-        if uses_user:
-            args["user_id"] = tf.constant(users[s:s + BATCH])
+        if contract.USER_ID in named:
+            args[contract.USER_ID] = tf.constant(users[s:s + BATCH])
+        if profiles is not None:  # an export that takes the user's features: the client sends them
+            args[contract.USER_FEATURES] = tf.constant(padded(profiles[s:s + BATCH]))
         returned = fn(**args)[contract.ITEM_IDS].numpy().astype(str)
         k = returned.shape[1]
         for row, target in zip(returned, items[s:s + BATCH]):

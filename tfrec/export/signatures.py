@@ -34,6 +34,7 @@ Everything in these graphs is a core TensorFlow op: vocabulary lookups are
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -44,13 +45,15 @@ from tfrec.contract import (BECAUSE_ITEM_IDS, BECAUSE_WEIGHTS, DIVERSITY, EMBEDD
                             EXPLAIN, EXPLAIN_WINDOW, HISTORY, ITEM_EMBEDDINGS, ITEM_ID, ITEM_IDS, ITEM_INDEX, ITEM_INDICES,
                             POPULARITY_PENALTY, RANK, REGRESS, REGRESS_INPUTS, REGRESS_METHOD, REGRESS_OUTPUTS,
                             RERANK, RERANK_KNOBS, SCORE, SCORES, SERVING_DEFAULT, SERVING_TF_EXAMPLE,
-                            SHARED_ATTRIBUTES, TIMESTAMP, USER_ID, USER_INDEX)
+                            SHARED_ATTRIBUTES, TIMESTAMP, USER_FEATURE_IDS, USER_FEATURES, USER_ID,
+                            USER_INDEX, USER_NUMERIC)
 from tfrec.data import schema  # noqa: E402
 from tfrec.data.preprocessor import SequencePreprocessor, pack_histories, time_features  # noqa: E402
 from tfrec.models import reranking  # noqa: E402
 
 EXPLAINED = 10  # the recommendations the explain signature explains (at most K)
 BECAUSE = 3  # the history items it names for each
+NUMBER = r"[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?"  # a numeric user feature's value
 
 
 class _Base(tf.Module):
@@ -104,13 +107,24 @@ class SequenceServing(_Base):
     """History (and user) -> top-K items, for next-item, pretrained and retrieval models."""
 
     def __init__(self, model, item_vocab: str, user_vocab: str | None, max_len: int, k: int = 100,
-                 interactions=None, attributes=None, explain_window: int = EXPLAIN_WINDOW):
+                 interactions=None, attributes=None, explain_window: int = EXPLAIN_WINDOW, user_profile=None):
         if explain_window < 0:
             raise ValueError(f"the explain window must be 0 (every history item) or positive, got {explain_window}")
         self.retrieval = hasattr(model, "query_tower")
         uses_user = self.retrieval and model.query_tower.uses_user
-        super().__init__(model, item_vocab, user_vocab if uses_user else None, max_len, k)
+        # What a request names its user by: the user's own features ("column=value" strings) where the
+        # query tower reads features only, so the export holds no user id and no per-user table; a user id
+        # where the tower embeds ids (or no profile was given).
+        by_features = uses_user and user_profile is not None and model.query_tower.user_id is None
+        super().__init__(model, item_vocab, user_vocab if uses_user and not by_features else None, max_len, k)
         self.uses_user = uses_user
+        self.user_input = (USER_FEATURES if by_features else USER_ID) if uses_user else None
+        if by_features:
+            keys, ids = list(user_profile["keys"]) or [""], list(user_profile["ids"]) or [0]
+            self.user_feature_index = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(keys, tf.string), tf.constant(ids, tf.int32)), default_value=0)
+            numeric = list(user_profile["numeric"]) if model.query_tower.user_numeric is not None else []
+            self.user_numeric_columns = [(str(name), float(mean), float(std or 1.0)) for name, mean, std in numeric]
         self.serves_embeddings = getattr(model, "serves_item_embeddings", True)
         if self.retrieval:
             self.candidates = tf.Variable(model.candidate_matrix(), trainable=False, name="candidate_embeddings")
@@ -136,11 +150,33 @@ class SequenceServing(_Base):
         self.explain_window = int(explain_window)
 
     def _query(self, packed, users):
-        """A retrieval model's query vectors for packed histories (and users)."""
+        """A retrieval model's query vectors for packed histories (and users: indices, or feature tensors)."""
         features = {ITEM_INDICES: packed}
-        if self.uses_user:
+        if self.user_input == USER_FEATURES:
+            features.update(users)
+        elif self.uses_user:
             features[USER_INDEX] = users
         return self.model.query_tower(features, training=False)
+
+    def _user(self, value):
+        """A request's user input -> what the query tower reads: ``[B]`` user indices for a user id, or
+        the features of ``[B, F]`` "column=value" strings (unknown columns and values add nothing; a
+        numeric column's value is standardised as in training, the mean where absent or not a number)."""
+        if self.user_input != USER_FEATURES:
+            return self._users(value)
+        tokens = tf.convert_to_tensor(value, tf.string)
+        out = {USER_FEATURE_IDS: self.user_feature_index.lookup(tokens)}
+        if self.user_numeric_columns:
+            columns = []
+            for name, mean, std in self.user_numeric_columns:
+                prefix = re.escape(name + "=")
+                given = tf.strings.regex_full_match(tokens, prefix + NUMBER)
+                text = tf.where(given, tf.strings.regex_replace(tokens, "^" + prefix, ""), "0")
+                z = tf.where(given, (tf.strings.to_number(text, tf.float32) - mean) / std, 0.0)
+                count = tf.reduce_sum(tf.cast(given, tf.float32), axis=1)
+                columns.append(tf.reduce_sum(z, axis=1) / tf.maximum(count, 1.0))
+            out[USER_NUMERIC] = tf.stack(columns, axis=1)
+        return out
 
     def scores(self, packed, users=None):
         """``[B, V]`` scores of every item id for packed histories."""
@@ -165,7 +201,7 @@ class SequenceServing(_Base):
 
     def recommend(self, history, user_id=None, diversity=None, popularity_penalty=None):
         packed, ids, known = self._history(history)
-        users = self._users(user_id) if self.uses_user else None
+        users = self._user(user_id) if self.uses_user else None
         return self._top_k(self.scores(packed, users), ids, known, diversity, popularity_penalty)
 
     def explain(self, history, user_id=None):
@@ -174,7 +210,7 @@ class SequenceServing(_Base):
         ``explain_window`` history items (0: every one) is left out in turn and every variant is scored in
         one batch, so the weights are the score drops themselves; an older item is never named."""
         packed, ids, known = self._history(history)
-        users = self._users(user_id) if self.uses_user else None
+        users = self._user(user_id) if self.uses_user else None
         full = self.scores(packed, users)
         best, rec = tf.math.top_k(self._masked(full, ids, known), k=self.explained)  # [B, E]
         rows, width = tf.shape(packed)[0], tf.shape(packed)[1] - 1  # W history slots, then the mask slot
@@ -185,7 +221,7 @@ class SequenceServing(_Base):
         source = tf.where(place <= slot, place - 1, place) + 1  # [S, W + 1] into the row with a pad in front
         variants = tf.gather(tf.pad(packed, [[0, 0], [1, 0]]), source, axis=1)  # [B, S, W + 1]
         flat = tf.reshape(variants, tf.stack([rows * size, width + 1]))
-        flat_users = None if users is None else tf.repeat(users, size)
+        flat_users = None if users is None else tf.nest.map_structure(lambda t: tf.repeat(t, size, axis=0), users)
         scored = self.item_scores(flat, flat_users, tf.repeat(rec, size, axis=0))  # [B * S, E]
         drop = best[:, tf.newaxis, :] - tf.reshape(scored, tf.stack([rows, size, -1]))  # [B, S, E]
         left_out = packed[:, width - size:width]  # [B, S] the items of those slots
@@ -215,9 +251,12 @@ class SequenceServing(_Base):
         history_spec = tf.TensorSpec([None, None], tf.string, name=HISTORY)
         knobs = [tf.TensorSpec([None], tf.float32, name=DIVERSITY), tf.TensorSpec([None], tf.float32,
                                                                                  name=POPULARITY_PENALTY)]
+        user_spec = None if not self.uses_user else (
+            tf.TensorSpec([None, None], tf.string, name=USER_FEATURES) if self.user_input == USER_FEATURES
+            else tf.TensorSpec([None], tf.string, name=USER_ID))
         if self.uses_user:
-            default = tf.function(lambda history, user_id: self.recommend(history, user_id)).get_concrete_function(
-                history_spec, tf.TensorSpec([None], tf.string, name=USER_ID))
+            default = tf.function(lambda history, user: self.recommend(history, user)).get_concrete_function(
+                history_spec, user_spec)
         else:
             default = tf.function(lambda history: self.recommend(history)).get_concrete_function(history_spec)
         # The re-ranking signature: serving_default's inputs plus the knobs, which have signature defaults
@@ -225,11 +264,10 @@ class SequenceServing(_Base):
         # every input of a signature, so serving_default keeps its inputs and REST clients stay unchanged.
         off = tf.constant([0.0])
         if self.uses_user:
-            def with_user(history, user_id, diversity=off, popularity_penalty=off):
-                return self.recommend(history, user_id, diversity, popularity_penalty)
+            def with_user(history, user, diversity=off, popularity_penalty=off):
+                return self.recommend(history, user, diversity, popularity_penalty)
 
-            rerank = tf.function(with_user, input_signature=[
-                history_spec, tf.TensorSpec([None], tf.string, name=USER_ID), *knobs])
+            rerank = tf.function(with_user, input_signature=[history_spec, user_spec, *knobs])
         else:
             def without_user(history, diversity=off, popularity_penalty=off):
                 return self.recommend(history, None, diversity, popularity_penalty)
@@ -239,16 +277,21 @@ class SequenceServing(_Base):
         def from_examples(examples):
             spec = {HISTORY: tf.io.VarLenFeature(tf.string),
                     **{name: tf.io.FixedLenFeature([], tf.float32, default_value=0.0) for name in RERANK_KNOBS}}
-            if self.uses_user:
+            if self.user_input == USER_FEATURES:
+                spec[USER_FEATURES] = tf.io.VarLenFeature(tf.string)
+            elif self.uses_user:
                 spec[USER_ID] = tf.io.FixedLenFeature([], tf.string, default_value="")
             parsed = tf.io.parse_example(examples, spec)
             history = tf.sparse.to_dense(parsed[HISTORY], default_value="")
-            return self.recommend(history, parsed.get(USER_ID), parsed[DIVERSITY], parsed[POPULARITY_PENALTY])
+            user = parsed.get(USER_ID)
+            if self.user_input == USER_FEATURES:
+                user = tf.sparse.to_dense(parsed[USER_FEATURES], default_value="")
+            return self.recommend(history, user, parsed[DIVERSITY], parsed[POPULARITY_PENALTY])
 
         examples = tf.function(from_examples).get_concrete_function(tf.TensorSpec([None], tf.string, name=EXAMPLES))
         if self.uses_user:
-            explain = tf.function(lambda history, user_id: self.explain(history, user_id)).get_concrete_function(
-                history_spec, tf.TensorSpec([None], tf.string, name=USER_ID))
+            explain = tf.function(lambda history, user: self.explain(history, user)).get_concrete_function(
+                history_spec, user_spec)
         else:
             explain = tf.function(lambda history: self.explain(history)).get_concrete_function(history_spec)
         out = {SERVING_DEFAULT: default, SERVING_TF_EXAMPLE: examples, RERANK: rerank, EXPLAIN: explain}

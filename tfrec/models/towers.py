@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrec.data import schema  # noqa: E402
-from tfrec.contract import ITEM_INDICES, PADDING_MASK, USER_INDEX  # noqa: E402
+from tfrec.contract import ITEM_INDICES, PADDING_MASK, USER_FEATURE_IDS, USER_INDEX, USER_NUMERIC  # noqa: E402
 from tfrec.models.sequence_backbone import SEQUENCE_OUTPUT, SequenceBackbone  # noqa: E402
 from tfrec.models.item_head import ItemHead  # noqa: E402
 
@@ -42,7 +42,10 @@ class PooledFeatures(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, rows):
-        ids = tf.gather(self.table, rows)
+        return self.pool(tf.gather(self.table, rows))
+
+    def pool(self, ids):
+        """``[batch, width]`` feature ids (0 = none) -> their mean embedding ``[batch, dim]`` (0 for none)."""
         present = tf.cast(ids > 0, self.compute_dtype)[..., tf.newaxis]
         return tf.reduce_sum(self.embedding(ids) * present, axis=-2) / tf.maximum(tf.reduce_sum(present, -2), 1.0)
 
@@ -90,15 +93,23 @@ class QueryTower(tf.keras.Model):
         return self.head(sequence, mask_positions=slot)[:, 0]
 
     def call(self, features, training=False):
+        """`features`: ``item_indices`` and, for a tower that reads the user, either ``user_index`` (the
+        user's row of the feature tables) or the user's own ``user_feature_ids`` ``[batch, width]`` (ids of
+        the categorical feature table's space, 0 = none) and ``user_numeric`` ``[batch, k]`` (standardised,
+        0 = the mean): what a served model takes in the request instead of a user id."""
         h = self.history_state(features[ITEM_INDICES], training=training)
         if self.uses_user:
-            users = features[USER_INDEX]
+            given = USER_INDEX not in features
+            users = None if given else features[USER_INDEX]
             parts = []
             if self.user_features is not None:
-                parts.append(self.user_features(users))
+                parts.append(self.user_features.pool(features[USER_FEATURE_IDS]) if given else
+                             self.user_features(users))
             if self.user_numeric is not None:
-                parts.append(tf.gather(self.user_numeric, users))
+                parts.append(features[USER_NUMERIC] if given else tf.gather(self.user_numeric, users))
             if self.user_id is not None:
+                if given:
+                    raise ValueError("this query tower embeds user ids; it needs user_index")
                 parts.append(self.user_id(users))
             h = h + self.user_projection(tf.concat(parts, axis=-1))
         return tf.concat([h, tf.ones_like(h[:, :1])], axis=-1)

@@ -41,6 +41,13 @@ def _padded(histories) -> np.ndarray:
     return np.array([[""] * (width - len(r)) + [str(x) for x in r] for r in rows], dtype=object)
 
 
+def _add_users(inputs: dict, user_ids, user_features) -> None:
+    if user_ids is not None:
+        inputs[contract.USER_ID] = np.array([str(u) for u in user_ids], dtype=object)
+    if user_features is not None:
+        inputs[contract.USER_FEATURES] = _padded(user_features)
+
+
 class Client:
     """gRPC client: ``Client("localhost:8500").recommend("beauty", [["B001", "B002"]], k=10)``."""
 
@@ -74,12 +81,14 @@ class Client:
         return {k: tensors.to_array(v) for k, v in response.outputs.items()}
 
     def recommend(self, model: str, histories, k: int | None = None, user_ids=None,
-                  signature: str = contract.SERVING_DEFAULT, rerank: dict | None = None) -> list[list[tuple[str, float]]]:
+                  signature: str = contract.SERVING_DEFAULT, rerank: dict | None = None,
+                  user_features=None) -> list[list[tuple[str, float]]]:
         """Top items for each history (item ids, oldest first): a list of (item id, score), best first;
-        with `rerank` (``{"diversity": λ, "popularity_penalty": p}``) the ``rerank`` signature's list."""
+        with `rerank` (``{"diversity": λ, "popularity_penalty": p}``) the ``rerank`` signature's list.
+        `user_ids` for exports that take a user id; `user_features` (a list of ``"column=value"`` strings
+        per history) for retrieval exports that take the user's own features."""
         inputs = {contract.HISTORY: _padded(histories)}
-        if user_ids is not None:
-            inputs[contract.USER_ID] = np.array([str(u) for u in user_ids], dtype=object)
+        _add_users(inputs, user_ids, user_features)
         if rerank:
             signature = contract.RERANK
             for key, value in rerank.items():
@@ -89,12 +98,11 @@ class Client:
         k = ids.shape[1] if k is None else k
         return [[(i.decode(), float(s)) for i, s in zip(row_i[:k], row_s[:k])] for row_i, row_s in zip(ids, scores)]
 
-    def explain(self, model: str, histories, user_ids=None) -> list[list[dict]]:
+    def explain(self, model: str, histories, user_ids=None, user_features=None) -> list[list[dict]]:
         """The explain signature's answer per history: for each recommended item, ``{"item_id", "score",
         "because": [(history item id, score drop when it is left out)], "shared_attributes": [...]}``."""
         inputs = {contract.HISTORY: _padded(histories)}
-        if user_ids is not None:
-            inputs[contract.USER_ID] = np.array([str(u) for u in user_ids], dtype=object)
+        _add_users(inputs, user_ids, user_features)
         out = self.predict(model, inputs, contract.EXPLAIN)
         return [[{"item_id": item.decode(), "score": float(score),
                   "because": [(b.decode(), float(w)) for b, w in zip(because, weights) if b],
@@ -156,10 +164,12 @@ class RestClient:
             raise ServingClientError(e.code, message) from None
 
     def recommend(self, model: str, histories, k: int | None = None, user_ids=None,
-                  signature: str = contract.SERVING_DEFAULT) -> list[list[tuple[str, float]]]:
+                  signature: str = contract.SERVING_DEFAULT, user_features=None) -> list[list[tuple[str, float]]]:
         inputs = {contract.HISTORY: _padded(histories).tolist()}
         if user_ids is not None:
             inputs[contract.USER_ID] = [str(u) for u in user_ids]
+        if user_features is not None:
+            inputs[contract.USER_FEATURES] = _padded(user_features).tolist()
         out = self._request(f"/v1/models/{urllib.parse.quote(model, safe='')}:predict",
                             {"signature_name": signature, "inputs": inputs})["outputs"]
         k = len(out[contract.ITEM_IDS][0]) if k is None else k
