@@ -33,8 +33,11 @@ setup(
         # tfrec data prepare --engine spark: Apache Spark through PySpark, which ships Spark itself (local mode
         # needs only Java 17+); the same code runs on a cluster.
         "spark": ["pyspark>=4.0,<5"],
+        # tfrec finetune --federated: Flower with its simulation engine (Ray). It needs protobuf < 7, which
+        # TensorFlow 2.21 and tensorflow-serving-api 2.21 (generated code 6.31) accept.
+        "federated": ["flwr[simulation]>=1.42,<2"],
         "dev": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "matplotlib", "psutil",
-                "pyspark>=4.0,<5"],
+                "pyspark>=4.0,<5", "flwr[simulation]>=1.42,<2"],
     },
     entry_points={"console_scripts": ["tfrec=tfrec.cli:main"]},
 )

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--from-scratch", action="store_true", help="start from fresh weights instead of --pretrained")
     ft.add_argument("--teacher", help="next-item: a trained next-item model or ensemble (run or model/ folder) to "
                     "distil from (finetune.teacher; finetune.distill_* settings)")
+    ft.add_argument("--federated", action="store_true",
+                    help="next-item: federated fine-tuning on Flower, the users split across simulated clients that "
+                         "train locally (federated.* settings; needs pip install 'tfrec[federated]')")
     _training_options(ft)
     ft.set_defaults(func=cmd_finetune)
     en = sub.add_parser("ensemble", help="combine next-item models into one that averages their log-probabilities")

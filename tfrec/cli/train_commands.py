@@ -36,6 +36,19 @@ def cmd_finetune(args) -> int:
     config = run_config_from_args(args, "finetune" if next_item else "tasks")
     if args.teacher:
         config = config.updated({"finetune.teacher": args.teacher}, where="--teacher")
+    if args.federated:
+        if not next_item or args.teacher or args.preprocessor:
+            raise TfrecError("--federated fine-tunes the next-item task, without --teacher or --preprocessor")
+        from tfrec.training import federated
+
+        record = federated.finetune(args.data, args.out, config, pretrained=args.pretrained,
+                                    overwrite=args.overwrite, verbose=args.verbose)
+        print_summary(record, args.out)
+        fed = record.get("summary", {}).get("federated", {})
+        if fed:
+            print(f"federated: {fed['clients']} clients, {fed['rounds']} rounds, {fed['clients_per_round']} clients a "
+                  f"round; {fed['bytes_per_round'] / 1e6:.1f} MB sent and received a round")
+        return 0
     record = finetune(args.data, args.out, config, pretrained=args.pretrained, task=args.task,
                       overwrite=args.overwrite, verbose=args.verbose, preprocessor=args.preprocessor)
     if next_item:

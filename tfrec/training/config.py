@@ -222,6 +222,27 @@ class PrivacyConfig:
         return self.noise_multiplier > 0 or self.target_epsilon > 0
 
 
+@dataclasses.dataclass
+class FederatedConfig:
+    """Federated next-item fine-tuning on Flower (``tfrec finetune --federated``, :mod:`tfrec.training.federated`;
+    docs/privacy.md): the training users split across simulated clients that train locally and send weights."""
+
+    # Simulated clients; the training users are dealt to them at random (seeded), each client's users only
+    # ever seen by that client.
+    clients: int = 10
+    # Rounds of FedAvg: the server sends the global weights, sampled clients train and send theirs back,
+    # the server averages them weighted by examples.
+    rounds: int = 10
+    # Passes over its own examples a client makes each round.
+    local_epochs: int = 1
+    # Share of the clients sampled each round.
+    fraction: float = 1.0
+    # > 0: client-level differential privacy on the server (each client's update clipped to clip_norm,
+    # Gaussian noise of noise_multiplier x clip_norm added to the sum), with epsilon reported.
+    noise_multiplier: float = 0.0
+    clip_norm: float = 0.0
+
+
 # Settings that moved under experimental: (old dotted key -> new), read from the records of runs
 # made before the move (RunConfig.from_record); a config file that uses an old key is refused.
 MOVED = {"pretrain.attribute_weight": "experimental.attribute_weight",
@@ -265,6 +286,7 @@ class RunConfig:
     tasks: TaskConfig = dataclasses.field(default_factory=TaskConfig)
     experimental: ExperimentalConfig = dataclasses.field(default_factory=ExperimentalConfig)
     privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
+    federated: FederatedConfig = dataclasses.field(default_factory=FederatedConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -339,6 +361,13 @@ class RunConfig:
             raise TfrecError(f"{where}: unknown privacy.unit {p.unit!r}; use user or example")
         if not isinstance(p.stages, list) or not set(p.stages) <= {"pretrain", "finetune"}:
             raise TfrecError(f"{where}: privacy.stages lists pretrain and/or finetune, not {p.stages!r}")
+        f = self.federated
+        if f.clients < 2 or f.rounds < 1 or f.local_epochs < 1 or not 0 < f.fraction <= 1:
+            raise TfrecError(f"{where}: federated takes at least 2 clients, 1 round and 1 local epoch, and a "
+                             "fraction in (0, 1]")
+        if f.noise_multiplier < 0 or f.clip_norm < 0 or (f.noise_multiplier > 0 and not f.clip_norm > 0):
+            raise TfrecError(f"{where}: federated.noise_multiplier needs a positive federated.clip_norm (each "
+                             "client's update is clipped to it before the noise)")
         if self.refit and self.split != "loo":
             raise TfrecError(f"{where}: refit trains on the validation items of the leave-one-out split; "
                              f"it does not apply to split {self.split!r}")

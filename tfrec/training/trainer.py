@@ -286,6 +286,34 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
     return record
 
 
+def next_item_model(config: RunConfig, data: SequenceData, pretrained_model: str | None, fingerprint: str,
+                    teacher: bool = False) -> NextItemRecommender:
+    """The next-item model ``config.finetune`` describes, starting from the backbone and head of
+    `pretrained_model` (a resolved model folder) or from fresh weights; built in the caller's strategy scope."""
+    stage = config.finetune
+    backbone = build_backbone(config, data.dataset, output_features=stage.output_features,
+                              causal=stage.examples == "causal", output_extra_dim=stage.output_extra_dim,
+                              output_last_item=stage.output_last_item, adapters_of=stage)
+    model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts,
+                                contrastive_weight=stage.contrastive_weight,
+                                contrastive_temperature=stage.contrastive_temperature,
+                                distill_weight=stage.distill_weight if teacher else 0.0,
+                                distill_temperature=stage.distill_temperature,
+                                triplet_weight=config.experimental.triplet_weight,
+                                triplet_loss=config.experimental.triplet_loss,
+                                triplet_margin=config.experimental.triplet_margin,
+                                triplet_negatives=config.experimental.triplet_negatives)
+    if pretrained_model:
+        source, source_config = persistence.load(pretrained_model)
+        if source_config.get("run_config", {}).get("refit") and not config.refit:
+            raise TfrecError(f"the pretrained model at {pretrained_model} was refit on the validation items, "
+                             "so validating this run on them would not be held out; fine-tune it with refit too, "
+                             "or pretrain without refit")
+        pooled.start_from(model, source, source_config, data.dataset, fingerprint, pretrained_model)
+    adapters.set_trainable(model, stage.trainable)
+    return model
+
+
 def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretrained: str | None = None,
              task: str = contract.NEXT_ITEM, overwrite: bool = False, verbose=None, callbacks=()) -> dict:
     """Next-item fine-tuning, from the backbone (and head) of `pretrained` or from scratch; `callbacks`
@@ -362,26 +390,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         raise TfrecError(f"model.backbone {config.model.backbone} reads histories left to right, so every position "
                          "learns the item after it: fine-tune it with finetune.examples: causal")
     with strategy.scope():
-        backbone = build_backbone(config, data.dataset, output_features=stage.output_features,
-                                  causal=stage.examples == "causal", output_extra_dim=stage.output_extra_dim,
-                                  output_last_item=stage.output_last_item, adapters_of=stage)
-        model = NextItemRecommender(backbone, num_sampled=stage.num_sampled, item_counts=data.item_counts,
-                                    contrastive_weight=stage.contrastive_weight,
-                                    contrastive_temperature=stage.contrastive_temperature,
-                                    distill_weight=stage.distill_weight if teacher else 0.0,
-                                    distill_temperature=stage.distill_temperature,
-                                    triplet_weight=config.experimental.triplet_weight,
-                                    triplet_loss=config.experimental.triplet_loss,
-                                    triplet_margin=config.experimental.triplet_margin,
-                                    triplet_negatives=config.experimental.triplet_negatives)
-        if pretrained_model:
-            source, source_config = persistence.load(pretrained_model)
-            if source_config.get("run_config", {}).get("refit") and not config.refit:
-                raise TfrecError(f"the pretrained model at {pretrained_model} was refit on the validation items, "
-                                 "so validating this run on them would not be held out; fine-tune it with refit too, "
-                                 "or pretrain without refit")
-            pooled.start_from(model, source, source_config, data.dataset, fingerprint, pretrained_model)
-        adapters.set_trainable(model, stage.trainable)
+        model = next_item_model(config, data, pretrained_model, fingerprint, teacher=bool(teacher))
         chief = cluster.is_chief(strategy)
         done = prepare_run_dir(out, identity, overwrite, chief)
         if done:
