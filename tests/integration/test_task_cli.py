@@ -157,7 +157,8 @@ def test_evaluate_scores_a_leave_one_out_retrieval_model_and_points_other_task_m
     # with no history the query is the user's features alone: users of different features get different lists
     import csv
 
-    ranks = {row["user_id"]: int(row["rank"]) for row in csv.DictReader(open(str(tmp_path / "empty") + ".per_user.csv"))}
+    rows = csv.DictReader(open(str(tmp_path / "empty") + ".per_user.csv"))
+    ranks = {row["user_id"]: int(row["rank"]) for row in rows}
     from tfrec.data.dataset import PreparedDataset
     from tfrec.models import persistence
 

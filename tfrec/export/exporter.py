@@ -167,7 +167,7 @@ def user_feature_tokens(dataset, user_ids: list[str]) -> list[list[str]]:
     user)."""
     features, frame = dataset.user_features, dataset.users
     usable = [c for c, f in features.items() if f["kind"] in ("list", "categorical", "numeric")]
-    rows = {} if frame is None else {str(u): r for u, r in zip(frame[schema.USER_ID].astype(str), frame.to_dict("records"))}
+    rows = {} if frame is None else dict(zip(frame[schema.USER_ID].astype(str), frame.to_dict("records")))
     out = []
     for user in user_ids:
         row, tokens = rows.get(str(user), {}), []
