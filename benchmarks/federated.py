@@ -24,9 +24,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, measured_run, prepared_data, read_test, tfrec, write_result  # noqa: E402
-
-DATASETS = {"ml-100k": (["movielens-100k"], "ml-100k", "configs/ml-100k.yaml")}
+from _common import machine, measured_run, read_test, tfrec, write_result  # noqa: E402
+from privacy import DATASETS, arm_run, shared_start  # noqa: E402  (the privacy benchmark's backbone and arm)
 
 
 def main() -> int:
@@ -40,33 +39,31 @@ def main() -> int:
     ap.add_argument("--workdir")
     ap.add_argument("--reuse", action="store_true")
     args = ap.parse_args()
-    prepare, folder, config = DATASETS[args.dataset]
     work = args.workdir or tempfile.mkdtemp(prefix="tfrec-federated-")
     os.makedirs(work, exist_ok=True)
-    data = prepared_data(work, prepare, folder, args.reuse)
-    common = ["--data", data, "--config", config]
+    data, common, pre = shared_start(args.dataset, work, args.reuse)
     pretrained = ["--pretrained", os.path.join(work, "pretrain")]
-    pre = measured_run("pretrain", tfrec("pretrain", *common, "--out", os.path.join(work, "pretrain")), work,
-                       args.reuse)
     federated = ["--federated", "--set", f"federated.clients={args.clients}", "--set",
                  f"federated.rounds={args.rounds}", "--set", f"federated.local_epochs={args.local_epochs}"]
-    arms = {"centralised": ("pretrained-none-s0", ["--set", "seed=0", *pretrained]),
-            f"federated, {args.clients} clients": (
-                f"federated-c{args.clients}-r{args.rounds}-e{args.local_epochs}", [*pretrained, *federated])}
+
+    def federated_arm(name, *extra):
+        return name, tfrec("finetune", *common, "--out", os.path.join(work, name), *pretrained, *federated, *extra)
+
+    stem = f"federated-c{args.clients}-r{args.rounds}-e{args.local_epochs}"
+    arms = {"centralised": arm_run(work, common, "pretrained", None, 0),
+            f"federated, {args.clients} clients": federated_arm(stem)}
     for spec in args.dp:
         noise, clip = (float(x) for x in spec.split(":"))
-        arms[f"federated, {args.clients} clients, DP noise {noise:g} clip {clip:g}"] = (
-            f"federated-c{args.clients}-r{args.rounds}-e{args.local_epochs}-dp{noise:g}-{clip:g}",
-            [*pretrained, *federated, "--set", f"federated.noise_multiplier={noise:g}",
-             "--set", f"federated.clip_norm={clip:g}"])
+        arms[f"federated, {args.clients} clients, DP noise {noise:g} clip {clip:g}"] = federated_arm(
+            f"{stem}-dp{noise:g}-{clip:g}", "--set", f"federated.noise_multiplier={noise:g}",
+            "--set", f"federated.clip_norm={clip:g}")
     rows = {}
-    for arm, (name, extra) in arms.items():
-        run = measured_run(name, tfrec("finetune", *common, "--out", os.path.join(work, name), *extra), work,
-                           args.reuse)
+    for label, (name, command) in arms.items():
+        run = measured_run(name, command, work, args.reuse)
         summary = json.load(open(os.path.join(work, name, "run.json")))["summary"]
         report = read_test(work, name, ["--model", os.path.join(work, name), "--data", data], bool(run.get("reused")))
         fed = summary.get("federated", {})
-        rows[arm] = {"run": name, "ndcg@10": report["metrics"]["ndcg@10"], "hr@10": report["metrics"]["hr@10"],
+        rows[label] = {"run": name, "ndcg@10": report["metrics"]["ndcg@10"], "hr@10": report["metrics"]["hr@10"],
                      "valid_ndcg@10": summary["valid"]["ndcg@10"], "best": summary["best_epoch"],
                      "passes": summary["epochs_run"] * (fed.get("local_epochs") or 1),
                      "seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"],
@@ -77,10 +74,10 @@ def main() -> int:
     print(f"\n## Federated next-item fine-tuning: {args.dataset} ({machine()})\n")
     print("| arm | test NDCG@10 | test HR@10 | valid NDCG@10 | best epoch / round | passes | MB a round | "
           "epsilon | wall s | peak MB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for arm, r in rows.items():
+    for label, r in rows.items():
         mb = "-" if r["bytes_per_round"] is None else f"{r['bytes_per_round'] / 1e6:.1f}"
         eps = "-" if not r["privacy"] else f"{r['privacy']['epsilon']:.2f}"
-        print(f"| {arm} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} | {r['valid_ndcg@10']:.4f} | {r['best']} | "
+        print(f"| {label} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} | {r['valid_ndcg@10']:.4f} | {r['best']} | "
               f"{r['passes']} | {mb} | {eps} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} |")
     print(f"\nwrote {path}")
     return 0

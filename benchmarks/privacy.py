@@ -38,6 +38,25 @@ def spread(values: list[float]) -> dict:
             "values": values}
 
 
+def shared_start(dataset: str, work: str, reuse: bool, settings=()) -> tuple[str, list[str], dict]:
+    """(prepared data, the commands' common arguments, the pretraining run) of a work folder: what this
+    benchmark and ``benchmarks/federated.py`` share (the same commands, so ``--reuse`` keeps them)."""
+    prepare, folder, config = DATASETS[dataset]
+    data = prepared_data(work, prepare, folder, reuse)
+    common = ["--data", data, "--config", config] + [x for kv in settings for x in ("--set", kv)]
+    pre = measured_run("pretrain", tfrec("pretrain", *common, "--out", os.path.join(work, "pretrain")), work, reuse)
+    return data, common, pre
+
+
+def arm_run(work: str, common: list[str], start: str, eps: float | None, seed: int) -> tuple[str, list[str]]:
+    """(run name, fine-tuning command) of an arm before its privacy settings: `start` "pretrained" (from the
+    work folder's pretraining) or "scratch"."""
+    name = f"{start}-{'none' if eps is None else f'eps{eps:g}'}-s{seed}"
+    return name, tfrec("finetune", *common, "--out", os.path.join(work, name), "--set", f"seed={seed}",
+                       *(["--pretrained", os.path.join(work, "pretrain")] if start == "pretrained"
+                         else ["--from-scratch"]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", choices=sorted(DATASETS))
@@ -49,21 +68,14 @@ def main() -> int:
     ap.add_argument("--workdir")
     ap.add_argument("--reuse", action="store_true")
     args = ap.parse_args()
-    prepare, folder, config = DATASETS[args.dataset]
     work = args.workdir or tempfile.mkdtemp(prefix="tfrec-privacy-")
     os.makedirs(work, exist_ok=True)
-    data = prepared_data(work, prepare, folder, args.reuse)
-    common = ["--data", data, "--config", config] + [x for kv in args.set for x in ("--set", kv)]
-    pre = measured_run("pretrain", tfrec("pretrain", *common, "--out", os.path.join(work, "pretrain")), work,
-                       args.reuse)
+    data, common, pre = shared_start(args.dataset, work, args.reuse, args.set)
     arms = [(None, "scratch"), (None, "pretrained")] + [(e, s) for e in args.epsilons for s in ("scratch", "pretrained")]
     rows = {}
     for eps, start in arms:
         for seed in args.seeds:
-            name = f"{start}-{'none' if eps is None else f'eps{eps:g}'}-s{seed}"
-            command = tfrec("finetune", *common, "--out", os.path.join(work, name), "--set", f"seed={seed}",
-                            *(["--pretrained", os.path.join(work, "pretrain")] if start == "pretrained"
-                              else ["--from-scratch"]))
+            name, command = arm_run(work, common, start, eps, seed)
             if eps is not None:
                 command += ["--set", f"privacy.target_epsilon={eps:g}", "--set", "privacy.stages=[finetune]",
                             "--set", f"finetune.epochs={args.dp_epochs}", "--set", "finetune.validate_every=5",

@@ -99,13 +99,14 @@ def ranked(
     With `users` (one user index per history), the scorer is called as ``scorer(histories, users)``.
     """
     targets = np.asarray(targets)
+    users = None if users is None else np.asarray(users)
     order = np.argsort(np.fromiter((len(h) for h in histories), np.int64, len(histories)), kind="stable")
     ranks = np.zeros(len(targets), np.int64)
     lists = np.zeros((len(targets), top_k), np.int64) if top_k else None
     for start in range(0, len(targets), batch_size):
         idx = order[start:start + batch_size]
         h = [histories[i] for i in idx]
-        scores = np.asarray(scorer(h) if users is None else scorer(h, np.asarray(users)[idx]))
+        scores = np.asarray(scorer(h) if users is None else scorer(h, users[idx]))
         ranks[idx] = target_ranks(scores, targets[idx], h if exclude_history else None)
         if reranker is not None:
             length = max(top_k, RERANKED)

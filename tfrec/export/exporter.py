@@ -98,15 +98,22 @@ def padded(histories: list[list[str]]) -> np.ndarray:
     return np.array([[""] * (width - len(h)) + list(h) for h in histories], dtype=object)
 
 
-def attribute_names(dataset) -> tuple[np.ndarray, list[str]]:
-    """Each item's categorical and list attribute ids (:meth:`PreparedDataset.item_feature_table`) and
-    the ``"column=value"`` name of every id (0: ""), for the explain signature."""
-    table, _, columns = dataset.item_feature_table()
+def feature_names(dataset, side: str) -> tuple[np.ndarray, list[str]]:
+    """Each row's categorical and list feature ids of `side` ("item" or "user",
+    :meth:`PreparedDataset.feature_table`) and the ``"column=value"`` name of every id (0: "")."""
+    table, _, columns = dataset.feature_table(side)
     names = [""]
     for column in columns:
-        vocab = dataset.feature_vocab("item", column)
+        vocab = dataset.feature_vocab(side, column)
         names += [f"{column}={vocab.token(i)}" for i in range(schema.NUM_FEATURE_RESERVED, len(vocab))]
-    if not columns:
+    return table, names
+
+
+def attribute_names(dataset) -> tuple[np.ndarray, list[str]]:
+    """:func:`feature_names` of the items, for the explain signature (a table of one empty column where the
+    items have no attribute columns)."""
+    table, names = feature_names(dataset, "item")
+    if not table.shape[1]:
         table = np.zeros((len(dataset.item_vocab), 1), np.int32)
     return table, names
 
@@ -118,17 +125,10 @@ def user_profile(dataset) -> dict | None:
     each numeric user feature, in the order of :meth:`PreparedDataset.numeric_table`.  None without users."""
     if dataset.users is None:
         return None
-    _, _, columns = dataset.feature_table("user")
-    keys, ids, offset = [], [], 0
-    for column in columns:
-        vocab = dataset.feature_vocab("user", column)
-        for index in range(schema.NUM_FEATURE_RESERVED, len(vocab)):
-            keys.append(f"{column}={vocab.token(index)}")
-            ids.append(index - schema.NUM_FEATURE_RESERVED + 1 + offset)
-        offset += len(vocab) - schema.NUM_FEATURE_RESERVED
+    _, names = feature_names(dataset, "user")
     _, numeric = dataset.numeric_table("user")
     features = dataset.user_features
-    return {"keys": keys, "ids": ids,
+    return {"keys": names[1:], "ids": list(range(1, len(names))),
             "numeric": [(c, features[c]["mean"], features[c]["std"] or 1.0) for c in numeric]}
 
 

@@ -41,17 +41,18 @@ def _flower():
                          "'tfrec[federated]'")
 
 
-def _state(data_dir: str, config_dict: dict, pretrained: str | None, fingerprint: str):
-    """(data, compiled model) for this process, built on first use."""
-    key = (data_dir, repr(sorted(config_dict.items())), pretrained)
+def _state(data_dir: str, config: RunConfig, pretrained: str | None, fingerprint: str, data=None):
+    """(data, compiled model) for this process, built on first use (from `data` where the caller has loaded
+    it already)."""
+    key = (data_dir, repr(config), pretrained)
     if key not in _CLIENT_STATE:
         import tensorflow as tf
 
         from tfrec.training import trainer
         from tfrec.training.sequence_data import SequenceData
 
-        config = RunConfig.from_dict(config_dict)
-        data = SequenceData.load(data_dir, config=config)
+        if data is None:
+            data = SequenceData.load(data_dir, config=config)
         trainer.set_seed(config)
         model = trainer.next_item_model(config, data, pretrained, fingerprint)
         # a constant learning rate: a client's optimizer starts afresh every round (its state is reset)
@@ -61,8 +62,10 @@ def _state(data_dir: str, config_dict: dict, pretrained: str | None, fingerprint
     return _CLIENT_STATE[key]
 
 
-def _client_app(data_dir: str, config_dict: dict, pretrained: str | None, fingerprint: str):
+def _client_app(data_dir: str, config: RunConfig, pretrained: str | None, fingerprint: str):
     from flwr.client import ClientApp, NumPyClient
+
+    stage, fed = config.finetune, config.federated
 
     class SequenceClient(NumPyClient):
         def __init__(self, index: int):
@@ -73,9 +76,7 @@ def _client_app(data_dir: str, config_dict: dict, pretrained: str | None, finger
 
             from tfrec.data import inputs
 
-            data, model = _state(data_dir, config_dict, pretrained, fingerprint)
-            config = RunConfig.from_dict(config_dict)
-            stage, fed = config.finetune, config.federated
+            data, model = _state(data_dir, config, pretrained, fingerprint)
             own = partition(len(data.train), fed.clients, config.seed)[self.index]
             x, y = inputs.next_item_examples([data.train[i] for i in own], config.model.max_len)
             model.set_weights(parameters)
@@ -140,7 +141,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         print(f"{out} holds a finished federated fine-tuning run; pass --overwrite to run it again", flush=True)
         return done
     data_dir = os.path.abspath(data_dir)
-    _, model = _state(data_dir, config.to_dict(), pretrained_model, fingerprint)
+    _, model = _state(data_dir, config, pretrained_model, fingerprint, data)
     weights = model.get_weights()
     sampled = max(1, int(round(fed.fraction * fed.clients)))
     extra = {"dataset": data_dir, "data_fingerprint": fingerprint, "run_config": config.to_dict(),
@@ -176,8 +177,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=fed.rounds))
 
     start = time.perf_counter()
-    run_simulation(ServerApp(server_fn=server_fn), _client_app(data_dir, config.to_dict(), pretrained_model,
-                                                               fingerprint),
+    run_simulation(ServerApp(server_fn=server_fn), _client_app(data_dir, config, pretrained_model, fingerprint),
                    num_supernodes=fed.clients,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False}},
