@@ -28,6 +28,9 @@ setup(
         # The (epsilon, delta) of differentially private runs (tfrec.training.privacy): Google's maintained
         # accountant (RDP and PLD), rather than accounting code of tfrec's own.
         "dp-accounting>=0.4,<1",
+        # TFRecord shards written without TensorFlow (tfrec.data.tfrecord): Google's CRC-32C in C, which a
+        # Spark worker or a data-preparation job can import without loading TensorFlow.
+        "google-crc32c>=1.5,<2",
     ],
     extras_require={
         # tfrec data prepare --engine spark: Apache Spark through PySpark, which ships Spark itself (local mode
@@ -37,7 +40,9 @@ setup(
         # TensorFlow 2.21 and tensorflow-serving-api 2.21 (generated code 6.31) accept.
         "federated": ["flwr[simulation]>=1.42,<2"],
         "dev": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "matplotlib", "psutil",
-                "pyspark>=4.0,<5", "flwr[simulation]>=1.42,<2"],
+                "pyspark>=4.0,<5", "flwr[simulation]>=1.42,<2",
+                # an S3 server in the test process (moto's), for datasets written to and read from a store
+                "moto[s3]>=5,<6", "flask", "flask-cors"],
     },
     entry_points={"console_scripts": ["tfrec=tfrec.cli:main"]},
 )

@@ -65,6 +65,30 @@ def synthetic_prepared(synthetic_raw, tmp_path_factory):
     return prepare(synthetic_raw, str(tmp_path_factory.mktemp("synthetic") / "prepared"))
 
 
+@pytest.fixture(scope="session")
+def s3_uri():
+    """``s3_uri("path")``: a URI on an S3 server running in this process (moto's), bucket made, credentials
+    and endpoint in the URI, so that Spark's executors reach it too."""
+    server_module = pytest.importorskip("moto.server", reason="the S3 tests need moto (pip install moto[s3] flask "
+                                                               "flask-cors)")
+    import pyarrow.fs as pafs
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in failure reports
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+
+    def uri(path: str) -> str:
+        return f"s3://tfrec:secret@tfrec-test/{path}?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+
+    fs, _ = pafs.FileSystem.from_uri(uri("") + "&allow_bucket_creation=true")
+    fs.create_dir("tfrec-test")
+    yield uri
+    server.stop()
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
     """Runs `python -m tfrec ARGS` in a fresh process; returns the CompletedProcess."""
     import subprocess

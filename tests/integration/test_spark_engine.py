@@ -104,6 +104,28 @@ def test_synthetic_with_ties_and_features(spark, tmp_path):
     assert PreparedDataset(b).stats["cleaning"]["dropped_duplicates"] > 0
 
 
+def test_spark_writes_straight_to_an_object_store(spark, s3_uri, tmp_path):
+    """`--out s3://…`: the executors write the tables and the shards to the store themselves (no local copy),
+    and what lands there is the pandas engine's dataset."""
+    from tests.integration.test_remote_store import local_files, store_files
+
+    raw = generate_synthetic(num_users=200, num_items=60, seed=5)
+    config = preprocess.PrepareConfig(format="tfrecord", shards=2)
+    local = dataset.prepare(raw, str(tmp_path / "pandas"), config)
+    remote = spark_engine.prepare(spark, raw, s3_uri("spark/ds"), config)
+    ours, theirs = store_files(remote.store), local_files(local.path)
+    tables = {name for name in theirs if name.endswith(".parquet")}
+    assert {name for name in ours if not name.endswith(".parquet")} == set(theirs) - tables
+    assert all(ours[name] == theirs[name] for name in set(theirs) - tables)  # json, vocabularies, shards
+    assert {name.rsplit("/", 1)[0] for name in ours if "/part-" in name} == tables - {schema.ITEMS_FILE,
+                                                                                    schema.USERS_FILE}
+    pd.testing.assert_frame_equal(remote.interactions, local.interactions, check_exact=True)
+    for scheme in schema.SPLIT_SCHEMES:
+        for name in local.store.listdir(schema.SPLITS_DIR, scheme):
+            name = name[: -len(".parquet")]
+            pd.testing.assert_frame_equal(remote.split(name, scheme), local.split(name, scheme), check_exact=True)
+
+
 def messy_csv(folder) -> str:
     """Interactions as a user's export would hold them: ISO dates, padded ids, missing values, repeats."""
     rng = np.random.default_rng(0)

@@ -6,6 +6,7 @@ import json
 import sys
 
 from tfrec.cli.common import column_map, format_table, stats_rows
+from tfrec.data.store import display
 from tfrec.errors import TfrecError
 
 
@@ -40,7 +41,7 @@ def cmd_data_prepare(args) -> int:
         print(f"tfrec: loading {args.source}" + (f" from {path}" if path else " (cache or download)"), file=sys.stderr)
         raw = loaders.load(args.source, path, **kwargs)
         prepared = dataset.prepare(raw, args.out, config)
-    print(f"tfrec: wrote {args.out}", file=sys.stderr)
+    print(f"tfrec: wrote {display(args.out)}", file=sys.stderr)
     print(format_table(stats_rows(prepared.stats), ("statistic", "value")))
     return 0
 

@@ -21,7 +21,8 @@ def _training_options(p: argparse.ArgumentParser, several_datasets: bool = False
         p.add_argument("--link", default="title", choices=("title", "none"),
                        help="with several --data: items of the same title and year are one item (default), or none")
     else:
-        p.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare)")
+        p.add_argument("--data", required=True, help="prepared dataset folder (tfrec data prepare), local or a store's "
+                       "URI (s3://, gs://, hdfs://)")
     p.add_argument("--out", required=True, help="run folder; started again with the same command, a run resumes")
     p.add_argument("--config", help="YAML or JSON run config (sections model, pretrain, finetune, tasks); see configs/")
     p.add_argument("--split", help="loo (default), random (80/20 rows) or cold (10%% of items held out); "
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("source", help="movielens-100k, movielens-1m, movielens-latest-small, amazon-s3rec, csv or parquet")
     prep.add_argument("--path", help="local folder of the original files (or the interactions file for csv/parquet); "
                       f"default: ${DATA_DIR_ENV}/<folder> when present, else the cache, downloading on first use")
-    prep.add_argument("--out", required=True, help="dataset folder to write (replaced atomically)")
+    prep.add_argument("--out", required=True, help="dataset folder to write (replaced atomically), or a folder on a store pyarrow opens: s3://bucket/path (also s3a://), gs://, hdfs://; options in the query, e.g. ?endpoint_override=host:port (docs/scaling.md)")
     prep.add_argument("--name", help="amazon-s3rec: which <Name>.txt (Beauty, Sports_and_Outdoors, Toys_and_Games...)")
     prep.add_argument("--columns", help="csv/parquet: canonical=source column pairs, e.g. user_id=userId,item_id=movieId")
     prep.add_argument("--items", help="csv/parquet: item feature table")

@@ -14,6 +14,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,9 +27,9 @@ import pandas as pd
 
 from tfrec.data import preprocess, schema
 from tfrec.data.loaders import RawDataset
+from tfrec.data.store import Store, dataset_output
 from tfrec.data.vocab import Vocabulary
 from tfrec.errors import TfrecError
-from tfrec.fileio import atomic_dir
 
 # A string column with at most this share of distinct values is categorical; above it, text.
 _CATEGORICAL_MAX_UNIQUE_SHARE = 0.5
@@ -187,7 +188,7 @@ def prepare(raw: RawDataset, out: str, config: preprocess.PrepareConfig | None =
     split_counts = {scheme: {name: len(part) for name, part in parts.items()} for scheme, parts in splits.items()}
     stats = statistics(len(user_vocab) - 2, len(item_vocab) - 3, len(df), lengths, report, split_counts, ratings)
 
-    with atomic_dir(out) as staging:
+    with dataset_output(out) as (_, staging):  # a remote `out` gets the staging folder uploaded
         _write_parquet(df, os.path.join(staging, schema.INTERACTIONS_FILE))
         if config.format == "tfrecord":
             stats["sequence_shards"] = _write_sequence_shards(splits[schema.LEAVE_ONE_OUT], staging, config.shards)
@@ -204,8 +205,7 @@ def _write_sequence_shards(parts: dict[str, pd.DataFrame], staging: str, shards:
     """Each user's leave-one-out sequence as a ``tf.train.Example`` (``position``, ``user_index``,
     ``items``: the training part in time order, ``valid_item`` and ``test_item``: 0 when none),
     user after user, dealt round-robin over `shards` TFRecord files."""
-    import tensorflow as tf
-
+    from tfrec.data import tfrecord
     from tfrec.data.inputs import group_sequences
 
     users, sequences = group_sequences(parts[schema.TRAIN])
@@ -214,22 +214,22 @@ def _write_sequence_shards(parts: dict[str, pd.DataFrame], staging: str, shards:
     folder = os.path.join(staging, schema.SEQUENCES_DIR)
     os.makedirs(folder)
 
-    def int64(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
     paths = [os.path.join(folder, schema.SEQUENCE_SHARD.format(index=i, count=shards)) for i in range(shards)]
-    writers = [tf.io.TFRecordWriter(p) for p in paths]
-    try:
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(open(p, "wb")) for p in paths]
         for position, (user, items) in enumerate(zip(users.tolist(), sequences)):
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "position": int64([position]), schema.USER_INDEX: int64([user]), "items": int64(items.tolist()),
-                "valid_item": int64([held[schema.VALID].get(user, 0)]),
-                "test_item": int64([held[schema.TEST].get(user, 0)])}))
-            writers[position % shards].write(example.SerializeToString(deterministic=True))
-    finally:
-        for w in writers:
-            w.close()
+            files[position % shards].write(tfrecord.frame(sequence_example(
+                position, user, items, held[schema.VALID].get(user, 0), held[schema.TEST].get(user, 0))))
     return {"shards": shards, "users": int(len(users))}
+
+
+def sequence_example(position: int, user: int, items, valid_item: int, test_item: int) -> bytes:
+    """One user's record in the sequence shards, a serialised ``tf.train.Example`` (both engines write
+    these bytes)."""
+    from tfrec.data import tfrecord
+
+    return tfrecord.int64_example({"position": [position], schema.USER_INDEX: [user], "items": items,
+                                   "valid_item": [valid_item], "test_item": [test_item]})
 
 
 class PreparedDataset:
@@ -237,26 +237,49 @@ class PreparedDataset:
 
     def __init__(self, path: str):
         self.path = path
-        meta_path = os.path.join(path, schema.DATASET_JSON)
-        if not os.path.isdir(path):
+        self.store = Store(path)  # a local folder, or one on a store named by a URI (tfrec.data.store)
+        meta_path = self.store.name(schema.DATASET_JSON)
+        if self.store.kind() != "dir":
             raise TfrecError(f"{path} is not a folder; prepare one with `tfrec data prepare`")
-        if not os.path.isfile(meta_path):
+        if self.store.kind(schema.DATASET_JSON) != "file":
             raise TfrecError(f"{path} is not a prepared dataset: it has no {schema.DATASET_JSON} "
                              "(prepare one with `tfrec data prepare`)")
         try:
-            with open(meta_path) as f:
-                self.meta = json.load(f)
-        except json.JSONDecodeError:
+            self.meta = json.loads(self.store.read_text(schema.DATASET_JSON))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise TfrecError(f"{meta_path} is not valid JSON") from None
+        self._local_copy: str | None = None
         if self.meta.get("format_version") != schema.FORMAT_VERSION:
             raise TfrecError(f"{meta_path} has format version {self.meta.get('format_version')}, "
                              f"this tfrec reads {schema.FORMAT_VERSION}; prepare the data again")
 
-    def _file(self, *parts: str) -> str:
-        p = os.path.join(self.path, *parts)
-        if not os.path.exists(p):
-            raise TfrecError(f"{p} is missing from the prepared dataset")
-        return p
+    @property
+    def location(self) -> str:
+        """What runs and exports record as the dataset's place: an absolute path, or the store's URI."""
+        return self.store.name()
+
+    def _file(self, *parts: str) -> tuple[str, ...]:
+        if not self.store.exists(*parts):
+            raise TfrecError(f"{self.store.name(*parts)} is missing from the prepared dataset")
+        return parts
+
+    def local_file(self, *parts: str) -> str:
+        """A local path of one of the dataset's files, for readers that open paths themselves (TensorFlow's
+        vocabulary tables): the file itself, or for a dataset on a remote store a copy made once."""
+        self._file(*parts)
+        if not self.store.remote:
+            return self.store.path(*parts)
+        if self._local_copy is None:
+            import tempfile
+
+            self._local_copy = tempfile.mkdtemp(prefix="tfrec-dataset-")
+        path = os.path.join(self._local_copy, *parts)
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".tmp", "wb") as f:
+                f.write(self.store.read_bytes(*parts))
+            os.replace(path + ".tmp", path)
+        return path
 
     @property
     def fingerprint(self) -> str:
@@ -264,36 +287,36 @@ class PreparedDataset:
         ``stats.json``."""
         h = hashlib.sha256()
         for name in (schema.DATASET_JSON, schema.STATS_JSON):
-            with open(self._file(name), "rb") as f:
-                h.update(f.read())
+            h.update(self.store.read_bytes(*self._file(name)))
         return h.hexdigest()[:16]
 
     @cached_property
     def stats(self) -> dict:
-        with open(self._file(schema.STATS_JSON)) as f:
-            return json.load(f)
+        return json.loads(self.store.read_text(*self._file(schema.STATS_JSON)))
 
     @cached_property
     def interactions(self) -> pd.DataFrame:
-        return pd.read_parquet(self._file(schema.INTERACTIONS_FILE))
+        return self.store.read_parquet(*self._file(schema.INTERACTIONS_FILE))
 
     @cached_property
     def items(self) -> pd.DataFrame | None:
-        p = os.path.join(self.path, schema.ITEMS_FILE)
-        return pd.read_parquet(p) if os.path.exists(p) else None
+        return self.store.read_parquet(schema.ITEMS_FILE) if self.store.exists(schema.ITEMS_FILE) else None
 
     @cached_property
     def users(self) -> pd.DataFrame | None:
-        p = os.path.join(self.path, schema.USERS_FILE)
-        return pd.read_parquet(p) if os.path.exists(p) else None
+        return self.store.read_parquet(schema.USERS_FILE) if self.store.exists(schema.USERS_FILE) else None
+
+    def _vocabulary(self, name: str, kind: str = "feature") -> Vocabulary:
+        parts = self._file(schema.VOCAB_DIR, name)
+        return Vocabulary.from_text(self.store.read_text(*parts), self.store.name(*parts), kind)
 
     @cached_property
     def item_vocab(self) -> Vocabulary:
-        return Vocabulary.load(self._file(schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE), kind="item")
+        return self._vocabulary(schema.ITEM_VOCAB_FILE, kind="item")
 
     @cached_property
     def user_vocab(self) -> Vocabulary:
-        return Vocabulary.load(self._file(schema.VOCAB_DIR, schema.USER_VOCAB_FILE))
+        return self._vocabulary(schema.USER_VOCAB_FILE)
 
     @property
     def item_features(self) -> dict:
@@ -312,7 +335,7 @@ class PreparedDataset:
         if name not in features or "vocab" not in features[name]:
             raise TfrecError(f"the dataset at {self.path} has no {table} feature {name!r} with a vocabulary; "
                              f"it has {', '.join(features) or 'none'}")
-        return Vocabulary.load(self._file(schema.VOCAB_DIR, features[name]["vocab"]))
+        return self._vocabulary(features[name]["vocab"])
 
     def item_feature_table(self, columns: list[str] | None = None, max_features: int = 16) -> tuple[np.ndarray, int, list[str]]:
         """Each item's categorical and list feature ids in one shared id space.
@@ -398,20 +421,18 @@ class PreparedDataset:
     @property
     def sequence_shards(self) -> list[str]:
         """The TFRecord files of a dataset prepared with ``--format tfrecord`` (else empty)."""
-        folder = os.path.join(self.path, schema.SEQUENCES_DIR)
-        if not os.path.isdir(folder):
-            return []
         import fnmatch
 
-        return sorted(os.path.join(folder, f) for f in os.listdir(folder) if fnmatch.fnmatch(f, schema.SEQUENCE_SHARD_GLOB))
+        return [self.store.path(schema.SEQUENCES_DIR, f) for f in self.store.listdir(schema.SEQUENCES_DIR)
+                if fnmatch.fnmatch(f, schema.SEQUENCE_SHARD_GLOB)]
 
     def split(self, name: str, scheme: str = schema.LEAVE_ONE_OUT) -> pd.DataFrame:
         if scheme not in schema.SPLIT_SCHEMES:
             raise TfrecError(f"unknown split scheme {scheme!r}; known: {', '.join(schema.SPLIT_SCHEMES)}")
-        path = os.path.join(self.path, schema.SPLITS_DIR, scheme, f"{name}.parquet")
-        if not os.path.exists(path):
+        parts = (schema.SPLITS_DIR, scheme, f"{name}.parquet")
+        if not self.store.exists(*parts):
             raise TfrecError(f"split {scheme}/{name} does not exist in {self.path}")
-        return pd.read_parquet(path)
+        return self.store.read_parquet(*parts)
 
     def __repr__(self) -> str:
         s = self.stats

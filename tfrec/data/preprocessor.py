@@ -187,8 +187,14 @@ def read_artifact(path: str) -> dict:
 def check_artifact(path: str, data_dir: str, max_len: int) -> dict:
     """The spec of the artifact at `path` when it is the preprocessor of the prepared dataset at `data_dir`
     for models of length `max_len`; a TfrecError naming the difference otherwise."""
+    from tfrec.data.store import is_remote
+
     spec = read_artifact(path)
     items = os.path.join(data_dir, schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE)
+    if is_remote(data_dir):  # a dataset on a remote store: its vocabulary copied here
+        from tfrec.data.dataset import PreparedDataset
+
+        items = PreparedDataset(data_dir).local_file(schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE)
     if not os.path.isfile(items) or sha256(items) != spec["item_vocab_sha256"]:
         raise TfrecError(f"the preprocessor at {path} was made from another item vocabulary than the dataset at "
                          f"{data_dir}'s")

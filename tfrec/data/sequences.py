@@ -108,6 +108,14 @@ def _shard_spec() -> dict:
             "valid_item": scalar, "test_item": scalar}
 
 
+def _store_records(store, files: list[str]):
+    from tfrec.data import tfrecord
+
+    for path in files:
+        with store.fs.open_input_stream(path) as stream:
+            yield from tfrecord.read_records(stream, path)
+
+
 def sequence_shard_batches(dataset, batch_size: int = 4096, cycle_length: int = 4, shuffle_files: bool = False,
                            seed: int = 0) -> tf.data.Dataset:
     """The users' leave-one-out sequences from the TFRecord shards of a dataset prepared with
@@ -117,11 +125,17 @@ def sequence_shard_batches(dataset, batch_size: int = 4096, cycle_length: int = 
     files = dataset.sequence_shards
     if not files:
         raise TfrecError(f"{dataset.path} has no sequence shards; prepare it with --format tfrecord")
-    names = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle_files:
-        names = names.shuffle(len(files), seed=seed)
-    records = names.interleave(tf.data.TFRecordDataset, cycle_length=max(1, cycle_length),
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if dataset.store.remote:  # a store TensorFlow cannot open (S3, HDFS): read through pyarrow, file by file
+        if shuffle_files:
+            files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
+        records = tf.data.Dataset.from_generator(lambda: _store_records(dataset.store, files),
+                                                 output_signature=tf.TensorSpec([], tf.string))
+    else:
+        names = tf.data.Dataset.from_tensor_slices(files)
+        if shuffle_files:
+            names = names.shuffle(len(files), seed=seed)
+        records = names.interleave(tf.data.TFRecordDataset, cycle_length=max(1, cycle_length),
+                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     spec = _shard_spec()
     return records.batch(batch_size).map(lambda r: tf.io.parse_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE,
                                          deterministic=True)

@@ -4,15 +4,18 @@ computed on Apache Spark, in local mode on one machine or on a cluster (``--spar
 The same inputs and settings give the same dataset as the pandas engine: the same rows in the same
 order in every table, the same vocabularies, ``dataset.json`` and ``stats.json`` byte for byte, and
 the same TFRecord sequence shards byte for byte.  The Parquet tables are folders of part files,
-written in order (``interactions.parquet/part-00000-….parquet`` …), which pandas and pyarrow read as
-one table.
+written in order (``interactions.parquet/part-00000.parquet`` …), which pandas and pyarrow read as
+one table.  The executors write the tables and the shards through pyarrow's file systems, to a local
+folder or straight to a remote store (``--out s3://…``, :mod:`tfrec.data.store`), and import no
+TensorFlow: the shards' records are framed by :mod:`tfrec.data.tfrecord`.
 
 What runs where:
 
 - executors: reading a ``csv``/``parquet`` source, cleaning, duplicates, the rating threshold, the
   iterated k-core, the chronological order, the three splits, every count, the tables and the
   sequence shards;
-- the driver: the vocabularies (it writes them, one line per item or user), the random split's draw
+- the driver: the vocabularies (it writes them, one line per item or user; to a remote store through a
+  local staging folder uploaded at the end, ``dataset.json`` last), the random split's draw
   (numpy's permutation, so that the split is the pandas engine's: 8 bytes per interaction), the item
   and user feature tables (one row per catalogue entry) and the statistics.
 
@@ -29,10 +32,10 @@ import pandas as pd
 
 from tfrec.data import dataset, preprocess, schema, spark_source
 from tfrec.data.raw import RawDataset
-from tfrec.data.spark_source import ROW, SparkSource, from_raw, uri
+from tfrec.data.spark_source import ROW, SparkSource, from_raw
 from tfrec.data.vocab import Vocabulary
 from tfrec.errors import TfrecError
-from tfrec.fileio import atomic_dir
+from tfrec.data.store import Store, dataset_output
 
 ROWS_PER_FILE = 1_000_000  # rows of a table's Parquet part file, at most (and one file per core at least)
 
@@ -136,9 +139,38 @@ def _temporal_cut(df, n: int, n_test: int):
     return (ts > F.lit(cut)) | ((ts == F.lit(cut)) & (F.col(_POS) >= at_cut))
 
 
-def _write_sequence_shards(annotated, folder: str, shards: int) -> None:
+def _write_table(df, store: Store, name: str) -> None:
+    """`df` as a folder of Parquet part files at `name` in `store`, one per partition in partition order
+    (``part-00000.parquet`` …), each written by its task through pyarrow: to a local folder or straight
+    to a remote store, under a name a retried task writes again."""
+    import pyarrow as pa
+
+    arrow = {"string": pa.string(), "integer": pa.int32(), "long": pa.int64(), "float": pa.float32(),
+             "double": pa.float64()}
+    target = pa.schema([pa.field(f.name, arrow[f.dataType.typeName()]) for f in df.schema.fields])
+
+    def write(batches):
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        part, rows = TaskContext.get().partitionId(), 0
+        with store.open_output(name, f"part-{part:05d}.parquet") as stream:
+            with pq.ParquetWriter(stream, target, compression="zstd") as writer:  # empty partition: no rows
+                for batch in batches:
+                    writer.write_batch(batch.cast(target))
+                    rows += batch.num_rows
+        yield pa.RecordBatch.from_arrays([pa.array([part], pa.int32()), pa.array([rows], pa.int64())], ["part", "rows"])
+
+    parts = df.rdd.getNumPartitions()
+    written = df.mapInArrow(write, "part int, rows long").collect()
+    if sorted(row["part"] for row in written) != list(range(parts)):
+        raise TfrecError(f"Spark wrote {len(written)} of the {parts} part files of {store.name(name)}")
+
+
+def _write_sequence_shards(annotated, store: Store, shards: int) -> None:
     """The pandas engine's TFRecord shards (one ``tf.train.Example`` per user, users dealt round-robin
-    by position), each written by one task."""
+    by position), each written by one task, without TensorFlow (:mod:`tfrec.data.tfrecord`), to a local
+    folder or straight to a remote store."""
     from pyspark.sql import functions as F
 
     user_index, item_index, train, valid, test = (schema.USER_INDEX, schema.ITEM_INDEX, schema.TRAIN,
@@ -147,21 +179,15 @@ def _write_sequence_shards(annotated, folder: str, shards: int) -> None:
         F.sort_array(F.collect_list(F.when(F.col(_LOO) == train, F.struct(_POS, item_index)))).alias("items"),
         F.max(F.when(F.col(_LOO) == valid, F.col(item_index))).alias("valid_item"),
         F.max(F.when(F.col(_LOO) == test, F.col(item_index))).alias("test_item"))
-    names = [os.path.join(folder, schema.SEQUENCE_SHARD.format(index=i, count=shards)) for i in range(shards)]
 
     def write(index, rows):
-        import tensorflow as tf
+        from tfrec.data import tfrecord
 
-        def int64(values):
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-        with tf.io.TFRecordWriter(names[index]) as writer:
+        with store.open_output(schema.SEQUENCES_DIR, schema.SEQUENCE_SHARD.format(index=index, count=shards)) as f:
             for _, row in sorted(rows, key=lambda kv: kv[0]):
-                example = tf.train.Example(features=tf.train.Features(feature={
-                    "position": int64([row[_USER_POS]]), user_index: int64([row[user_index]]),
-                    "items": int64([pair[1] for pair in row["items"]]),
-                    "valid_item": int64([row["valid_item"] or 0]), "test_item": int64([row["test_item"] or 0])}))
-                writer.write(example.SerializeToString(deterministic=True))
+                f.write(tfrecord.frame(dataset.sequence_example(
+                    row[_USER_POS], row[user_index], [pair[1] for pair in row["items"]], row["valid_item"] or 0,
+                    row["test_item"] or 0)))
         yield index
 
     written = held.rdd.map(lambda row: (row[_USER_POS], row)) \
@@ -172,7 +198,8 @@ def _write_sequence_shards(annotated, folder: str, shards: int) -> None:
 
 def prepare(spark, source: SparkSource | RawDataset, out: str,
             config: preprocess.PrepareConfig | None = None) -> dataset.PreparedDataset:
-    """:func:`tfrec.data.dataset.prepare` on Spark; `out` is a local or mounted folder, replaced atomically."""
+    """:func:`tfrec.data.dataset.prepare` on Spark; `out` is a local folder, replaced atomically, or a folder
+    on a remote store (:func:`tfrec.data.store.dataset_output`), which the executors write to directly."""
     from pyspark.sql import functions as F
     from pyspark.sql import Window
 
@@ -252,13 +279,11 @@ def prepare(spark, source: SparkSource | RawDataset, out: str,
     text = str(pd.Series(np.array(["a"], dtype=object)).dtype)  # how this pandas names a column of str
     dtypes = {schema.USER_ID: text, schema.USER_INDEX: "int32", schema.ITEM_ID: text, schema.ITEM_INDEX: "int32",
               schema.TIMESTAMP: "int64", schema.RATING: "float32"}
-    with atomic_dir(out) as staging:
+    with dataset_output(out) as (store, staging):
         for name, keep in tables.items():
-            df.filter(keep).select(*columns).write.parquet(uri(os.path.join(staging, name)))
+            _write_table(df.filter(keep).select(*columns), store, name)
         if config.format == "tfrecord":
-            folder = os.path.join(staging, schema.SEQUENCES_DIR)
-            os.makedirs(folder)
-            _write_sequence_shards(df, folder, config.shards)
+            _write_sequence_shards(df, store, config.shards)
             stats["sequence_shards"] = {"shards": config.shards, "users": len(user_tokens)}
         dataset.write_description(staging, raw, config, item_vocab, user_vocab, stats,
                                   {c: dtypes[c] for c in columns})

@@ -58,7 +58,6 @@ def session(master: str | None = None, conf: dict[str, str] | None = None):
     if master.startswith("local"):
         if not os.environ.get("PYSPARK_PYTHON"):
             os.environ["PYSPARK_PYTHON"] = sys.executable  # local workers run this interpreter, with tfrec's packages
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the workers writing sequence shards import TensorFlow
     # tfrec hands Spark Arrow tables, never pandas frames, so PySpark's pandas version check does not apply
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     for key, value in {**DEFAULT_CONF, **(conf or {})}.items():

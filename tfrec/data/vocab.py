@@ -87,7 +87,12 @@ class Vocabulary:
         if not os.path.exists(path):
             raise TfrecError(f"vocabulary file {path} does not exist")
         with open(path, encoding="utf-8") as f:
-            tokens = f.read().split("\n")[:-1]
+            return cls.from_text(f.read(), path, kind)
+
+    @classmethod
+    def from_text(cls, text: str, path: str, kind: str = "feature") -> "Vocabulary":
+        """A vocabulary from the text of its file (`path` names it in messages)."""
+        tokens = text.split("\n")[:-1]
         reserved = (
             (schema.PAD_TOKEN, schema.MASK_TOKEN, schema.OOV_TOKEN)
             if kind == "item"

@@ -307,7 +307,7 @@ def recommend(model: str, data_dir: str, history, k: int = 10, exclude_history: 
 
     from tfrec.data.preprocessor import SequencePreprocessor
 
-    pre = SequencePreprocessor(os.path.join(dataset.path, schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE),
+    pre = SequencePreprocessor(dataset.local_file(schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE),
                                loaded.backbone.max_len)
     packed = pre(tf.constant([history], tf.string, shape=(1, len(history))))[inputs.ITEM_INDICES].numpy()
     ids = vocab.lookup(history)

@@ -1,4 +1,5 @@
-"""Every read of a prepared dataset's test split, counted: ``test_reads.jsonl`` in the dataset's folder.
+"""Every read of a prepared dataset's test split, counted: ``test_reads.jsonl`` in the dataset's folder
+(on a remote store too, where the file is rewritten whole at each read).
 
 A test figure is a held-out estimate only when it was read once, after the settings were chosen on
 validation.  Each scoring of the test split (``tfrec evaluate --split test``, the end of a TFRS task run,
@@ -15,6 +16,9 @@ import json
 import os
 import sys
 
+from tfrec.data.store import Store, is_remote
+from tfrec.errors import TfrecError
+
 FILE = "test_reads.jsonl"
 
 
@@ -30,9 +34,20 @@ def record(data_dir: str, scored: str, config, metrics: dict, task: str) -> None
     line = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "scored": os.path.abspath(scored) if os.path.exists(scored) else scored, "task": task,
             "config_sha256": config_hash(config), "metrics": metrics}
+    text = json.dumps(line, sort_keys=True, default=float) + "\n"
+    if is_remote(data_dir):  # an object store cannot append: the file is read and written whole
+        store = Store(data_dir)
+        try:
+            old = store.read_bytes(FILE) if store.exists(FILE) else b""
+            with store.open_output(FILE) as f:
+                f.write(old + text.encode("utf-8"))
+        except TfrecError as e:
+            print(f"tfrec: warning: this read of the test split could not be recorded in {store.name()} ({e})",
+                  file=sys.stderr)
+        return
     try:
         with open(os.path.join(data_dir, FILE), "a", encoding="utf-8") as f:
-            f.write(json.dumps(line, sort_keys=True, default=float) + "\n")
+            f.write(text)
     except OSError as e:
         print(f"tfrec: warning: this read of the test split could not be recorded in {data_dir} ({e.strerror})",
               file=sys.stderr)
@@ -40,16 +55,15 @@ def record(data_dir: str, scored: str, config, metrics: dict, task: str) -> None
 
 def reads(data_dir: str) -> list[dict]:
     """The recorded reads, oldest first (lines that do not parse, from a write cut short, are skipped)."""
-    path = os.path.join(data_dir, FILE)
-    if not os.path.isfile(path):
+    store = Store(data_dir)
+    if store.kind(FILE) != "file":
         return []
     out = []
-    with open(path, encoding="utf-8") as f:
-        for text in f:
-            try:
-                out.append(json.loads(text))
-            except ValueError:
-                continue
+    for text in store.read_text(FILE).splitlines():
+        try:
+            out.append(json.loads(text))
+        except ValueError:
+            continue
     return out
 
 

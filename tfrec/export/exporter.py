@@ -328,9 +328,8 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         spec = check_artifact(preprocessor, dataset.path, max_len)
         item_vocab, user_vocab = spec["item_vocab"], spec.get("user_vocab")
     else:
-        vocab_dir = os.path.join(dataset.path, schema.VOCAB_DIR)
-        item_vocab = os.path.join(vocab_dir, schema.ITEM_VOCAB_FILE)
-        user_vocab = os.path.join(vocab_dir, schema.USER_VOCAB_FILE)
+        item_vocab = dataset.local_file(schema.VOCAB_DIR, schema.ITEM_VOCAB_FILE)
+        user_vocab = dataset.local_file(schema.VOCAB_DIR, schema.USER_VOCAB_FILE)
     requests = warmup_rows(dataset)  # warm-up and the export check, with no user's data in the export
     # the re-rankers' popularity levels: interactions of the leave-one-out training part
     interactions = np.bincount(dataset.split(schema.TRAIN)[schema.ITEM_INDEX].to_numpy(np.int64),
@@ -382,7 +381,7 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
             for record in _warmup_logs(name, requests, warm):
                 writer.write(record)
         metadata = {"task": task, "name": name, "version": version, "data_fingerprint": config.get("data_fingerprint"),
-                    "dataset": os.path.abspath(dataset.path), "config": config.get("run_config"),
+                    "dataset": dataset.location, "config": config.get("run_config"),
                     "task_args_keys": sorted(config.get("task_args", {})),
                     "validation_metrics": config.get("valid_metrics"), "epoch": config.get("epoch"),
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

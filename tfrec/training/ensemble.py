@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from tfrec.data.store import display, is_remote
 from tfrec.errors import TfrecError
 
 MODEL_DIR = "model"
@@ -57,13 +58,13 @@ def combine(model_dirs: list[str], out: str, member_weights: list[float] | None 
     run_config = dict(configs[0].get("run_config", {}), refit=refit)
     dataset_dir = data_dir or configs[0].get("dataset")
     summary = {"members": [os.path.abspath(p) for p in resolved], "member_weights": ensemble.member_weights,
-               "refit": refit, "dataset": dataset_dir}
+               "refit": refit, "dataset": display(dataset_dir) if dataset_dir else dataset_dir}
     valid_metrics = None
     if validate and not refit:
         from tfrec.data import inputs
         from tfrec.data.dataset import PreparedDataset
 
-        if not dataset_dir or not os.path.isdir(dataset_dir):
+        if not dataset_dir or not (is_remote(dataset_dir) or os.path.isdir(dataset_dir)):
             raise TfrecError(f"the members' dataset {dataset_dir!r} is not there; pass --data DIR")
         dataset = PreparedDataset(dataset_dir)
         if len(dataset.item_vocab) != ensemble.backbone.vocabulary_size:
@@ -77,7 +78,7 @@ def combine(model_dirs: list[str], out: str, member_weights: list[float] | None 
             figures.append(metrics)
         summary["member_valid_metrics"] = figures[:-1]
         summary["valid_metrics"] = valid_metrics = figures[-1]
-    extra = {"dataset": dataset_dir, "data_fingerprint": configs[0].get("data_fingerprint"), "run_config": run_config,
+    extra = {"dataset": display(dataset_dir), "data_fingerprint": configs[0].get("data_fingerprint"), "run_config": run_config,
              "member_dirs": summary["members"], "valid_metrics": valid_metrics,
              "parameters": sum(int(c.get("parameters") or 0) for c in configs)}
     persistence.save(ensemble, target, persistence.ENSEMBLE, extra=extra)
@@ -121,7 +122,7 @@ def search(model_dirs: list[str], out: str, data_dir: str | None = None, max_rou
             raise TfrecError(f"the model at {path} was refit on the validation items, so they cannot choose among "
                              "the candidates; search over models trained on the training part")
     dataset_dir = data_dir or configs[0].get("dataset")
-    if not dataset_dir or not os.path.isdir(dataset_dir):
+    if not dataset_dir or not (is_remote(dataset_dir) or os.path.isdir(dataset_dir)):
         raise TfrecError(f"the candidates' dataset {dataset_dir!r} is not there; pass --data DIR")
     valid = inputs.loo_sequences(PreparedDataset(dataset_dir), schema.VALID)
     os.makedirs(out, exist_ok=True)

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from tfrec import contract
+from tfrec.data.store import display
 from tfrec.errors import TfrecError
 from tfrec.training.config import RunConfig
 
@@ -144,7 +145,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     _, model = _state(data_dir, config, pretrained_model, fingerprint, data)
     weights = model.get_weights()
     sampled = max(1, int(round(fed.fraction * fed.clients)))
-    extra = {"dataset": data_dir, "data_fingerprint": fingerprint, "run_config": config.to_dict(),
+    extra = {"dataset": display(data_dir), "data_fingerprint": fingerprint, "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "parameters": int(sum(w.size for w in weights))}
     rounds, best = [], {"round": -1, "ndcg@10": -1.0}
 

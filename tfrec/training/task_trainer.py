@@ -23,6 +23,7 @@ import tensorflow as tf  # noqa: E402
 from tfrec import contract  # noqa: E402
 from tfrec.data import inputs, schema, task_splits  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
+from tfrec.data.store import display  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
 from tfrec.evaluation import ranking  # noqa: E402
 from tfrec.evaluation import test_reads  # noqa: E402
@@ -284,7 +285,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
             print(f"{out} holds a finished {task} run; pass --overwrite to run it again", flush=True)
             return done
         model.compile(optimizer=trainer.make_optimizer(stage, steps))
-    extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
+    extra = {"dataset": display(data_dir), "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "parameters": count_parameters(model), "task_args": arguments}
     target = cluster.WriteTarget(out, strategy)  # the run folder on the chief, scratch on other workers
     model_dir = target.path(persistence.MODEL_DIR)

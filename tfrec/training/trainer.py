@@ -28,6 +28,7 @@ import tensorflow as tf  # noqa: E402
 from tfrec import contract  # noqa: E402
 from tfrec.data import inputs, schema  # noqa: E402
 from tfrec.data.dataset import PreparedDataset  # noqa: E402
+from tfrec.data.store import display  # noqa: E402
 from tfrec.errors import TfrecError  # noqa: E402
 from tfrec.models import adapters, persistence  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
@@ -273,7 +274,7 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
     with strategy.scope():
         model = build()
         model.compile(optimizer=make_optimizer(stage, steps))
-    extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
+    extra = {"dataset": display(data_dir), "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model), "pretrain_objective": stage.objective}
     if corpus is not None:
         extra.update(datasets=[os.path.abspath(p) for p in paths], corpus=corpus.record())
@@ -402,7 +403,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
             out if chief else None, teacher, x, data.vocabulary_size,
             identity["data"], config.refit, stage.distill_top_k, stage.distill_temperature, config.eval_batch_size)
         train_ds = prefix_dataset(soft)
-    extra = {"dataset": data_dir, "data_fingerprint": identity["data"], "run_config": config.to_dict(),
+    extra = {"dataset": display(data_dir), "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "teacher": identity.get("teacher"),
              "parameters": count_parameters(model), "finetune_users": len(labelled)}
     summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose, callbacks, private)
