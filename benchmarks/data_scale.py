@@ -16,7 +16,7 @@ Sizes are compared by their per-row cost against the smallest; a run whose peak 
 ``--budget-gb`` would not fit a machine (or container) of that size.
 
     python benchmarks/data_scale.py [--sizes 1000000,10000000,30000000] [--engines pandas,spark]
-                                    [--shards 8] [--budget-gb 4] [--workdir DIR]
+                                    [--shards 8] [--budget-gb 4] [--workdir DIR] [--name synthetic]
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--budget-gb", type=float, default=4.0, help="memory budget: Spark's driver memory, and the "
                     "line a run's peak must stay under (default 4)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds a preparation may take (default 3600)")
+    ap.add_argument("--name", default="synthetic", help="results file: benchmarks/results/data_scale_NAME.json")
     ap.add_argument("--workdir", help="where files go (default: a temporary folder, removed at the end)")
     args = ap.parse_args()
     engines = args.engines.split(",")
@@ -116,7 +117,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     payload = {"results": {e: {str(k): v for k, v in r.items()} for e, r in results.items()}, "shards": args.shards,
                "budget_gb": args.budget_gb, "command": sys.argv[1:]}
-    path = write_result("data_scale", "synthetic", payload)
+    path = write_result("data_scale", args.name, payload)
     sizes = sorted({n for e in engines for n in results[e]})
     print(f"## Preparing synthetic interactions, pandas against Spark local[*] ({machine()}; {args.shards} TFRecord "
           f"shards; budget {args.budget_gb:g} GB)\n")

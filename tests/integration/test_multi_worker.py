@@ -80,8 +80,18 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(prepared, tmp_path)
     assert prints[0] == prints[1]
     summary = json.load(open(os.path.join(out, "run.json")))["summary"]
     assert summary["weights_sha256"] == prints[0] and summary["worker"] == "worker:0"
+    # each worker read only its own shard, and the validation figures are pooled over both workers' users
+    for index, log in enumerate(logs):
+        line = next(line for line in log.splitlines() if line.startswith(f"worker {index} of 2: read"))
+        assert line.endswith(f"loo-{index:05d}-of-00002.tfrecord"), line
+    reads = [int(next(line for line in log.splitlines() if " of 2: read " in line).split()[5]) for log in logs]
+    assert sum(reads) == 200 and min(reads) > 0  # the synthetic set's 200 users, dealt over the two shards
+    state = json.load(open(os.path.join(out, "validation.json")))
+    assert state["users"] == 200
+    figures = [[line.split("(")[0] for line in log.splitlines() if line.startswith("epoch ")] for log in logs]
+    assert figures[0] == figures[1] and len(figures[0]) == 3  # the same pooled figure on both workers
     # the loss falls
-    epochs = json.load(open(os.path.join(out, "validation.json")))["epochs"]
+    epochs = state["epochs"]
     assert epochs["3"]["loss"] < epochs["1"]["loss"]
     # only the chief wrote: one model, the chief's checkpoints, no worker scratch left in the run folder
     assert {"model", "checkpoints", "logs", "validation.json", "metrics.json", "run.json"} <= set(os.listdir(out))

@@ -51,3 +51,33 @@ def test_popularity_through_the_evaluator():
     m, ranks = ranking.evaluate(scorer, [np.array([6]), np.array([4])], np.array([4, 3]))
     # user 1: 4 is first; user 2: 4 excluded, 3 and 5 tie -> 3 (lower id) first
     assert ranks.tolist() == [0, 0] and m["hr@1"] == 1.0 and m["users"] == 2
+
+
+def test_pooled_metrics_equal_scoring_every_user_at_once():
+    """A multi-worker job's validation: each worker ranks its own users, the sums are pooled."""
+    from tfrec.evaluation.ranking import metrics_from_ranks, pooled_metrics
+
+    ranks = np.array([0, 3, 7, 12, 40, 2, 9, 150])
+    parts = [ranks[:3], ranks[3:], ranks[:0]]  # the third worker holds no validation user
+    nan = {k: float("nan") for k in metrics_from_ranks(ranks)}  # an empty part's means count for nothing
+    local = [dict(metrics_from_ranks(p) if len(p) else nan, users=len(p), seconds=1.0) for p in parts]
+    vectors = []
+    for m in local[1:]:  # the other workers' contributions, as an all-reduce would add them
+        pooled_metrics(m, lambda v: vectors.append(np.asarray(v, np.float64)) or np.asarray(v))
+    pooled = pooled_metrics(local[0], lambda v: np.asarray(v, np.float64) + sum(vectors))
+    want = metrics_from_ranks(ranks)
+    assert set(pooled) == set(want) | {"users"} and pooled["users"] == 8
+    for key, value in want.items():
+        assert pooled[key] == pytest.approx(value, rel=1e-12), key
+    assert pooled["hr@10"] == pytest.approx(5 / 8) and pooled["mrr"] == pytest.approx(np.mean(1 / (ranks + 1)))
+
+
+def test_a_worker_takes_every_nth_shard_and_needs_one_at_least():
+    from tfrec.errors import TfrecError
+    from tfrec.training.cluster import WorkerShare
+
+    files = [f"loo-{i:05d}-of-00005.tfrecord" for i in range(5)]
+    assert WorkerShare(None, 1, 2).shards(files, "d") == [files[1], files[3]]
+    assert WorkerShare(None, 0, 2).shards(files, "d") == [files[0], files[2], files[4]]
+    with pytest.raises(TfrecError, match="d has 5 sequence shards for 6 workers; prepare it with --shards 6"):
+        WorkerShare(None, 0, 6).shards(files, "d")

@@ -117,12 +117,12 @@ def _store_records(store, files: list[str]):
 
 
 def sequence_shard_batches(dataset, batch_size: int = 4096, cycle_length: int = 4, shuffle_files: bool = False,
-                           seed: int = 0) -> tf.data.Dataset:
+                           seed: int = 0, files: list[str] | None = None) -> tf.data.Dataset:
     """The users' leave-one-out sequences from the TFRecord shards of a dataset prepared with
     ``--format tfrecord``: shards read in parallel and interleaved, parsed a batch of users at a
     time (``position``, ``user_index``, ``valid_item``, ``test_item`` [b] int64; ``items`` a
-    [b, None] ragged int64 tensor)."""
-    files = dataset.sequence_shards
+    [b, None] ragged int64 tensor).  `files`: some of the shards (a worker's own), default all."""
+    files = dataset.sequence_shards if files is None else list(files)
     if not files:
         raise TfrecError(f"{dataset.path} has no sequence shards; prepare it with --format tfrecord")
     if dataset.store.remote:  # a store TensorFlow cannot open (S3, HDFS): read through pyarrow, file by file
@@ -146,11 +146,11 @@ def sequence_shards(dataset, cycle_length: int = 4, shuffle_files: bool = False,
     return sequence_shard_batches(dataset, 256, cycle_length, shuffle_files, seed).unbatch()
 
 
-def read_sequence_shards(dataset) -> tuple[np.ndarray, list[np.ndarray], EvalSequences]:
-    """``(users, training sequences, validation)`` from the shards, in the order of
-    :func:`loo_sequences` (the shards hold each user's position)."""
+def read_sequence_shards(dataset, files: list[str] | None = None) -> tuple[np.ndarray, list[np.ndarray], EvalSequences]:
+    """``(users, training sequences, validation)`` from the shards (`files`: some of them, default all), in
+    the order of :func:`loo_sequences` (the shards hold each user's position)."""
     positions, users, valid_items, values, lengths = [], [], [], [], []
-    for batch in sequence_shard_batches(dataset).prefetch(tf.data.AUTOTUNE):
+    for batch in sequence_shard_batches(dataset, files=files).prefetch(tf.data.AUTOTUNE):
         positions.append(batch["position"].numpy())
         users.append(batch[schema.USER_INDEX].numpy())
         valid_items.append(batch["valid_item"].numpy())

@@ -53,6 +53,20 @@ def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
     return out
 
 
+def pooled_metrics(metrics: dict[str, float], all_sum) -> dict[str, float]:
+    """The figures of :func:`evaluate` over several parts of the users (the workers of a multi-worker job),
+    from each part's `metrics`: `all_sum` sums a vector over the parts.  Equal to scoring every user at
+    once, up to float rounding."""
+    names = [k for k in metrics if k not in ("users", "seconds")]
+    n = float(metrics.get("users", 0))
+    local = [metrics[k] * n if n else 0.0 for k in names]
+    total = all_sum(local + [n])
+    users = float(total[-1])
+    out = {k: float(v) / users if users else 0.0 for k, v in zip(names, total[:-1])}
+    out["users"] = int(round(users))
+    return out
+
+
 def masked_scores(scores: np.ndarray, histories: Sequence[np.ndarray] | None) -> np.ndarray:
     """A float32 copy of ``[batch, V]`` `scores` with reserved ids and, with `histories`, each row's
     history items at -inf."""

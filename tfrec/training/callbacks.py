@@ -39,13 +39,16 @@ class RankingMetrics(tf.keras.callbacks.Callback):
 
     Works for any model that :func:`tfrec.evaluation.ranking.model_scorer` can score: a next-item
     recommender, or a cloze pretrainer scored at a mask slot after the history.  `scorer` replaces that
-    default (a function from left-padded histories to item scores)."""
+    default (a function from left-padded histories to item scores).  `all_sum` (a worker's of a
+    multi-worker job holding part of the users, :class:`tfrec.training.cluster.WorkerShare`): the figures
+    are pooled over every worker's users."""
 
     def __init__(self, valid: inputs.EvalSequences, max_len: int = 50, every: int = 1, exclude_history: bool = True,
-                 batch_size: int = 1024, scorer=None, verbose: bool = True):
+                 batch_size: int = 1024, scorer=None, verbose: bool = True, all_sum=None):
         super().__init__()
         self.valid, self.max_len, self.every = valid, max_len, max(1, int(every))
         self.exclude_history, self.batch_size, self.scorer, self.verbose = exclude_history, batch_size, scorer, verbose
+        self.all_sum = all_sum
 
     def due(self, epoch: int) -> bool:
         """Whether epoch `epoch` (0-based) is validated."""
@@ -57,6 +60,8 @@ class RankingMetrics(tf.keras.callbacks.Callback):
         start = time.perf_counter()
         metrics, _ = ranking.evaluate(scorer, self.valid.histories, self.valid.targets,
                                       exclude_history=self.exclude_history, batch_size=self.batch_size)
+        if self.all_sum is not None:
+            metrics = ranking.pooled_metrics(metrics, self.all_sum)
         metrics["seconds"] = time.perf_counter() - start
         for k, v in metrics.items():
             if k != "users":
@@ -132,10 +137,10 @@ class RankingValidation(EpochSelection):
 
     def __init__(self, scorer, valid: inputs.EvalSequences, state_path: str, on_improve, every: int = 1,
                  patience: int = 0, exclude_history: bool = True, batch_size: int = 1024, select: bool = True,
-                 write_state: bool = True):
+                 write_state: bool = True, all_sum=None):
         super().__init__(state_path, on_improve, patience, "max", select, write_state)
         self.metrics = RankingMetrics(valid, every=every, exclude_history=exclude_history, batch_size=batch_size,
-                                      scorer=scorer, verbose=False)
+                                      scorer=scorer, verbose=False, all_sum=all_sum)
 
     def set_params(self, params):
         super().set_params(params)

@@ -6,15 +6,22 @@ each step, so the workers keep identical weights.  The chief (task type ``chief`
 when the cluster has no chief) writes the run folder; the other workers make the same saves
 into a scratch folder of their own that is removed afterwards, because a save may read values
 that every worker must take part in.  See ``docs/scaling.md``.
+
+On a dataset prepared with ``--format tfrecord``, each worker reads only its own sequence shards
+(:class:`WorkerShare`: every N-th shard from its index) and builds its own input pipeline, fed to
+``fit`` through a ``DatasetCreator``; the few figures that need every worker's data (item counts, the
+number of examples, the validation metrics) are summed across workers by an all-reduce.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 from tfrec.errors import TfrecError
@@ -93,3 +100,55 @@ class WriteTarget:
     def close(self) -> None:
         if self.scratch:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerShare:
+    """This worker's part of a multi-worker job's input, and sums over every worker's part."""
+
+    strategy: tf.distribute.Strategy
+    index: int  # this worker's input pipeline (the chief first, then the workers in order)
+    count: int  # the number of workers
+
+    def shards(self, files: list[str], where: str) -> list[str]:
+        """This worker's sequence shards: every `count`-th of `files` from `index`."""
+        if len(files) < self.count:
+            raise TfrecError(f"{where} has {len(files)} sequence shards for {self.count} workers; prepare it with "
+                             f"--shards {self.count} or more, so that every worker reads shards of its own")
+        return files[self.index::self.count]
+
+    def all_sum(self, values) -> np.ndarray:
+        """`values` (float64) summed over the workers; every worker must call it, in the same order."""
+        values = np.asarray(values, dtype=np.float64)
+        local = max(1, len(self.strategy.extended.worker_devices))
+
+        def contribution():  # once per worker: its first local replica carries the worker's values
+            first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group % local, 0)
+            return tf.where(first, tf.constant(values), tf.zeros_like(values))
+
+        total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(contribution), axis=None)
+        return np.asarray(total.numpy(), dtype=np.float64)
+
+    def per_replica_batch(self, global_batch: int) -> int:
+        """The batch each replica's pipeline makes of the stage's global batch."""
+        replicas = self.strategy.num_replicas_in_sync
+        if global_batch % replicas:
+            raise TfrecError(f"the batch size {global_batch} does not split evenly over {replicas} replicas")
+        return global_batch // replicas
+
+    def dataset(self, dataset: tf.data.Dataset) -> "tf.keras.utils.experimental.DatasetCreator":
+        """`fit`'s input from this worker's own pipeline (already batched per replica): not split again."""
+        return tf.keras.utils.experimental.DatasetCreator(lambda context: dataset)
+
+
+def worker_share(strategy: tf.distribute.Strategy) -> WorkerShare | None:
+    """This worker's :class:`WorkerShare` in a job of several workers; None on one machine."""
+    task_type, task_id = task_of(strategy)
+    if task_type is None:
+        return None
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    tasks = [("chief", i) for i in range(len(spec.get("chief", [])))] + \
+        [("worker", i) for i in range(len(spec.get("worker", [])))]
+    if len(tasks) < 2:
+        return None
+    return WorkerShare(strategy, tasks.index((task_type, task_id)), len(tasks))

@@ -149,7 +149,8 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     validation = RankingValidation(
         model_scorer(model, max_len, config.eval_batch_size), data.valid, os.path.join(out, VALIDATION_FILE),
         save_best, every=stage.validate_every, patience=stage.patience, exclude_history=config.exclude_history,
-        batch_size=config.eval_batch_size, select=not config.refit, write_state=target.chief)
+        batch_size=config.eval_batch_size, select=not config.refit, write_state=target.chief,
+        all_sum=data.share.all_sum if data.share else None)  # a worker's own users: figures pooled over all
     callbacks = [
         validation,  # first: later callbacks see the validation metrics in the logs
         tf.keras.callbacks.TensorBoard(os.path.join(out, LOG_DIR), update_freq="epoch", profile_batch=0),
@@ -159,6 +160,8 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    if data.share:  # this worker's own pipeline, batched per replica, not split again
+        train_ds = data.share.dataset(train_ds)
     start = time.perf_counter()
     fitted.fit(train_ds, epochs=stage.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
@@ -218,18 +221,19 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
             raise TfrecError("--preprocessor describes one dataset; a pretraining on several takes none")
         data, corpus, fingerprint = pooled.load(paths, config, link)
     spec = record_preprocessor(preprocessor, data_dir, config.model.max_len) if preprocessor else None
-    if corpus is None:
-        data = SequenceData.load(data_dir, config.split, config)
+    if corpus is None:  # on several workers, each reads only its own sequence shards
+        data = SequenceData.load(data_dir, config.split, config, share=cluster.worker_share(strategy))
         fingerprint = data_fingerprint(data.dataset)
     set_seed(config)
     stage = config.pretrain
     max_len = config.model.max_len
+    batch = data.share.per_replica_batch(stage.batch_size) if data.share else stage.batch_size
     private = None
     if stage.objective == "autoregressive":
         x, y = inputs.causal_next_item_examples(data.train, max_len)
         private = _private_plan(config, "pretrain", stage, privacy.unit_sizes_of_causal_rows(data.train, max_len),
                                 strategy)
-        train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
+        train_ds = inputs.causal_next_item_dataset(x, y, batch_size=batch, repeat=True, seed=config.seed,
                                                    trim=True, sort_window=stage.sort_window,
                                                    poisson=private.sampling if private else None)
         examples, saved_as = len(y), contract.NEXT_ITEM
@@ -252,7 +256,7 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
                 "pretrain.continuation_weight": stage.continuation_weight,
                 "experimental.attribute_weight": config.experimental.attribute_weight})
         train_ds = inputs.masked_item_dataset(
-            sequences, max_len, data.vocabulary_size, batch_size=stage.batch_size, mask_rate=stage.mask_rate,
+            sequences, max_len, data.vocabulary_size, batch_size=batch, mask_rate=stage.mask_rate,
             mask_last_rate=stage.mask_last_rate, max_masks=stage.max_masks or None,
             augmentations=config.experimental.pretrain_augmentations, repeat=True, seed=config.seed,
             continuation_rate=stage.continuation_rate if stage.continuation_weight else 0.0, trim=True,
@@ -264,7 +268,7 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
                 build_backbone(config, data.dataset), num_sampled=stage.num_sampled, item_counts=data.item_counts,
                 attribute_table=attribute_table, attribute_size=attribute_size,
                 attribute_weight=config.experimental.attribute_weight, continuation_weight=stage.continuation_weight)
-    steps = private.steps_per_epoch if private else steps_per_epoch(stage, examples)
+    steps = private.steps_per_epoch if private else steps_per_epoch(stage, data.total(examples))
     identity = {"stage": contract.PRETRAIN, "config": config.to_dict(), "data": fingerprint}
     chief = cluster.is_chief(strategy)
     done = prepare_run_dir(out, identity, overwrite, chief)
@@ -325,11 +329,13 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     if config.split != schema.LEAVE_ONE_OUT:
         raise TfrecError(f"next-item fine-tuning uses the leave-one-out split; this config has split {config.split!r}")
     strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TensorFlow op
-    data = SequenceData.load(data_dir, config=config)
+    # on several workers, each reads only its own sequence shards
+    data = SequenceData.load(data_dir, config=config, share=cluster.worker_share(strategy))
     pretrained_model = resolve_model_dir(pretrained) if pretrained else None
     set_seed(config)
     stage = config.finetune
     max_len = config.model.max_len
+    batch = data.share.per_replica_batch(stage.batch_size) if data.share else stage.batch_size
     fingerprint = data_fingerprint(data.dataset)
     teacher = None
     if stage.teacher:  # checked now, so a wrong teacher is refused before the run folder is made
@@ -355,7 +361,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         weights = inputs.last_example_weights(labelled, last_weight) if last_weight != 1 else None
 
         def prefix_dataset(soft_targets=None):
-            return inputs.next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
+            return inputs.next_item_dataset(x, y, batch_size=batch, repeat=True, seed=config.seed,
                                             trim=True, sort_window=stage.sort_window, weights=weights,
                                             soft_targets=soft_targets, poisson=poisson)
 
@@ -364,19 +370,19 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         n = len(y)
     elif stage.examples == "causal":
         x, y = inputs.causal_next_item_examples(labelled, max_len)
-        train_ds = inputs.causal_next_item_dataset(x, y, batch_size=stage.batch_size, repeat=True, seed=config.seed,
+        train_ds = inputs.causal_next_item_dataset(x, y, batch_size=batch, repeat=True, seed=config.seed,
                                                    trim=True, sort_window=stage.sort_window, poisson=poisson)
         n = len(y)
     elif stage.examples == "random-prefix":
         sequences = inputs.sliding_windows(labelled, max_len)
         train_ds = inputs.next_item_sequence_dataset(
-            sequences, max_len, batch_size=stage.batch_size, prefix_rate=stage.prefix_rate,
+            sequences, max_len, batch_size=batch, prefix_rate=stage.prefix_rate,
             augmentations=config.experimental.finetune_augmentations, repeat=True, seed=config.seed, trim=True,
             sort_window=stage.sort_window, poisson=poisson)
         n = len(sequences)
     else:
         raise TfrecError(f"unknown finetune.examples {stage.examples!r}; use all-prefixes, random-prefix or causal")
-    steps = private.steps_per_epoch if private else steps_per_epoch(stage, n)
+    steps = private.steps_per_epoch if private else steps_per_epoch(stage, data.total(n))
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": fingerprint,
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     if teacher:
@@ -405,7 +411,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
         train_ds = prefix_dataset(soft)
     extra = {"dataset": display(data_dir), "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "pretrained": identity["pretrained"], "teacher": identity.get("teacher"),
-             "parameters": count_parameters(model), "finetune_users": len(labelled)}
+             "parameters": count_parameters(model), "finetune_users": data.total(len(labelled))}
     summary = _fit(model, train_ds, steps, stage, config, data, out, task, extra, verbose, callbacks, private)
     return finish_run(out, summary, chief)
 
