@@ -56,6 +56,22 @@ def test_pandas_engine_writes_the_local_datasets_bytes_to_s3_and_reads_them_back
         assert f.read() == g.read()
 
 
+def test_a_corrupt_shard_is_one_sentence_on_a_store_and_on_disk(synthetic_raw, s3_uri, tmp_path):
+    config = preprocess.PrepareConfig(format="tfrecord", shards=2)
+    for ds in (dataset.prepare(synthetic_raw, s3_uri("corrupt/ds"), config),
+               dataset.prepare(synthetic_raw, str(tmp_path / "local"), config)):
+        name = (schema.SEQUENCES_DIR, os.path.basename(ds.sequence_shards[1]))
+        data = bytearray(ds.store.read_bytes(*name))
+        data[40] ^= 0xFF  # a byte inside the first record
+        with ds.store.open_output(*name) as f:
+            f.write(bytes(data))
+        with pytest.raises(TfrecError, match=r"the sequence shards of .*(corrupt|checksum)") as e:
+            inputs.read_sequence_shards(ds)
+        assert "\n" not in str(e.value)
+        if ds.store.remote:
+            assert "record 0 fails its checksum" in str(e.value) and "secret" not in str(e.value)
+
+
 def test_a_second_preparation_replaces_the_first_and_a_failed_one_leaves_nothing(synthetic_raw, s3_uri,
                                                                                  monkeypatch):
     uri = s3_uri("replace/ds")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -108,12 +109,11 @@ def _shard_spec() -> dict:
             "valid_item": scalar, "test_item": scalar}
 
 
-def _store_records(store, files: list[str]):
+def _store_records(store, path: str):
     from tfrec.data import tfrecord
 
-    for path in files:
-        with store.fs.open_input_stream(path) as stream:
-            yield from tfrecord.read_records(stream, path)
+    with store.fs.open_input_stream(path) as stream:
+        yield from tfrecord.read_records(stream, path)
 
 
 def sequence_shard_batches(dataset, batch_size: int = 4096, cycle_length: int = 4, shuffle_files: bool = False,
@@ -125,17 +125,19 @@ def sequence_shard_batches(dataset, batch_size: int = 4096, cycle_length: int = 
     files = dataset.sequence_shards if files is None else list(files)
     if not files:
         raise TfrecError(f"{dataset.path} has no sequence shards; prepare it with --format tfrecord")
-    if dataset.store.remote:  # a store TensorFlow cannot open (S3, HDFS): read through pyarrow, file by file
-        if shuffle_files:
-            files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
-        records = tf.data.Dataset.from_generator(lambda: _store_records(dataset.store, files),
-                                                 output_signature=tf.TensorSpec([], tf.string))
+    names = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files:
+        names = names.shuffle(len(files), seed=seed)
+    if dataset.store.remote:  # a store TensorFlow cannot open (S3, HDFS): each file read through pyarrow
+        store = dataset.store
+
+        def read(name):
+            return tf.data.Dataset.from_generator(lambda path: _store_records(store, path.decode()), args=(name,),
+                                                  output_signature=tf.TensorSpec([], tf.string))
     else:
-        names = tf.data.Dataset.from_tensor_slices(files)
-        if shuffle_files:
-            names = names.shuffle(len(files), seed=seed)
-        records = names.interleave(tf.data.TFRecordDataset, cycle_length=max(1, cycle_length),
-                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        read = tf.data.TFRecordDataset
+    records = names.interleave(read, cycle_length=max(1, cycle_length), num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=True)
     spec = _shard_spec()
     return records.batch(batch_size).map(lambda r: tf.io.parse_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE,
                                          deterministic=True)
@@ -150,12 +152,18 @@ def read_sequence_shards(dataset, files: list[str] | None = None) -> tuple[np.nd
     """``(users, training sequences, validation)`` from the shards (`files`: some of them, default all), in
     the order of :func:`loo_sequences` (the shards hold each user's position)."""
     positions, users, valid_items, values, lengths = [], [], [], [], []
-    for batch in sequence_shard_batches(dataset, files=files).prefetch(tf.data.AUTOTUNE):
-        positions.append(batch["position"].numpy())
-        users.append(batch[schema.USER_INDEX].numpy())
-        valid_items.append(batch["valid_item"].numpy())
-        values.append(batch["items"].flat_values.numpy())
-        lengths.append(batch["items"].row_lengths().numpy())
+    try:
+        for batch in sequence_shard_batches(dataset, files=files).prefetch(tf.data.AUTOTUNE):
+            positions.append(batch["position"].numpy())
+            users.append(batch[schema.USER_INDEX].numpy())
+            valid_items.append(batch["valid_item"].numpy())
+            values.append(batch["items"].flat_values.numpy())
+            lengths.append(batch["items"].row_lengths().numpy())
+    except tf.errors.OpError as e:  # a corrupt or truncated shard, a store that stopped answering
+        ours = re.search(r"TfrecError: (.+)", e.message)  # raised by our reader inside the pipeline
+        detail = ours.group(1) if ours else e.message.strip().splitlines()[0]
+        detail = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:.*$", "", detail)  # TensorFlow's wrapping
+        raise TfrecError(f"the sequence shards of {dataset.location} cannot be read: {detail}") from None
     if not positions:
         return np.zeros(0, np.int32), [], EvalSequences(np.zeros(0, np.int32), [], np.zeros(0, np.int32))
     lengths = np.concatenate(lengths)
