@@ -26,7 +26,8 @@ def trained(tmp_path_factory):
         ("finetune", "--task", "next-item", "--data", data, "--pretrained", root / "pre", "--out", runs["causal"],
          "--epochs", "1", "--set", "finetune.examples=causal", *SMALL),
         *(("finetune", "--task", task, "--data", data, "--from-scratch", "--split", "random", "--out", runs[task],
-           *SMALL, *TASK) for task in ("retrieval", "ranking", "multitask")))
+           *SMALL, *TASK, *(["--set", "tasks.user_params=false"] if task == "ranking" else []))
+          for task in ("retrieval", "ranking", "multitask")))
     for r in results:
         assert r.returncode == 0, r.stderr[-2000:]
     return data, runs, root

@@ -215,10 +215,13 @@ def test_retrieval_and_ranking_exports(trained, tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
     calls = {"serving_default": {"user_id": ["u1", "who?"], "item_id": ["i1", "i1"], "history": [["i2"], [""]],
                                  "timestamp": [1_600_000_000, 0]}}
+    # the ranking model keeps no per-user parameter (tasks.user_params: false): its users come as features
+    by_features = {"serving_default": dict({k: v for k, v in calls["serving_default"].items() if k != "user_id"},
+                                           user_features=[["age=30", "nope=1"], ["", ""]])}
     retrieval, ranking, both = probe_all(
         (os.path.join(root, "retrieval", "1"), {"serving_default": {"history": [["i1", "i2"]],
                                                                     "user_features": [["nope=1"]]}}),
-        (os.path.join(root, "ranking", "1"), calls),
+        (os.path.join(root, "ranking", "1"), by_features),
         (os.path.join(root, "both", "1"), {"rank": calls["serving_default"],
                                            "serving_default": {"history": [["i1"]], "user_id": ["u1"]}}))
     assert retrieval["modules"] == []
@@ -259,6 +262,33 @@ def test_retrieval_and_ranking_exports(trained, tmp_path):
     assert_no_user_data(os.path.join(root, "retrieval", "1"), ds)
     assert not [f for f in os.listdir(os.path.join(root, "retrieval", "1", "assets")) if "user" in f]
     assert ranking["signatures"]["serving_default"]["outputs"] == {"score": ["float32", [None]]}
+    assert ranking["signatures"]["serving_default"]["inputs"] == {
+        "user_features": ["string", [None, None]], "item_id": ["string", [None]],
+        "history": ["string", [None, None]], "timestamp": ["int64", [None]]}
+    assert both["signatures"]["rank"]["inputs"]["user_id"] == ["string", [None]]  # the multitask model's ids
+    # the ranking export scores a user's features as the model scores that user from its own tables
+    from tfrec.contract import ITEM_INDEX
+    from tfrec.data.inputs import time_features
+
+    rank = tf.saved_model.load(os.path.join(root, "ranking", "1")).signatures["serving_default"]
+    stamps = np.array([1_600_000_000, 1_600_050_000, 1_600_100_000], np.int64)
+    got = rank(user_features=tf.constant(exporter.padded(profiles)), item_id=tf.constant(["i1", "i5", "i9"]),
+               history=tf.constant([["i1", "i2"]] * 3), timestamp=tf.constant(stamps))["score"].numpy()
+    ranker, _ = persistence.load(os.path.join(runs["ranking"], "model"))
+    assert ranker.user_embedding is None and ranker.user_bias is None and ranker.user_factor is None
+    want = ranker.ratings({ITEM_INDICES: ids, USER_INDEX: np.array([ds.user_vocab.index(u) for u in users], np.int32),
+                           ITEM_INDEX: np.array([ds.item_vocab.index(i) for i in ("i1", "i5", "i9")], np.int32),
+                           **time_features(stamps)})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    alone = rank(user_features=tf.constant([[""]] * 3), item_id=tf.constant(["i1", "i5", "i9"]),
+                 history=tf.constant([["i1", "i2"]] * 3), timestamp=tf.constant(stamps))["score"].numpy()
+    assert not np.allclose(got, alone)  # the features matter
+    assert_no_user_data(os.path.join(root, "ranking", "1"), ds)
+    assert not [f for f in os.listdir(os.path.join(root, "ranking", "1", "assets")) if "user" in f]
+    from tfrec.export import push
+
+    figures = push.evaluate_export(os.path.join(root, "ranking", "1"), data)  # push's check sends features too
+    assert figures["rows"] > 0 and 0 < figures["rmse"] < 3 and figures["mae"] <= figures["rmse"]
     assert set(ranking["signatures"]) == {"serving_default", "regress"}
     assert ranking["signatures"]["regress"]["inputs"] == {"inputs": ["string", [None]]}
     scores = ranking["answers"]["serving_default"]["score"]

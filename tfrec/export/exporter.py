@@ -209,10 +209,14 @@ def _expected_sequence(model, task: str, pre, requests: dict, k: int, profile: d
             "scores": np.take_along_axis(scores, order, axis=1).tolist()}
 
 
-def _expected_ranking(model, pre, requests: dict) -> dict:
-    features = pre(padded(requests["history"]), user_id=requests["user_id"],
+def _expected_ranking(model, pre, requests: dict, profile: dict | None = None) -> dict:
+    by_features = model.user_embedding is None  # the request names its user by features (tasks.user_params)
+    features = pre(padded(requests["history"]), user_id=None if by_features else requests["user_id"],
                    timestamp=np.asarray(requests["timestamp"], np.int64))
     features = {key: value.numpy() for key, value in features.items()}
+    if by_features:
+        features.update(profile_features(profile or {"keys": [], "ids": [], "numeric": []},
+                                         requests[contract.USER_FEATURES], model._user_numeric is not None))
     features[contract.ITEM_INDEX] = pre.items(requests["item_id"]).numpy()
     out = model.ratings(features)
     if model.objective == "binary":
@@ -234,7 +238,11 @@ def _warmup_logs(name: str, requests: dict, signatures: list[tuple[str, list[str
             for row in range(len(requests["item_id"])):
                 example = request.input.example_list.examples.add()
                 f = example.features.feature
-                f["user_id"].bytes_list.value.append(requests["user_id"][row].encode())
+                if inputs == [contract.USER_FEATURES]:  # a ranking model that reads the user's features
+                    f[contract.USER_FEATURES].bytes_list.value.extend(
+                        x.encode() for x in requests[contract.USER_FEATURES][row])
+                else:
+                    f["user_id"].bytes_list.value.append(requests["user_id"][row].encode())
                 f["item_id"].bytes_list.value.append(requests["item_id"][row].encode())
                 f["history"].bytes_list.value.extend(x.encode() for x in requests["history"][row])
                 f["timestamp"].int64_list.value.append(int(requests["timestamp"][row]))
@@ -349,12 +357,15 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         expected = {sig.SERVING_DEFAULT: _expected_sequence(model, task, module.preprocessor, requests, k, profile)}
         expected[sig.SERVING_TF_EXAMPLE] = expected[sig.SERVING_DEFAULT]
     elif task in RANKING_TASKS:
-        ranking = sig.RankingServing(model, item_vocab, user_vocab, max_len, k)
+        ranking = sig.RankingServing(model, item_vocab, user_vocab, max_len, k, profile)
         default_name = sig.SERVING_DEFAULT if task == contract.RANKING else sig.RANK
         signatures = ranking.signatures(default_name)
-        rank_inputs = ["user_id", "item_id", "history", "timestamp"]
-        warm = [(default_name, rank_inputs), (sig.REGRESS, [])]
-        expected = {default_name: _expected_ranking(model, ranking.preprocessor, requests)}
+        if ranking.user_input == contract.USER_FEATURES:  # no per-user parameters: users named by features
+            requests[contract.USER_FEATURES] = profile_rows(profile, len(requests["history"])) if profile else \
+                [[] for _ in requests["history"]]
+        rank_inputs = [ranking.user_input, "item_id", "history", "timestamp"]
+        warm = [(default_name, rank_inputs), (sig.REGRESS, [ranking.user_input])]
+        expected = {default_name: _expected_ranking(model, ranking.preprocessor, requests, profile)}
         module = ranking
         if task == contract.MULTITASK:
             retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes,

@@ -55,10 +55,14 @@ def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
     loaded = tf.saved_model.load(export_dir)
     if meta["task"] in RANKING_TASKS:
         fn = loaded.signatures["serving_default" if meta["task"] == "ranking" else "rank"]
+        # a ranking export without per-user parameters takes the user's features: the client sends them
+        profiles = user_feature_tokens(dataset, list(users)) if contract.USER_FEATURES in \
+            fn.structured_input_signature[1] else None
         scores = []
         for s in range(0, len(items), BATCH):
-            out = fn(user_id=tf.constant(users[s:s + BATCH]), item_id=tf.constant(items[s:s + BATCH]),
-                     history=tf.constant(padded(histories[s:s + BATCH])),
+            user = {contract.USER_FEATURES: tf.constant(padded(profiles[s:s + BATCH]))} if profiles is not None \
+                else {contract.USER_ID: tf.constant(users[s:s + BATCH])}
+            out = fn(**user, item_id=tf.constant(items[s:s + BATCH]), history=tf.constant(padded(histories[s:s + BATCH])),
                      timestamp=tf.constant(timestamps[s:s + BATCH]))
             scores.append(out["score"].numpy())
         score = np.concatenate(scores)

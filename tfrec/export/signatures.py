@@ -20,7 +20,8 @@ Signature contracts (every client may rely on the names, dtypes and shapes):
   (unknown ids get the out-of-vocabulary row), for an external vector index: a query
   scores ``candidate . query`` where the retrieval query is the same model's.
 - ranking and multitask models (:class:`RankingServing`): ``serving_default`` (ranking
-  only) or ``rank`` (multitask): ``user_id`` ``DT_STRING [-1]``, ``item_id``
+  only) or ``rank`` (multitask): ``user_id`` ``DT_STRING [-1]`` (or, for a model without per-user
+  parameters, ``user_features`` ``DT_STRING [-1, -1]``: the user's "column=value" strings), ``item_id``
   ``DT_STRING [-1]``, ``history`` ``DT_STRING [-1, -1]``, ``timestamp`` ``DT_INT64 [-1]``
   (unix seconds; hour and weekday come from it) -> ``score`` ``DT_FLOAT [-1]`` (the
   predicted rating, or the like probability of a binary model); and ``regress``
@@ -82,6 +83,35 @@ class _Base(tf.Module):
     def _users(self, user_id):
         return self.preprocessor.users(user_id)
 
+    def _read_user_features(self, profile: dict | None, numeric: bool) -> None:
+        """Requests name their user by ``"column=value"`` strings: the ids of the categorical values (the
+        exporter's :func:`~tfrec.export.exporter.user_profile`) and, with `numeric`, how each numeric
+        column is standardised.  No user id and no per-user table."""
+        profile = profile or {"keys": [], "ids": [], "numeric": []}
+        keys, ids = list(profile["keys"]) or [""], list(profile["ids"]) or [0]
+        self.user_feature_index = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keys, tf.string), tf.constant(ids, tf.int32)), default_value=0)
+        columns = list(profile["numeric"]) if numeric else []
+        self.user_numeric_columns = [(str(name), float(mean), float(std or 1.0)) for name, mean, std in columns]
+
+    def _user_features(self, value) -> dict:
+        """``[B, F]`` "column=value" strings -> ``user_feature_ids`` and ``user_numeric`` (unknown columns
+        and values add nothing; a numeric column's value is standardised as in training, the mean where
+        absent or not a number)."""
+        tokens = tf.convert_to_tensor(value, tf.string)
+        out = {USER_FEATURE_IDS: self.user_feature_index.lookup(tokens)}
+        if self.user_numeric_columns:
+            columns = []
+            for name, mean, std in self.user_numeric_columns:
+                prefix = re.escape(name + "=")
+                given = tf.strings.regex_full_match(tokens, prefix + NUMBER)
+                text = tf.where(given, tf.strings.regex_replace(tokens, "^" + prefix, ""), "0")
+                z = tf.where(given, (tf.strings.to_number(text, tf.float32) - mean) / std, 0.0)
+                count = tf.reduce_sum(tf.cast(given, tf.float32), axis=1)
+                columns.append(tf.reduce_sum(z, axis=1) / tf.maximum(count, 1.0))
+            out[USER_NUMERIC] = tf.stack(columns, axis=1)
+        return out
+
     def _masked(self, scores, ids, known):
         """``[B, V]`` scores with reserved ids and the history's items (all of it, not only the packed
         part) at -inf."""
@@ -120,11 +150,7 @@ class SequenceServing(_Base):
         self.uses_user = uses_user
         self.user_input = (USER_FEATURES if by_features else USER_ID) if uses_user else None
         if by_features:
-            keys, ids = list(user_profile["keys"]) or [""], list(user_profile["ids"]) or [0]
-            self.user_feature_index = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-                tf.constant(keys, tf.string), tf.constant(ids, tf.int32)), default_value=0)
-            numeric = list(user_profile["numeric"]) if model.query_tower.user_numeric is not None else []
-            self.user_numeric_columns = [(str(name), float(mean), float(std or 1.0)) for name, mean, std in numeric]
+            self._read_user_features(user_profile, model.query_tower.user_numeric is not None)
         self.serves_embeddings = getattr(model, "serves_item_embeddings", True)
         if self.retrieval:
             self.candidates = tf.Variable(model.candidate_matrix(), trainable=False, name="candidate_embeddings")
@@ -160,23 +186,10 @@ class SequenceServing(_Base):
 
     def _user(self, value):
         """A request's user input -> what the query tower reads: ``[B]`` user indices for a user id, or
-        the features of ``[B, F]`` "column=value" strings (unknown columns and values add nothing; a
-        numeric column's value is standardised as in training, the mean where absent or not a number)."""
+        the features of ``[B, F]`` "column=value" strings (:meth:`_user_features`)."""
         if self.user_input != USER_FEATURES:
             return self._users(value)
-        tokens = tf.convert_to_tensor(value, tf.string)
-        out = {USER_FEATURE_IDS: self.user_feature_index.lookup(tokens)}
-        if self.user_numeric_columns:
-            columns = []
-            for name, mean, std in self.user_numeric_columns:
-                prefix = re.escape(name + "=")
-                given = tf.strings.regex_full_match(tokens, prefix + NUMBER)
-                text = tf.where(given, tf.strings.regex_replace(tokens, "^" + prefix, ""), "0")
-                z = tf.where(given, (tf.strings.to_number(text, tf.float32) - mean) / std, 0.0)
-                count = tf.reduce_sum(tf.cast(given, tf.float32), axis=1)
-                columns.append(tf.reduce_sum(z, axis=1) / tf.maximum(count, 1.0))
-            out[USER_NUMERIC] = tf.stack(columns, axis=1)
-        return out
+        return self._user_features(value)
 
     def scores(self, packed, users=None):
         """``[B, V]`` scores of every item id for packed histories."""
@@ -302,32 +315,48 @@ class SequenceServing(_Base):
 
 
 class RankingServing(_Base):
-    """(user, item, history, time) -> score, for ranking and multitask models."""
+    """(user, item, history, time) -> score, for ranking and multitask models.  The user is a user id, or,
+    for a model without per-user parameters (``tasks.user_params: false``), the user's own features
+    (``user_features``: "column=value" strings), so that the export holds no user id and no per-user table."""
 
-    def __init__(self, model, item_vocab: str, user_vocab: str, max_len: int, k: int = 100):
-        super().__init__(model, item_vocab, user_vocab, max_len, k)
+    def __init__(self, model, item_vocab: str, user_vocab: str, max_len: int, k: int = 100, user_profile=None):
+        by_features = model.user_embedding is None
+        super().__init__(model, item_vocab, None if by_features else user_vocab, max_len, k)
         self.binary = model.objective == "binary"
+        self.user_input = USER_FEATURES if by_features else USER_ID
+        if by_features:
+            self._read_user_features(user_profile, model._user_numeric is not None)
 
-    def score(self, user_id, item_id, history, timestamp):
+    def score(self, user, item_id, history, timestamp):
         packed, _, _ = self._history(history)
-        features = {ITEM_INDICES: packed, USER_INDEX: self._users(user_id), ITEM_INDEX: self.preprocessor.items(item_id),
+        users = self._user_features(user) if self.user_input == USER_FEATURES else {USER_INDEX: self._users(user)}
+        features = {ITEM_INDICES: packed, **users, ITEM_INDEX: self.preprocessor.items(item_id),
                     **time_features(timestamp)}
         out = self.model.predict_rating(features, training=False)
         return tf.sigmoid(out) if self.binary else out
 
     def _parse(self, examples):
+        by_features = self.user_input == USER_FEATURES
         parsed = tf.io.parse_example(examples, {
-            USER_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+            self.user_input: tf.io.VarLenFeature(tf.string) if by_features else
+            tf.io.FixedLenFeature([], tf.string, default_value=""),
             ITEM_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
             HISTORY: tf.io.VarLenFeature(tf.string),
             TIMESTAMP: tf.io.FixedLenFeature([], tf.int64, default_value=0)})
-        return parsed[USER_ID], parsed[ITEM_ID], tf.sparse.to_dense(parsed[HISTORY], default_value=""), parsed[TIMESTAMP]
+        user = tf.sparse.to_dense(parsed[USER_FEATURES], default_value="") if by_features else parsed[USER_ID]
+        return user, parsed[ITEM_ID], tf.sparse.to_dense(parsed[HISTORY], default_value=""), parsed[TIMESTAMP]
 
     def signatures(self, default_name: str = SERVING_DEFAULT) -> dict:
-        specs = (tf.TensorSpec([None], tf.string, name=USER_ID), tf.TensorSpec([None], tf.string, name=ITEM_ID),
+        user = tf.TensorSpec([None, None], tf.string, name=USER_FEATURES) if self.user_input == USER_FEATURES else \
+            tf.TensorSpec([None], tf.string, name=USER_ID)
+        specs = (user, tf.TensorSpec([None], tf.string, name=ITEM_ID),
                  tf.TensorSpec([None, None], tf.string, name=HISTORY), tf.TensorSpec([None], tf.int64, name=TIMESTAMP))
-        rank = tf.function(lambda user_id, item_id, history, timestamp: {
-            SCORE: self.score(user_id, item_id, history, timestamp)}).get_concrete_function(*specs)
+        if self.user_input == USER_FEATURES:  # the argument names are the signature's input names
+            rank = tf.function(lambda user_features, item_id, history, timestamp: {
+                SCORE: self.score(user_features, item_id, history, timestamp)}).get_concrete_function(*specs)
+        else:
+            rank = tf.function(lambda user_id, item_id, history, timestamp: {
+                SCORE: self.score(user_id, item_id, history, timestamp)}).get_concrete_function(*specs)
         regress = tf.function(lambda inputs: {REGRESS_OUTPUTS: self.score(*self._parse(inputs))}).get_concrete_function(
             tf.TensorSpec([None], tf.string, name=REGRESS_INPUTS))
         return {default_name: rank, REGRESS: regress}

@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
 from tfrec.contract import (COLD_START, HOUR, ITEM_INDEX, ITEM_INDICES, MULTITASK, RANKING, RETRIEVAL,  # noqa: E402
-                            USER_INDEX, WEEKDAY)
+                            USER_FEATURE_IDS, USER_INDEX, USER_NUMERIC, WEEKDAY)
 from tfrec.data import schema  # noqa: E402
 from tfrec.models.sequence_backbone import SequenceBackbone  # noqa: E402
 from tfrec.models.item_head import item_head  # noqa: E402
@@ -144,8 +144,12 @@ class RecommenderModel(tfrs.Model):
                        cross_layers, mlp, dropout, user_bias, item_bias, factor_l2):
         d = self.backbone.hidden_dim
         self.rating_mean = float(rating_mean) if self.objective == "rating" else 0.0
-        self.user_embedding = tf.keras.layers.Embedding(max(num_users, 1), 32, name="rank_user_id",
-                                                        embeddings_regularizer=tf.keras.regularizers.l2(1e-5))
+        # Per-user parameters (an id embedding, a rating offset and a factor) only with `num_users`: without,
+        # the network reads the user through features alone, which a request can carry (no user id served).
+        per_user = num_users > 0
+        self.user_embedding = tf.keras.layers.Embedding(num_users, 32, name="rank_user_id",
+                                                        embeddings_regularizer=tf.keras.regularizers.l2(1e-5)) \
+            if per_user else None
         # Per-user and per-item offsets, started from the shrunk mean deviations of the
         # training ratings (an embedding row moves only about the learning rate per step).
         def offsets(values, rows, name):
@@ -153,7 +157,7 @@ class RecommenderModel(tfrs.Model):
                 tf.keras.initializers.Constant(np.asarray(values, np.float32).reshape(-1, 1))
             return tf.keras.layers.Embedding(rows, 1, embeddings_initializer=init, name=name)
 
-        self.user_bias = offsets(user_bias, max(num_users, 1), "rank_user_bias")
+        self.user_bias = offsets(user_bias, num_users, "rank_user_bias") if per_user else None
         self.item_bias = offsets(item_bias, self.backbone.vocabulary_size, "rank_item_bias")
         self.rank_user_features = None
         if user_table is not None and np.asarray(user_table).shape[1]:
@@ -165,11 +169,11 @@ class RecommenderModel(tfrs.Model):
         # A biased matrix-factorisation term beside the deep part: user and item factors
         # whose dot product adds to the rating (an MLP alone learns dot products poorly).
         self.user_factor = tf.keras.layers.Embedding(
-            max(num_users, 1), 32, embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.01),
-            embeddings_regularizer=tf.keras.regularizers.l2(factor_l2), name="rank_user_factor")
+            num_users, 32, embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.01),
+            embeddings_regularizer=tf.keras.regularizers.l2(factor_l2), name="rank_user_factor") if per_user else None
         self.item_factor = tf.keras.layers.Embedding(
             self.backbone.vocabulary_size, 32, embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.01),
-            embeddings_regularizer=tf.keras.regularizers.l2(factor_l2), name="rank_item_factor")
+            embeddings_regularizer=tf.keras.regularizers.l2(factor_l2), name="rank_item_factor") if per_user else None
         self.hour_embedding = tf.keras.layers.Embedding(24, 4, name="rank_hour")
         self.weekday_embedding = tf.keras.layers.Embedding(7, 4, name="rank_weekday")
         self.cross = [tfrs.layers.dcn.Cross(projection_dim=d // 2, kernel_initializer="glorot_uniform",
@@ -190,18 +194,27 @@ class RecommenderModel(tfrs.Model):
                 metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")])
 
     def predict_rating(self, features, query=None, training=False):
-        """``[batch]`` predicted rating (or like logit for ``binary``)."""
-        users, items = features[USER_INDEX], features[ITEM_INDEX]
+        """``[batch]`` predicted rating (or like logit for ``binary``).  The user is ``user_index`` (a row of
+        the feature tables), or, for a model without per-user parameters, may be its own features
+        ``user_feature_ids`` and ``user_numeric`` as :class:`~tfrec.models.towers.QueryTower` reads them."""
+        items = features[ITEM_INDEX]
+        given = USER_INDEX not in features
+        users = None if given else features[USER_INDEX]
+        if given and self.user_embedding is not None:
+            raise ValueError("this ranking model learns parameters per user; it needs user_index")
         if query is None:
             query = self.query_tower(features, training=training)
         item_vec = self.candidate_tower(items)
         affinity = tf.reduce_sum(query * item_vec, axis=-1, keepdims=True)
-        parts = [self.user_embedding(users), query[:, :-1], item_vec[:, :-1], affinity,
+        parts = [query[:, :-1], item_vec[:, :-1], affinity,
                  self.hour_embedding(features[HOUR]), self.weekday_embedding(features[WEEKDAY])]
+        if self.user_embedding is not None:
+            parts.insert(0, self.user_embedding(users))
         if self.rank_user_features is not None:
-            parts.append(self.rank_user_features(users))
+            parts.append(self.rank_user_features.pool(features[USER_FEATURE_IDS]) if given else
+                         self.rank_user_features(users))
         if self._user_numeric is not None:
-            parts.append(tf.gather(self._user_numeric, users))
+            parts.append(features[USER_NUMERIC] if given else tf.gather(self._user_numeric, users))
         if self._item_numeric is not None:
             parts.append(tf.gather(self._item_numeric, items))
         x0 = self.features_norm(tf.concat(parts, axis=-1))
@@ -209,8 +222,12 @@ class RecommenderModel(tfrs.Model):
         for layer in self.cross:
             x = layer(x0, x)
         out = self.deep(x, training=training)[:, 0]
-        out += tf.reduce_sum(self.user_factor(users) * self.item_factor(items), axis=-1)
-        return out + self.rating_mean + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
+        if self.user_factor is not None:
+            out += tf.reduce_sum(self.user_factor(users) * self.item_factor(items), axis=-1)
+        out = out + self.rating_mean
+        if self.user_bias is not None:
+            out = out + self.user_bias(users)[:, 0]
+        return out + self.item_bias(items)[:, 0]
 
     def rating_label(self, features):
         rating = tf.cast(features[RATING], tf.float32)

@@ -112,13 +112,17 @@ class Client:
                                out[contract.BECAUSE_WEIGHTS], out[contract.SHARED_ATTRIBUTES])]
 
     def score(self, model: str, user_ids, item_ids, histories=None, timestamps=None,
-              signature: str = contract.SERVING_DEFAULT) -> list[float]:
-        """Ranking score (predicted rating or like probability) of each (user, item) pair."""
+              signature: str = contract.SERVING_DEFAULT, user_features=None) -> list[float]:
+        """Ranking score (predicted rating or like probability) of each (user, item) pair.  `user_features`
+        (lists of ``"column=value"`` strings) instead of `user_ids` for a ranking export without per-user
+        parameters."""
         n = len(item_ids)
-        inputs = {contract.USER_ID: np.array([str(u) for u in user_ids], dtype=object),
-                  contract.ITEM_ID: np.array([str(i) for i in item_ids], dtype=object),
-                  contract.HISTORY: _padded(histories if histories is not None else [[]] * n),
-                  contract.TIMESTAMP: np.asarray(timestamps if timestamps is not None else [int(time.time())] * n, np.int64)}
+        inputs = {}
+        _add_users(inputs, user_ids, user_features)
+        inputs.update({contract.ITEM_ID: np.array([str(i) for i in item_ids], dtype=object),
+                       contract.HISTORY: _padded(histories if histories is not None else [[]] * n),
+                       contract.TIMESTAMP: np.asarray(timestamps if timestamps is not None else [int(time.time())] * n,
+                                                      np.int64)})
         return self.predict(model, inputs, signature)[contract.SCORE].astype(float).tolist()
 
     def metadata(self, model: str) -> dict:
@@ -176,11 +180,15 @@ class RestClient:
         return [[(i, float(s)) for i, s in zip(ri[:k], rs[:k])] for ri, rs in zip(out[contract.ITEM_IDS], out[contract.SCORES])]
 
     def score(self, model: str, user_ids, item_ids, histories=None, timestamps=None,
-              signature: str = contract.SERVING_DEFAULT) -> list[float]:
+              signature: str = contract.SERVING_DEFAULT, user_features=None) -> list[float]:
         n = len(item_ids)
-        inputs = {contract.USER_ID: [str(u) for u in user_ids], contract.ITEM_ID: [str(i) for i in item_ids],
+        inputs = {contract.ITEM_ID: [str(i) for i in item_ids],
                   contract.HISTORY: _padded(histories if histories is not None else [[]] * n).tolist(),
                   contract.TIMESTAMP: [int(t) for t in (timestamps if timestamps is not None else [time.time()] * n)]}
+        if user_ids is not None:
+            inputs[contract.USER_ID] = [str(u) for u in user_ids]
+        if user_features is not None:
+            inputs[contract.USER_FEATURES] = _padded(user_features).tolist()
         return [float(x) for x in self._request(f"/v1/models/{urllib.parse.quote(model, safe='')}:predict",
                                                 {"signature_name": signature, "inputs": inputs})["outputs"]]
 

@@ -157,6 +157,10 @@ class TaskConfig(StageConfig):
     # Query tower inputs beyond the history: the user's features, and a user-id embedding.
     user_features: bool = True
     user_id: bool = False
+    # Ranking and multitask models: learn parameters of each user (an id embedding in the query tower and
+    # the ranking network, a rating offset, a matrix-factorisation factor). false keeps none: the model and
+    # its export hold no per-user data, and a request names its user by features (docs/privacy.md).
+    user_params: bool = True
     # Content of the cold-start candidate tower: a text feature tokenised into words ("" = none).
     text_feature: str = "title"
     # Deep-and-cross ranking network.
@@ -328,6 +332,9 @@ class RunConfig:
         for key, value, known in choices:
             if value not in known:
                 raise TfrecError(f"{where}: unknown {key} {value!r}; use {' or '.join(known)}")
+        if self.tasks.user_id and not self.tasks.user_params:
+            raise TfrecError(f"{where}: tasks.user_id embeds each user's id, and tasks.user_params: false keeps no "
+                             "parameter of any user; choose one")
         if not 0 < self.finetune.fraction <= 1:
             raise TfrecError(f"{where}: finetune.fraction is a share of the labels, above 0 and at most 1, "
                              f"not {self.finetune.fraction}")

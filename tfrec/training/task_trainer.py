@@ -93,14 +93,16 @@ def model_arguments(task: str, config: RunConfig, dataset: PreparedDataset, spli
             raise TfrecError(f"the {task} task needs ratings, and the dataset at {dataset.path} has implicit "
                              "feedback only; use --task retrieval or next-item")
         args["rating_mean"] = float(split.train.ratings.mean())
-        args["user_bias"], args["item_bias"] = rating_offsets(split.train, len(dataset.user_vocab),
-                                                              split.vocabulary_size, args["rating_mean"])
+        user_bias, args["item_bias"] = rating_offsets(split.train, len(dataset.user_vocab), split.vocabulary_size,
+                                                      args["rating_mean"])
+        if t.user_params:
+            args["user_bias"] = user_bias
     if t.user_features and dataset.users is not None:
         table, size, _ = dataset.feature_table("user")
         numeric, _ = dataset.numeric_table("user")
         args.update(user_table=table.tolist(), user_table_size=int(size), user_numeric=numeric.tolist())
-    if t.user_id or task in (contract.RANKING, contract.MULTITASK):
-        args["num_users"] = len(dataset.user_vocab)
+    if t.user_id or (task in (contract.RANKING, contract.MULTITASK) and t.user_params):
+        args["num_users"] = len(dataset.user_vocab)  # per-user parameters (none with tasks.user_params: false)
     if dataset.items is not None:
         numeric, _ = dataset.numeric_table("item")
         args["item_numeric"] = numeric.tolist()
