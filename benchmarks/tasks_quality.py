@@ -9,6 +9,7 @@ scored once, at the end of the run.
 MovieLens-100K, the tutorials' protocol (random 80/20 split of the ratings):
 
     python benchmarks/tasks_quality.py ml-100k [--workdir DIR] [--only retrieval,ranking,...]
+        [--set KEY=VALUE ...] [--name NAME]   (settings of every fine-tuning run; the results file's name)
 
   - retrieval: top-100 categorical accuracy over all items (tutorial ~0.233, deep ~0.29; target >= 0.30)
   - ranking: rating RMSE (tutorial ~1.10, DCN 0.933; target <= 0.91), MAE and R^2
@@ -60,6 +61,9 @@ def main() -> None:
     ap.add_argument("--workdir", help="where runs go (default: a temporary folder); finished runs there are reused")
     ap.add_argument("--only", help="comma-separated experiments to run (default: all of the dataset's)")
     ap.add_argument("--no-scratch", action="store_true", help="skip the from-scratch runs")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of every fine-tuning run (e.g. tasks.user_params=false); repeatable")
+    ap.add_argument("--name", help="results file: benchmarks/results/tasks_quality_NAME.json (default: the dataset)")
     args = ap.parse_args()
     prep_args, folder, task_config, loo_config = DATASETS[args.dataset]
     work = args.workdir or tempfile.mkdtemp(prefix=f"tfrec-tasks-{args.dataset}-")
@@ -99,6 +103,7 @@ def main() -> None:
         pre = f"pretrain-{split}"
         if pre not in runs:
             run(pre, "pretrain", "--data", data, "--config", config, "--split", split)
+        extra = (*extra, *(x for pair in args.set for x in ("--set", pair)))
         common = ("finetune", "--task", task, "--data", data, "--config", config, "--split", split, *extra)
         results[name] = {"task": task, "split": split, "config": os.path.relpath(config, REPO), "settings": list(extra),
                          "pretrained": run(f"{name}-pretrained", *common, "--pretrained", os.path.join(work, pre))}
@@ -110,7 +115,7 @@ def main() -> None:
             results["next-item (sequential_quality.py)"] = {"test": json.load(open(previous))["test"]}
 
     payload = {"experiments": results, "runs": runs, "tutorials": TUTORIALS, "workdir": work}
-    path = write_result("tasks_quality", args.dataset, payload)
+    path = write_result("tasks_quality", args.name or args.dataset, payload)
     print(report(args.dataset, results, runs))
     print(f"wrote {path}")
 
