@@ -3,6 +3,11 @@ fine-tuning without it, from scratch and from a pretrained backbone, with time a
 
     python benchmarks/privacy.py ml-100k --workdir W --reuse [--epsilons 1 3 8] [--seeds 0 1 2]
                                           [--dp-epochs 60] [--dp-learning-rate 0.003] [--set KEY=VALUE ...]
+    python benchmarks/privacy.py ml-100k --task ranking --workdir W2 --dp-epochs 10 --dp-learning-rate 0.002
+
+``--task ranking``: the rating task (``configs/ml-100k-tasks.yaml``, the random split; the backbone pretrained
+on that split's training rows) with its test RMSE and MAE, scored once at the end of each run; the private
+arms keep the encoder fixed, as the non-private ones do.
 
 The backbone is pretrained once without privacy on the training sequences (the dataset's config); its
 fine-tuning then protects each user's training sequence at the epsilon asked (``privacy.target_epsilon``,
@@ -31,6 +36,11 @@ from _common import machine, measured_run, prepared_data, read_test, tfrec, writ
 
 DATASETS = {"ml-100k": (["movielens-100k"], "ml-100k", "configs/ml-100k.yaml"),
             "beauty": (["amazon-s3rec", "--name", "Beauty"], "amazon-beauty", "configs/beauty.yaml")}
+# --task ranking: the TFRS rating task on the tutorials' random split, with benchmarks/tasks_quality.py's
+# ranking settings for the non-private arms (a fixed pretrained encoder, 20 epochs, patience 3, rate .002).
+RANKING_CONFIGS = {"ml-100k": "configs/ml-100k-tasks.yaml"}
+RANKING = ["--set", "tasks.freeze_backbone=true", "--set", "tasks.epochs=20", "--set", "tasks.patience=3",
+           "--learning-rate", "0.002"]
 
 
 def spread(values: list[float]) -> dict:
@@ -38,21 +48,24 @@ def spread(values: list[float]) -> dict:
             "values": values}
 
 
-def shared_start(dataset: str, work: str, reuse: bool, settings=()) -> tuple[str, list[str], dict]:
+def shared_start(dataset: str, work: str, reuse: bool, settings=(), config: str | None = None) -> tuple[str, list[str], dict]:
     """(prepared data, the commands' common arguments, the pretraining run) of a work folder: what this
     benchmark and ``benchmarks/federated.py`` share (the same commands, so ``--reuse`` keeps them)."""
-    prepare, folder, config = DATASETS[dataset]
+    prepare, folder, default = DATASETS[dataset]
+    config = config or default
     data = prepared_data(work, prepare, folder, reuse)
     common = ["--data", data, "--config", config] + [x for kv in settings for x in ("--set", kv)]
     pre = measured_run("pretrain", tfrec("pretrain", *common, "--out", os.path.join(work, "pretrain")), work, reuse)
     return data, common, pre
 
 
-def arm_run(work: str, common: list[str], start: str, eps: float | None, seed: int) -> tuple[str, list[str]]:
+def arm_run(work: str, common: list[str], start: str, eps: float | None, seed: int,
+            task: str = "next-item") -> tuple[str, list[str]]:
     """(run name, fine-tuning command) of an arm before its privacy settings: `start` "pretrained" (from the
     work folder's pretraining) or "scratch"."""
     name = f"{start}-{'none' if eps is None else f'eps{eps:g}'}-s{seed}"
-    return name, tfrec("finetune", *common, "--out", os.path.join(work, name), "--set", f"seed={seed}",
+    task_args = [] if task == "next-item" else ["--task", task]  # next-item's command lines as recorded before
+    return name, tfrec("finetune", *task_args, *common, "--out", os.path.join(work, name), "--set", f"seed={seed}",
                        *(["--pretrained", os.path.join(work, "pretrain")] if start == "pretrained"
                          else ["--from-scratch"]))
 
@@ -65,47 +78,65 @@ def main() -> int:
     ap.add_argument("--dp-epochs", type=int, default=60)
     ap.add_argument("--dp-learning-rate", type=float, default=0.003)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="every run's config")
+    ap.add_argument("--task", choices=("next-item", "ranking"), default="next-item",
+                    help="ranking: the rating task's test RMSE and MAE (datasets with ratings)")
     ap.add_argument("--workdir")
     ap.add_argument("--reuse", action="store_true")
     args = ap.parse_args()
+    ranking = args.task == "ranking"
+    if ranking and args.dataset not in RANKING_CONFIGS:
+        sys.exit(f"{args.dataset} has no ratings: the ranking task needs them (ranking runs on "
+                 f"{', '.join(RANKING_CONFIGS)})")
     work = args.workdir or tempfile.mkdtemp(prefix="tfrec-privacy-")
     os.makedirs(work, exist_ok=True)
-    data, common, pre = shared_start(args.dataset, work, args.reuse, args.set)
+    data, common, pre = shared_start(args.dataset, work, args.reuse, args.set,
+                                     RANKING_CONFIGS[args.dataset] if ranking else None)
+    stage = "tasks" if ranking else "finetune"
     arms = [(None, "scratch"), (None, "pretrained")] + [(e, s) for e in args.epsilons for s in ("scratch", "pretrained")]
     rows = {}
     for eps, start in arms:
         for seed in args.seeds:
-            name, command = arm_run(work, common, start, eps, seed)
+            name, command = arm_run(work, common, start, eps, seed, args.task)
+            if ranking and eps is None:
+                command += RANKING
             if eps is not None:
                 command += ["--set", f"privacy.target_epsilon={eps:g}", "--set", "privacy.stages=[finetune]",
-                            "--set", f"finetune.epochs={args.dp_epochs}", "--set", "finetune.validate_every=5",
-                            "--set", f"finetune.learning_rate={args.dp_learning_rate:g}",
-                            "--set", f"finetune.patience={args.dp_epochs}"]
+                            "--set", f"{stage}.epochs={args.dp_epochs}",
+                            "--set", f"{stage}.learning_rate={args.dp_learning_rate:g}",
+                            "--set", f"{stage}.patience={args.dp_epochs}"]
+                command += ["--set", "tasks.freeze_backbone=true"] if ranking else \
+                    ["--set", "finetune.validate_every=5"]
             run = measured_run(name, command, work, args.reuse)
             summary = json.load(open(os.path.join(work, name, "run.json")))["summary"]
-            report = read_test(work, name, ["--model", os.path.join(work, name), "--data", data],
-                               bool(run.get("reused")))
+            if ranking:  # the run scored its test rows once, at its end
+                figures = {k: summary["test"]["ranking"][k] for k in ("rmse", "mae")}
+            else:
+                report = read_test(work, name, ["--model", os.path.join(work, name), "--data", data],
+                                   bool(run.get("reused")))
+                figures = {k: report["metrics"][k] for k in ("ndcg@10", "hr@10")}
             steps = summary.get("privacy", {}).get("steps") or None
             rows.setdefault(f"{start} {'no DP' if eps is None else f'eps {eps:g}'}", []).append({
-                "ndcg@10": report["metrics"]["ndcg@10"], "hr@10": report["metrics"]["hr@10"],
+                **figures,
                 "epsilon": summary.get("privacy", {}).get("epsilon"),
                 "noise_multiplier": summary.get("privacy", {}).get("noise_multiplier"),
                 "fit_seconds": summary["fit_seconds_this_process"], "steps": steps,
                 "peak_rss_mb": run["peak_rss_mb"], "best_epoch": summary["best_epoch"]})
-    cells = {arm: {"ndcg@10": spread([r["ndcg@10"] for r in runs]), "hr@10": spread([r["hr@10"] for r in runs]),
-                   "runs": runs} for arm, runs in rows.items()}
-    path = write_result("privacy", args.dataset, {"cells": cells, "pretrain": pre, "seeds": args.seeds,
-                                                   "dp_epochs": args.dp_epochs, "command": sys.argv[1:]})
-    print(f"## Private next-item fine-tuning: {args.dataset} ({machine()}; seeds {args.seeds})\n")
-    print("| arm | NDCG@10 | HR@10 | epsilon (delta 1/users) | noise | fit s | s per step | peak MB |")
+    names = ("rmse", "mae") if ranking else ("ndcg@10", "hr@10")
+    cells = {arm: {**{k: spread([r[k] for r in runs]) for k in names}, "runs": runs} for arm, runs in rows.items()}
+    path = write_result("privacy", args.dataset + ("-ranking" if ranking else ""),
+                        {"cells": cells, "pretrain": pre, "seeds": args.seeds, "task": args.task,
+                         "dp_epochs": args.dp_epochs, "command": sys.argv[1:]})
+    print(f"## Private {args.task} fine-tuning: {args.dataset} ({machine()}; seeds {args.seeds})\n")
+    print(f"| arm | {' | '.join(n.upper() for n in names)} | epsilon (delta 1/users) | noise | fit s | s per step | "
+          "peak MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for arm, cell in cells.items():
         r0 = cell["runs"][0]
         per_step = f"{r0['fit_seconds'] / r0['steps']:.2f}" if r0["steps"] else "-"
         eps = "-" if r0["epsilon"] is None else f"{r0['epsilon']:.2f}"
         noise = "-" if r0["noise_multiplier"] is None else f"{r0['noise_multiplier']:.3f}"
-        print(f"| {arm} | {cell['ndcg@10']['mean']:.4f} ± {cell['ndcg@10']['sd']:.4f} | "
-              f"{cell['hr@10']['mean']:.4f} ± {cell['hr@10']['sd']:.4f} | {eps} | {noise} | "
+        print(f"| {arm} | {cell[names[0]]['mean']:.4f} ± {cell[names[0]]['sd']:.4f} | "
+              f"{cell[names[1]]['mean']:.4f} ± {cell[names[1]]['sd']:.4f} | {eps} | {noise} | "
               f"{r0['fit_seconds']:.0f} | {per_step} | {r0['peak_rss_mb']:.0f} |")
     print(f"\nwrote {path}")
     return 0

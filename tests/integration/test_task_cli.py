@@ -83,6 +83,29 @@ def test_ranking_and_multitask_report_rating_errors_below_the_mean_baseline(data
     assert summary["monitor"] == "val_auc" and summary["test"]["ranking"]["auc"] > 0.6
 
 
+def test_private_ranking_reports_its_budget_and_retrieval_is_refused(data, tmp_path):
+    """DP-SGD for the rating task: users Poisson-sampled, each example's gradient clipped; the run records the
+    epsilon dp-accounting gives, and still learns the planted ratings. In-batch softmax tasks are refused."""
+    ranked, refused = run_cli_batch(
+        ("finetune", "--task", "ranking", "--data", data, "--out", str(tmp_path / "private"), "--epochs", "3",
+         "--split", "random", "--from-scratch", *SMALL, *TASK, "--set", "privacy.noise_multiplier=0.8",
+         "--set", "privacy.stages=[finetune]", "--set", "tasks.batch_size=30"),
+        ("finetune", "--task", "retrieval", "--data", data, "--out", str(tmp_path / "x"), "--epochs", "1",
+         "--split", "random", "--from-scratch", *SMALL, *TASK, "--set", "privacy.noise_multiplier=1"))
+    assert ranked.returncode == 0, ranked.stderr[-2000:]
+    summary = json.load(open(os.path.join(tmp_path / "private", "run.json")))["summary"]
+    spent = summary["privacy"]
+    # 150 users sampled at 30 / 150 per step: 5 steps an epoch, 3 epochs; delta 1 / users
+    assert spent["unit"] == "user" and spent["units"] == 150 and spent["sample_rate"] == 0.2 and spent["steps"] == 15
+    from tfrec.training.privacy import epsilon
+
+    assert spent["epsilon"] == epsilon(0.8, 0.2, 15, 1 / 150) and "privacy: (epsilon" in ranked.stdout
+    assert "val_rmse" in summary["valid"] and summary["test"]["ranking"]["rows"] > 0
+    assert summary["test"]["ranking"]["rmse"] < 2 * summary["baselines"]["train_mean"]["rmse"]
+    assert_clean_error(refused, "in-batch softmax")
+    assert not os.path.exists(tmp_path / "x")
+
+
 def test_cold_start_ranks_unseen_items_above_random(data, tmp_path):
     out = str(tmp_path / "cold")
     r = finetune(data, out, "cold-start", "--split", "cold", "--from-scratch", "--set", "tasks.cold_fraction=0.2")

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfrec.data import schema
+from tfrec.contract import USER_FEATURE_IDS
 from tfrec.data.inputs import ITEM_INDICES, ITEM_INDEX, USER_INDEX
 from tfrec.models import persistence
 from tfrec.models.recommender import HOUR, RATING, WEEKDAY, RecommenderModel
@@ -75,6 +76,31 @@ def test_ranking_starts_from_the_offsets_and_learns_a_mean_loss():
     assert np.abs(deep).max() < 2.0
     loss = float(model.compute_loss({k: tf.constant(v) for k, v in f.items()}, training=False))
     assert loss == pytest.approx(np.mean((pred - f[RATING]) ** 2) + sum(float(x) for x in model.losses), rel=1e-4)
+
+
+def test_a_ranking_model_without_user_parameters_reads_features_and_gives_per_example_losses():
+    """tasks.user_params: false (num_users 0): no per-user variable; a user's own feature ids in the input give
+    what its row of the table gives; example_losses (what DP-SGD clips) are the squared errors, worked out."""
+    tf.keras.utils.set_random_seed(4)
+    users = np.array([[1, 0], [2, 3], [0, 0], [1, 2], [3, 0]], np.int32)
+    model = RecommenderModel.built(backbone(), task="ranking", rating_mean=3.0, user_table=users.tolist(),
+                                   user_table_size=4, mlp=[8])
+    assert model.user_embedding is None and model.user_bias is None and model.user_factor is None
+    assert not [v for v in model.variables if "user_id" in v.name or "user_bias" in v.name or "factor" in v.name]
+    f = batch(4)
+    by_index = model.ratings({k: v for k, v in f.items() if k != RATING})
+    given = {k: v for k, v in f.items() if k not in (RATING, USER_INDEX)}
+    given[USER_FEATURE_IDS] = users[f[USER_INDEX]]
+    np.testing.assert_allclose(model.ratings(given), by_index, rtol=1e-5)
+    out = model({k: tf.constant(v) for k, v in f.items()}, training=False)
+    losses = model.example_losses(tf.constant(f[RATING]), out, tf.constant([1.0, 0.0, 2.0, 1.0])).numpy()
+    np.testing.assert_allclose(losses, (by_index - f[RATING]) ** 2 * [1, 0, 2, 1], rtol=1e-5)
+    binary = RecommenderModel.built(backbone(), task="ranking", objective="binary", like_threshold=4.0, mlp=[8])
+    logits = binary.ratings({k: v for k, v in f.items() if k != RATING})
+    labels = (f[RATING] >= 4).astype(np.float64)
+    want = np.log1p(np.exp(-np.abs(logits))) + np.maximum(logits, 0) - logits * labels
+    got = binary.example_losses(tf.constant(f[RATING]), binary({k: tf.constant(v) for k, v in f.items()})).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_content_tower_gives_items_with_the_same_content_the_same_vector():

@@ -371,11 +371,13 @@ def retrieval_dataset(
 
 
 def feature_batches(arrays: dict[str, np.ndarray], batch_size: int = 256, shuffle: bool = True, seed: int = 0,
-                    repeat: bool = False, trim: bool = False, sort_window: int = 0) -> tf.data.Dataset:
+                    repeat: bool = False, trim: bool = False, sort_window: int = 0,
+                    poisson: PoissonSampling | None = None) -> tf.data.Dataset:
     """Batches of a dict of row-aligned feature arrays (the TFRS tasks' input: features only).
 
     With `trim`, ``item_ids`` loses the leading columns that are padding in every row
-    (and `sort_window` batches rows of similar history length, as in :func:`_batched`).
+    (and `sort_window` batches rows of similar history length, as in :func:`_batched`); with `poisson`,
+    batches are drawn as differentially private training draws them (:class:`PoissonSampling`).
     """
     def to_batch(index, batch):
         if trim:
@@ -383,7 +385,7 @@ def feature_batches(arrays: dict[str, np.ndarray], batch_size: int = 256, shuffl
             batch[ITEM_INDICES] = batch[ITEM_INDICES][:, leading_padding(batch[ITEM_INDICES]):]
         return batch
 
-    return _batched(arrays, to_batch, batch_size, shuffle, seed, repeat, sort_window=sort_window)
+    return _batched(arrays, to_batch, batch_size, shuffle, seed, repeat, sort_window=sort_window, poisson=poisson)
 
 
 def time_features(timestamps: np.ndarray) -> dict[str, np.ndarray]:

@@ -229,6 +229,19 @@ class RecommenderModel(tfrs.Model):
             out = out + self.user_bias(users)[:, 0]
         return out + self.item_bias(items)[:, 0]
 
+    def example_losses(self, y, y_pred, sample_weight=None):
+        """``[batch]`` ranking loss of each example (squared error, or cross-entropy for ``binary``): what
+        :class:`tfrec.training.privacy.PrivateTraining` clips example by example.  `y` the rating, `y_pred`
+        the output of :meth:`call`."""
+        predicted = y_pred[RATING]
+        label = tf.cast(y, tf.float32)
+        if self.objective == "binary":
+            label = tf.cast(label >= self.like_threshold, tf.float32)
+            losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=predicted)
+        else:
+            losses = tf.square(predicted - label)
+        return losses if sample_weight is None else losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+
     def rating_label(self, features):
         rating = tf.cast(features[RATING], tf.float32)
         if self.objective == "binary":

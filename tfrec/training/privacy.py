@@ -167,6 +167,15 @@ class PrivateTraining(tf.keras.Model):
     def call(self, inputs, training=False):
         return self.inner(inputs, training=training)
 
+    def test_step(self, data):
+        """Validation (``fit``'s ``validation_data``) is the model's own, with its own metrics: no privacy
+        is spent on the held-back rows, which are not trained on."""
+        return self.inner.test_step(data)
+
+    def reset_metrics(self):
+        super().reset_metrics()
+        self.inner.reset_metrics()
+
     def train_step(self, data):
         x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
         variables = self.inner.trainable_variables

@@ -10,6 +10,7 @@ weights, next to the baselines it must beat.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -33,7 +34,7 @@ from tfrec.models.recommender import (  # noqa: E402
     HOUR, RATING, RETRIEVAL_KS, TASK_WEIGHTS, WEEKDAY, RecommenderModel)
 from tfrec.models.tasks import count_parameters  # noqa: E402
 from tfrec.fileio import write_json  # noqa: E402
-from tfrec.training import cluster, pooled, runs, trainer  # noqa: E402
+from tfrec.training import cluster, pooled, privacy, runs, trainer  # noqa: E402
 from tfrec.training.callbacks import Backup, EpochCheckpoint, EpochSelection  # noqa: E402
 from tfrec.training.config import RunConfig  # noqa: E402
 
@@ -56,10 +57,22 @@ def features_of(part: task_splits.Examples, max_len: int, with_rating: bool) -> 
 
 
 def task_dataset(features: dict, batch_size: int, shuffle: bool, seed: int, repeat: bool,
-                 sort_window: int = 0) -> tf.data.Dataset:
-    """Feature batches with each batch trimmed to its longest history (exact: positions count from the right)."""
-    return inputs.feature_batches(features, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, trim=True,
-                                  sort_window=sort_window)
+                 sort_window: int = 0, poisson=None) -> tf.data.Dataset:
+    """Feature batches with each batch trimmed to its longest history (exact: positions count from the right);
+    with `poisson` (a private run), Poisson-sampled batches of ``(features, rating)``."""
+    batches = inputs.feature_batches(features, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, trim=True,
+                                     sort_window=sort_window, poisson=poisson)
+    if poisson is None:
+        return batches
+    return batches.map(lambda f: ({k: v for k, v in f.items() if k != RATING}, f[RATING]))
+
+
+def by_user(features: dict) -> tuple[dict, np.ndarray]:
+    """The rows regrouped user after user (stable), and how many rows each user owns: the units of
+    user-level privacy (:class:`tfrec.data.inputs.PoissonSampling`)."""
+    users = features[inputs.USER_INDEX]
+    order = np.argsort(users, kind="stable")
+    return {k: v[order] for k, v in features.items()}, np.bincount(users)
 
 
 # ---------------------------------------------------------------------------
@@ -268,10 +281,19 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     with_rating = task in (contract.RANKING, contract.MULTITASK)
     train_features = features_of(split.train, max_len, with_rating)
     valid_features = features_of(split.valid, max_len, with_rating)
+    private = None
+    if config.privacy.enabled and "finetune" in config.privacy.stages:
+        if task != contract.RANKING:
+            raise TfrecError(f"private training clips each example's gradient on its own; the {task} task's "
+                             "in-batch softmax mixes a batch's examples (private TFRS training covers --task ranking)")
+        train_features, sizes = by_user(train_features)
+        if config.privacy.unit == "example":
+            sizes = np.ones(len(split.train), np.int64)
+        private = trainer.private_plan(config, "finetune", stage, sizes, strategy)
     train_ds = task_dataset(train_features, stage.batch_size, True, config.seed, repeat=True,
-                            sort_window=stage.sort_window)
+                            sort_window=stage.sort_window, poisson=private.sampling if private else None)
     valid_ds = task_dataset(valid_features, 1024, False, config.seed, repeat=False)
-    steps = runs.steps_per_epoch(stage, len(split.train))
+    steps = private.steps_per_epoch if private else runs.steps_per_epoch(stage, len(split.train))
     identity = {"stage": f"finetune:{task}", "config": config.to_dict(), "data": trainer.data_fingerprint(dataset),
                 "pretrained": os.path.abspath(pretrained_model) if pretrained_model else None}
     with strategy.scope():
@@ -308,9 +330,15 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    fitted = model
+    if private:  # DP-SGD through the wrapper; validation, saving and the test on the model itself
+        with strategy.scope():
+            fitted = privacy.PrivateTraining(model, private.l2_clip, private.noise_multiplier, private.expected_batch,
+                                             config.seed)
+            fitted.compile(optimizer=model.optimizer)
     start = time.perf_counter()
-    model.fit(train_ds, epochs=stage.epochs, steps_per_epoch=steps, validation_data=valid_ds, callbacks=run_callbacks,
-              verbose=verbose)
+    fitted.fit(train_ds, epochs=stage.epochs, steps_per_epoch=steps, validation_data=valid_ds,
+               callbacks=run_callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
 
     state = best.state
@@ -319,6 +347,10 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
                "valid": state["epochs"].get(str(state["best_epoch"]), {}),
                "fit_seconds_this_process": seconds, "parameters": extra["parameters"], "train_rows": len(split.train),
                **trainer.worker_fingerprint(model, config)}
+    if private:
+        budget = private.budget(int(fitted.optimizer.iterations.numpy()))
+        summary["privacy"] = dataclasses.asdict(budget)
+        print(f"privacy: {budget.describe()}", flush=True)
     if target.chief and score_test:  # the test split is scored once, by the worker that keeps the model
         best_model, _ = persistence.load(model_dir)
         summary["test"] = evaluate_task(best_model, split, config, task)

@@ -99,7 +99,7 @@ def build_backbone(config: RunConfig, dataset: PreparedDataset, output_features:
         raise TfrecError(f"model.backbone {m.backbone}: {e}") from None
 
 
-def _private_plan(config: RunConfig, name: str, stage, unit_sizes, strategy) -> privacy.Plan | None:
+def private_plan(config: RunConfig, name: str, stage, unit_sizes, strategy) -> privacy.Plan | None:
     """The DP-SGD plan of a stage when ``privacy`` covers it; private training runs on one replica."""
     plan = privacy.plan(config.privacy, stage, name, unit_sizes)
     if plan and strategy.num_replicas_in_sync > 1:
@@ -231,7 +231,7 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
     private = None
     if stage.objective == "autoregressive":
         x, y = inputs.causal_next_item_examples(data.train, max_len)
-        private = _private_plan(config, "pretrain", stage, privacy.unit_sizes_of_causal_rows(data.train, max_len),
+        private = private_plan(config, "pretrain", stage, privacy.unit_sizes_of_causal_rows(data.train, max_len),
                                 strategy)
         train_ds = inputs.causal_next_item_dataset(x, y, batch_size=batch, repeat=True, seed=config.seed,
                                                    trim=True, sort_window=stage.sort_window,
@@ -249,7 +249,7 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
                 raise TfrecError(f"the attribute objective needs item features, and the dataset at {data_dir} "
                                  "has none")
         sequences = inputs.sliding_windows(data.train, max_len)
-        private = _private_plan(config, "pretrain", stage, privacy.unit_sizes_of_windows(data.train, max_len),
+        private = private_plan(config, "pretrain", stage, privacy.unit_sizes_of_windows(data.train, max_len),
                                 strategy)
         if private:
             privacy.refuse_coupled_objectives("pretrain", **{
@@ -348,7 +348,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     unit_sizes = {"all-prefixes": lambda: privacy.unit_sizes_of_prefixes(labelled),
                   "causal": lambda: privacy.unit_sizes_of_causal_rows(labelled, max_len),
                   "random-prefix": lambda: privacy.unit_sizes_of_windows(labelled, max_len)}
-    private = (_private_plan(config, "finetune", stage, unit_sizes[stage.examples](), strategy)
+    private = (private_plan(config, "finetune", stage, unit_sizes[stage.examples](), strategy)
                if stage.examples in unit_sizes else None)
     if private:
         privacy.refuse_coupled_objectives("finetune", **{
