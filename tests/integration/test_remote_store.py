@@ -98,8 +98,9 @@ def test_a_folder_of_other_files_is_refused_and_bad_uris_are_one_sentence(synthe
     with pytest.raises(TfrecError, match="holds files that are not a prepared dataset .*notes.txt"):
         dataset.prepare(synthetic_raw, uri, preprocess.PrepareConfig())
     assert Store(uri).listdir() == ["notes.txt"]
-    with pytest.raises(TfrecError, match="cannot open nosuch://x/y"):
-        PreparedDataset("nosuch://x/y")
+    with pytest.raises(TfrecError, match="cannot open nosuch://x/y") as e:
+        PreparedDataset("nosuch://key:secret@x/y?token=1")
+    assert "secret" not in str(e.value) and "token" not in str(e.value)  # credentials never in a message
     with pytest.raises(TfrecError, match="is not a prepared dataset"):
         PreparedDataset(uri)
 

@@ -57,10 +57,12 @@ class Store:
         self.remote = is_remote(self.location)
         if self.remote:
             scheme, _, rest = self.location.partition("://")
+            uri = f"{SCHEME_ALIASES.get(scheme.lower(), scheme)}://{rest}"
             try:
-                self.fs, root = pafs.FileSystem.from_uri(f"{SCHEME_ALIASES.get(scheme.lower(), scheme)}://{rest}")
+                self.fs, root = pafs.FileSystem.from_uri(uri)
             except Exception as e:  # an unknown scheme, a store pyarrow was built without, libhdfs missing
-                raise TfrecError(f"cannot open {self.location}: {_first_line(e)}") from None
+                detail = _first_line(e).replace(uri, display(uri)).replace(self.location, display(self.location))
+                raise TfrecError(f"cannot open {display(self.location)}: {detail}") from None
             self.root = root.rstrip("/")
         else:
             self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(_local_path(self.location))
