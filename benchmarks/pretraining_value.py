@@ -96,6 +96,39 @@ def figures(task: str, work: str, name: str, data: str, reuse: bool) -> dict:
     return result
 
 
+def validation_curve(run: str) -> tuple[str, bool, list[tuple[float, float]]]:
+    """(monitored key, lower is better, [(seconds since the run started, validation figure)]) of a finished
+    run, from its ``validation.json`` (each validated epoch's figures and time) and ``run.json``."""
+    state = json.load(open(os.path.join(run, "validation.json")))
+    started = json.load(open(os.path.join(run, "run.json")))["started"]
+    best = state["epochs"][str(state["best_epoch"])]
+    key = next(k for k, v in sorted(best.items(), key=lambda kv: not kv[0].startswith("val_"))
+               if isinstance(v, float) and v == state["best"])
+    lower = "rmse" in key or "loss" in key
+    epochs = sorted(state["epochs"].items(), key=lambda kv: int(kv[0]))
+    return key, lower, [(e["time"] - started, e[key]) for _, e in epochs if key in e]
+
+
+def seconds_to(curve: list[tuple[float, float]], target: float, lower: bool) -> float | None:
+    """When a validation curve first reaches `target` (None: never)."""
+    for seconds, value in curve:
+        if (value <= target) if lower else (value >= target):
+            return seconds
+    return None
+
+
+def time_to_scratch_best(work: str, task: str, fraction: float, seed: int, arms: list[str]) -> dict:
+    """Seconds from each arm's start until its validation figure first reaches the from-scratch run's best
+    (the same seed and fraction), what "reaches the from-scratch result in a third of the time" measures."""
+    key, lower, scratch = validation_curve(os.path.join(work, f"{task}-scratch-f{fraction:g}-s{seed}"))
+    target = min(v for _, v in scratch) if lower else max(v for _, v in scratch)
+    out = {}
+    for arm in arms:
+        _, _, curve = validation_curve(os.path.join(work, f"{task}-{arm}-f{fraction:g}-s{seed}"))
+        out[arm] = seconds_to(curve, target, lower)
+    return out
+
+
 def spread(values: list[float]) -> dict:
     return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
             "values": values}
@@ -181,7 +214,16 @@ def main() -> None:
                         *scaled(fraction, config, [*extra, *settings])), work, args.reuse)
                     kept = bool(runs[name].get("reused"))
                     cell[arm].append(dict(figures(task, work, name, data, kept), seconds=runs[name]["seconds"]))
-            summary = {arm: {k: spread([r[k] for r in rows]) for k in rows[0]} for arm, rows in cell.items()}
+                reached = time_to_scratch_best(work, task, fraction, seed, list(cell))
+                for arm in cell:
+                    cell[arm][-1]["seconds_to_scratch_best"] = reached[arm]
+            summary = {arm: {k: spread([r[k] for r in rows]) for k in rows[0] if k != "seconds_to_scratch_best"}
+                       for arm, rows in cell.items()}
+            for arm, rows in cell.items():  # None where a seed's run never reached it
+                times = [r["seconds_to_scratch_best"] for r in rows]
+                summary[arm]["seconds_to_scratch_best"] = {"values": times, "reached": sum(t is not None for t in times),
+                                                           "median": statistics.median(t for t in times if t is not None)
+                                                           if any(t is not None for t in times) else None}
             base = summary["scratch"][key]["mean"]
             for arm in list(cell):
                 if arm != "scratch":
@@ -216,6 +258,21 @@ def main() -> None:
             shown = [f"{c[a][key]['mean']:.4f} ± {c[a][key]['sd']:.4f}" for a in arms]
             shown += [f"{r:.2f}" if r is not None else "n/a" for r in (c["ratio" + a[len("pretrained"):]] for a in ratios)]
             print(f"| {fraction:g} | " + " | ".join(shown) + " |")
+        print(f"\n{task}: seconds until validation first reaches the from-scratch run's best (median over the seeds "
+              "that reach it; the pretraining's own time not included):\n")
+        print("| share of labels | " + " | ".join(arms) + " | pretrained / scratch |\n|---:|" + "---:|" * (len(arms) + 1))
+        for fraction in args.fractions:
+            c = cells[task][str(fraction)]
+            shown = []
+            for a in arms:
+                t = c[a]["seconds_to_scratch_best"]
+                shown.append("never" if t["median"] is None else
+                             f"{t['median']:.0f} s ({t['reached']}/{len(t['values'])})")
+            p, q = c["pretrained"]["seconds_to_scratch_best"]["median"], c["scratch"]["seconds_to_scratch_best"]["median"]
+            ratio = f"{p / q:.2f}" if p and q else "n/a"
+            print(f"| {fraction:g} | " + " | ".join(shown) + f" | {ratio} |")
+        pre = "pretrain-loo" if task == "next-item" else f"pretrain-random-s{args.seeds[0]}"
+        print(f"\n{task}: the pretraining itself took {runs[pre]['seconds']:.0f} s")
     if popularity:
         print(f"\npopularity, next-item test NDCG@10 {popularity['ndcg@10']:.4f}, HR@10 {popularity['hr@10']:.4f}")
     print(f"\nresults: {path}" + (f"; figure: {figure}" if figure else ""))
