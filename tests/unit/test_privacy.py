@@ -140,3 +140,12 @@ def test_a_plan_follows_the_settings():
             RunConfig.from_dict({"privacy": bad})
     with pytest.raises(TfrecError, match="set finetune.contrastive_weight to 0"):
         privacy.refuse_coupled_objectives("finetune", **{"finetune.contrastive_weight": 0.1})
+
+
+def test_rows_regrouped_by_user_own_their_users_rows():
+    from tfrec.training.privacy import by_user
+
+    features = {"user": np.array([2, 0, 2, 1, 0, 2]), "row": np.arange(6)}
+    grouped, sizes = by_user(features, "user")
+    assert grouped["user"].tolist() == [0, 0, 1, 2, 2, 2] and grouped["row"].tolist() == [1, 4, 3, 0, 2, 5]
+    assert sizes.tolist() == [2, 1, 3]  # consecutive rows per user, in user order: PoissonSampling's units

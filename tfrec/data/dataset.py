@@ -14,7 +14,6 @@ Layout::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,7 +24,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from tfrec.data import preprocess, schema
+from tfrec.data import preprocess, schema, shards
 from tfrec.data.loaders import RawDataset
 from tfrec.data.store import Store, dataset_output
 from tfrec.data.vocab import Vocabulary
@@ -191,7 +190,7 @@ def prepare(raw: RawDataset, out: str, config: preprocess.PrepareConfig | None =
     with dataset_output(out) as (_, staging):  # a remote `out` gets the staging folder uploaded
         _write_parquet(df, os.path.join(staging, schema.INTERACTIONS_FILE))
         if config.format == "tfrecord":
-            stats["sequence_shards"] = _write_sequence_shards(splits[schema.LEAVE_ONE_OUT], staging, config.shards)
+            stats["sequence_shards"] = shards.write_pandas(splits[schema.LEAVE_ONE_OUT], staging, config.shards)
         for scheme, parts in splits.items():
             os.makedirs(os.path.join(staging, schema.SPLITS_DIR, scheme))
             for name, part in parts.items():
@@ -199,37 +198,6 @@ def prepare(raw: RawDataset, out: str, config: preprocess.PrepareConfig | None =
         write_description(staging, raw, config, item_vocab, user_vocab, stats,
                           {c: str(df[c].dtype) for c in df.columns})
     return PreparedDataset(out)
-
-
-def _write_sequence_shards(parts: dict[str, pd.DataFrame], staging: str, shards: int) -> dict:
-    """Each user's leave-one-out sequence as a ``tf.train.Example`` (``position``, ``user_index``,
-    ``items``: the training part in time order, ``valid_item`` and ``test_item``: 0 when none),
-    user after user, dealt round-robin over `shards` TFRecord files."""
-    from tfrec.data import tfrecord
-    from tfrec.data.inputs import group_sequences
-
-    users, sequences = group_sequences(parts[schema.TRAIN])
-    held = {name: dict(zip(parts[name][schema.USER_INDEX].tolist(), parts[name][schema.ITEM_INDEX].tolist()))
-            for name in (schema.VALID, schema.TEST)}
-    folder = os.path.join(staging, schema.SEQUENCES_DIR)
-    os.makedirs(folder)
-
-    paths = [os.path.join(folder, schema.SEQUENCE_SHARD.format(index=i, count=shards)) for i in range(shards)]
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(open(p, "wb")) for p in paths]
-        for position, (user, items) in enumerate(zip(users.tolist(), sequences)):
-            files[position % shards].write(tfrecord.frame(sequence_example(
-                position, user, items, held[schema.VALID].get(user, 0), held[schema.TEST].get(user, 0))))
-    return {"shards": shards, "users": int(len(users))}
-
-
-def sequence_example(position: int, user: int, items, valid_item: int, test_item: int) -> bytes:
-    """One user's record in the sequence shards, a serialised ``tf.train.Example`` (both engines write
-    these bytes)."""
-    from tfrec.data import tfrecord
-
-    return tfrecord.int64_example({"position": [position], schema.USER_INDEX: [user], "items": items,
-                                   "valid_item": [valid_item], "test_item": [test_item]})
 
 
 class PreparedDataset:

@@ -182,10 +182,11 @@ def _write_sequence_shards(annotated, store: Store, shards: int) -> None:
 
     def write(index, rows):
         from tfrec.data import tfrecord
+        from tfrec.data.shards import sequence_example
 
         with store.open_output(schema.SEQUENCES_DIR, schema.SEQUENCE_SHARD.format(index=index, count=shards)) as f:
             for _, row in sorted(rows, key=lambda kv: kv[0]):
-                f.write(tfrecord.frame(dataset.sequence_example(
+                f.write(tfrecord.frame(sequence_example(
                     row[_USER_POS], row[user_index], [pair[1] for pair in row["items"]], row["valid_item"] or 0,
                     row["test_item"] or 0)))
         yield index

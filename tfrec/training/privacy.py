@@ -201,6 +201,14 @@ class PrivateTraining(tf.keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
+def by_user(features: dict, key: str) -> tuple[dict, np.ndarray]:
+    """Row-aligned feature arrays regrouped user after user (stable; `key` the user index), and how many rows
+    each user owns: the units of user-level sampling (:class:`tfrec.data.inputs.PoissonSampling`)."""
+    users = features[key]
+    order = np.argsort(users, kind="stable")
+    return {k: v[order] for k, v in features.items()}, np.bincount(users)
+
+
 def unit_sizes_of_prefixes(sequences: list[np.ndarray], min_history: int = 1) -> np.ndarray:
     """How many next-item examples (:func:`tfrec.data.inputs.next_item_examples`) each sequence gives."""
     return np.array([max(0, len(s) - min_history) for s in sequences], np.int64)

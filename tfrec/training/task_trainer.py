@@ -67,13 +67,6 @@ def task_dataset(features: dict, batch_size: int, shuffle: bool, seed: int, repe
     return batches.map(lambda f: ({k: v for k, v in f.items() if k != RATING}, f[RATING]))
 
 
-def by_user(features: dict) -> tuple[dict, np.ndarray]:
-    """The rows regrouped user after user (stable), and how many rows each user owns: the units of
-    user-level privacy (:class:`tfrec.data.inputs.PoissonSampling`)."""
-    users = features[inputs.USER_INDEX]
-    order = np.argsort(users, kind="stable")
-    return {k: v[order] for k, v in features.items()}, np.bincount(users)
-
 
 # ---------------------------------------------------------------------------
 # Model construction
@@ -286,7 +279,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
         if task != contract.RANKING:
             raise TfrecError(f"private training clips each example's gradient on its own; the {task} task's "
                              "in-batch softmax mixes a batch's examples (private TFRS training covers --task ranking)")
-        train_features, sizes = by_user(train_features)
+        train_features, sizes = privacy.by_user(train_features, inputs.USER_INDEX)
         if config.privacy.unit == "example":
             sizes = np.ones(len(split.train), np.int64)
         private = trainer.private_plan(config, "finetune", stage, sizes, strategy)
