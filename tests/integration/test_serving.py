@@ -84,15 +84,19 @@ def test_grpc_and_rest_answer_like_the_export(server):
     assert meta["serving_default"]["inputs"] == {"history": ("string", [-1, -1])}
     assert meta["serving_default"]["outputs"]["item_ids"] == ("string", [-1, 10])
     assert rest.metadata("seq") == meta  # TF Serving's snake_case JSON, read to the same description
-    scores = client.score("rank", ["u1", "u2"], ["i1", "i3"], [["i2"], []], [1_600_000_000, 1_600_000_000])
-    assert len(scores) == 2 and scores == pytest.approx(rest.score("rank", ["u1", "u2"], ["i1", "i3"], [["i2"], []],
-                                                                   [1_600_000_000, 1_600_000_000]))
+    # the ranking model keeps no per-user parameter (tasks.user_params: false): users come as their features
+    profiles = [["age=30", "segment=s1"], []]
+    scores = client.score("rank", None, ["i1", "i3"], [["i2"], []], [1_600_000_000, 1_600_000_000],
+                          user_features=profiles)
+    assert len(scores) == 2 and scores == pytest.approx(rest.score("rank", None, ["i1", "i3"], [["i2"], []],
+                                                                   [1_600_000_000, 1_600_000_000],
+                                                                   user_features=profiles))
     from tensorflow_serving.apis import regression_pb2
 
     request = regression_pb2.RegressionRequest()
     request.model_spec.name, request.model_spec.signature_name = "rank", "regress"
     ex = request.input.example_list.examples.add()
-    ex.features.feature["user_id"].bytes_list.value.append(b"u1")
+    ex.features.feature["user_features"].bytes_list.value.extend([b"age=30", b"segment=s1"])
     ex.features.feature["item_id"].bytes_list.value.append(b"i1")
     ex.features.feature["history"].bytes_list.value.append(b"i2")
     ex.features.feature["timestamp"].int64_list.value.append(1_600_000_000)
