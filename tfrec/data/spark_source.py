@@ -19,12 +19,12 @@ from tfrec.errors import TfrecError
 
 LOCAL_MASTER = "local[*]"
 # Settings tfrec gives every session (``--spark-conf`` overrides them): dates without a zone are UTC,
-# as in the pandas engine; no web UI for a command-line job; zstd Parquet, as the pandas engine writes.
+# as in the pandas engine; no web UI for a command-line job.  (The tables are written by pyarrow in the tasks,
+# zstd as the pandas engine writes, so no Parquet setting of Spark's applies.)
 DEFAULT_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
-    "spark.sql.parquet.compression.codec": "zstd",
     # a driver out of memory exits (and the command says so) instead of living on with a dead scheduler
     "spark.driver.extraJavaOptions": "-XX:+ExitOnOutOfMemoryError",
 }

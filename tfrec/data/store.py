@@ -138,6 +138,10 @@ class Store:
             with open(os.path.join(local_dir, rel), "rb") as src, self.open_output(*rel.split(os.sep)) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
 
+    def delete(self, *parts: str) -> None:
+        """Deletes one file."""
+        self._call(f"delete {self.name(*parts)}", self.fs.delete_file, self.path(*parts))
+
     def delete_contents(self) -> None:
         self._call(f"delete {self.name()}", lambda: self.fs.delete_dir_contents(self.path(), missing_dir_ok=True))
 
@@ -166,7 +170,7 @@ def dataset_output(out: str) -> Iterator[tuple[Store, str]]:
         raise TfrecError(f"{store.name()} holds files that are not a prepared dataset ({', '.join(names[:3])}"
                          f"{' …' if len(names) > 3 else ''}); choose an empty folder")
     if names:
-        store._call(f"delete {store.name(schema.DATASET_JSON)}", store.fs.delete_file, store.path(schema.DATASET_JSON))
+        store.delete(schema.DATASET_JSON)
         store.delete_contents()
     staging = tempfile.mkdtemp(prefix="tfrec-prepare-")
     try:

@@ -209,14 +209,13 @@ def _expected_sequence(model, task: str, pre, requests: dict, k: int, profile: d
             "scores": np.take_along_axis(scores, order, axis=1).tolist()}
 
 
-def _expected_ranking(model, pre, requests: dict, profile: dict | None = None) -> dict:
+def _expected_ranking(model, pre, requests: dict, profile: dict) -> dict:
     by_features = model.user_embedding is None  # the request names its user by features (tasks.user_params)
     features = pre(padded(requests["history"]), user_id=None if by_features else requests["user_id"],
                    timestamp=np.asarray(requests["timestamp"], np.int64))
     features = {key: value.numpy() for key, value in features.items()}
     if by_features:
-        features.update(profile_features(profile or {"keys": [], "ids": [], "numeric": []},
-                                         requests[contract.USER_FEATURES], model._user_numeric is not None))
+        features.update(profile_features(profile, requests[contract.USER_FEATURES], model._user_numeric is not None))
     features[contract.ITEM_INDEX] = pre.items(requests["item_id"]).numpy()
     out = model.ratings(features)
     if model.objective == "binary":
@@ -361,11 +360,10 @@ def export(model_dir: str, serving_root: str, name: str, version: int | None = N
         default_name = sig.SERVING_DEFAULT if task == contract.RANKING else sig.RANK
         signatures = ranking.signatures(default_name)
         if ranking.user_input == contract.USER_FEATURES:  # no per-user parameters: users named by features
-            requests[contract.USER_FEATURES] = profile_rows(profile, len(requests["history"])) if profile else \
-                [[] for _ in requests["history"]]
+            requests[contract.USER_FEATURES] = profile_rows(profile or sig.NO_PROFILE, len(requests["history"]))
         rank_inputs = [ranking.user_input, "item_id", "history", "timestamp"]
         warm = [(default_name, rank_inputs), (sig.REGRESS, [ranking.user_input])]
-        expected = {default_name: _expected_ranking(model, ranking.preprocessor, requests, profile)}
+        expected = {default_name: _expected_ranking(model, ranking.preprocessor, requests, profile or sig.NO_PROFILE)}
         module = ranking
         if task == contract.MULTITASK:
             retrieval = sig.SequenceServing(model, item_vocab, user_vocab, max_len, k, interactions, attributes,

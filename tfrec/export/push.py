@@ -34,6 +34,26 @@ def _metadata(export_dir: str) -> dict:
         return json.load(f)
 
 
+def _user_inputs(fn, dataset, users):
+    """``rows(start, end)``: the user inputs signature `fn` takes for those validation rows, as a client sends
+    them: the user id, or for an export without user data the user's own features (none for one that reads
+    no user)."""
+    import tensorflow as tf
+
+    named = fn.structured_input_signature[1]
+    profiles = user_feature_tokens(dataset, list(users)) if contract.USER_FEATURES in named else None
+
+    def rows(start: int, end: int) -> dict:
+        out = {}
+        if contract.USER_ID in named:
+            out[contract.USER_ID] = tf.constant(users[start:end])
+        if profiles is not None:
+            out[contract.USER_FEATURES] = tf.constant(padded(profiles[start:end]))
+        return out
+
+    return rows
+
+
 def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
     """Validation figures of an export, computed through its serving signatures.
 
@@ -55,14 +75,11 @@ def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
     loaded = tf.saved_model.load(export_dir)
     if meta["task"] in RANKING_TASKS:
         fn = loaded.signatures["serving_default" if meta["task"] == "ranking" else "rank"]
-        # a ranking export without per-user parameters takes the user's features: the client sends them
-        profiles = user_feature_tokens(dataset, list(users)) if contract.USER_FEATURES in \
-            fn.structured_input_signature[1] else None
+        user = _user_inputs(fn, dataset, users)
         scores = []
         for s in range(0, len(items), BATCH):
-            user = {contract.USER_FEATURES: tf.constant(padded(profiles[s:s + BATCH]))} if profiles is not None \
-                else {contract.USER_ID: tf.constant(users[s:s + BATCH])}
-            out = fn(**user, item_id=tf.constant(items[s:s + BATCH]), history=tf.constant(padded(histories[s:s + BATCH])),
+            out = fn(**user(s, s + BATCH), item_id=tf.constant(items[s:s + BATCH]),
+                     history=tf.constant(padded(histories[s:s + BATCH])),
                      timestamp=tf.constant(timestamps[s:s + BATCH]))
             scores.append(out["score"].numpy())
         score = np.concatenate(scores)
@@ -71,16 +88,11 @@ def evaluate_export(export_dir: str, data_dir: str | None = None) -> dict:
             score = np.log(np.clip(score, 1e-7, 1 - 1e-7) / np.clip(1 - score, 1e-7, 1))
         return rating_metrics(score, ratings, "binary" if binary else "rating", meta["config"]["tasks"]["like_threshold"])
     fn = loaded.signatures["serving_default"]
-    named = fn.structured_input_signature[1]
-    profiles = user_feature_tokens(dataset, list(users)) if contract.USER_FEATURES in named else None
+    user = _user_inputs(fn, dataset, users)
     ranks = []
     for s in range(0, len(items), BATCH):
-        args = {"history": tf.constant(padded(histories[s:s + BATCH]))}
-        if contract.USER_ID in named:
-            args[contract.USER_ID] = tf.constant(users[s:s + BATCH])
-        if profiles is not None:  # an export that takes the user's features: the client sends them
-            args[contract.USER_FEATURES] = tf.constant(padded(profiles[s:s + BATCH]))
-        returned = fn(**args)[contract.ITEM_IDS].numpy().astype(str)
+        returned = fn(history=tf.constant(padded(histories[s:s + BATCH])), **user(s, s + BATCH))[contract.ITEM_IDS]
+        returned = returned.numpy().astype(str)
         k = returned.shape[1]
         for row, target in zip(returned, items[s:s + BATCH]):
             hit = np.flatnonzero(row == target)

@@ -57,6 +57,9 @@ BECAUSE = 3  # the history items it names for each
 NUMBER = r"[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?"  # a numeric user feature's value
 
 
+NO_PROFILE = {"keys": [], "ids": [], "numeric": []}  # the user profile of a dataset without user features
+
+
 class _Base(tf.Module):
     def __init__(self, model, item_vocab: str, user_vocab: str | None, max_len: int, k: int):
         super().__init__()
@@ -87,7 +90,7 @@ class _Base(tf.Module):
         """Requests name their user by ``"column=value"`` strings: the ids of the categorical values (the
         exporter's :func:`~tfrec.export.exporter.user_profile`) and, with `numeric`, how each numeric
         column is standardised.  No user id and no per-user table."""
-        profile = profile or {"keys": [], "ids": [], "numeric": []}
+        profile = profile or NO_PROFILE
         keys, ids = list(profile["keys"]) or [""], list(profile["ids"]) or [0]
         self.user_feature_index = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             tf.constant(keys, tf.string), tf.constant(ids, tf.int32)), default_value=0)

@@ -30,6 +30,10 @@ class SequenceData:
     users: np.ndarray  # the user index of each training sequence
     share: WorkerShare | None = None  # set when this worker of several read only its own sequence shards
 
+    def batch_size(self, global_batch: int) -> int:
+        """The batch this worker's pipeline makes: the stage's global batch, or with a share its part of it."""
+        return self.share.per_replica_batch(global_batch) if self.share else global_batch
+
     def total(self, n: int) -> int:
         """`n` (a count of this worker's examples or users) summed over the workers that share the data."""
         return int(round(float(self.share.all_sum([n])[0]))) if self.share else int(n)
@@ -80,8 +84,9 @@ class SequenceData:
         if not train or not len(valid.targets):
             where = f"the shards of worker {share.index} of {share.count} in" if share else "the dataset at"
             raise TfrecError(f"{where} {path} has no {scheme} training or validation sequences")
-        valid_users = -(-config.valid_users // share.count) if config is not None and share else \
-            (config.valid_users if config is not None else 0)
+        valid_users = config.valid_users if config is not None else 0
+        if share:  # split over the workers
+            valid_users = -(-valid_users // share.count)
         if 0 < valid_users < len(valid.targets):
             keep = np.sort(np.random.default_rng(config.seed).choice(len(valid.targets), valid_users,
                                                                       replace=False))

@@ -279,9 +279,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
         if task != contract.RANKING:
             raise TfrecError(f"private training clips each example's gradient on its own; the {task} task's "
                              "in-batch softmax mixes a batch's examples (private TFRS training covers --task ranking)")
-        train_features, sizes = privacy.by_user(train_features, inputs.USER_INDEX)
-        if config.privacy.unit == "example":
-            sizes = np.ones(len(split.train), np.int64)
+        train_features, sizes = privacy.by_user(train_features, inputs.USER_INDEX)  # unit example: their sum
         private = trainer.private_plan(config, "finetune", stage, sizes, strategy)
     train_ds = task_dataset(train_features, stage.batch_size, True, config.seed, repeat=True,
                             sort_window=stage.sort_window, poisson=private.sampling if private else None)

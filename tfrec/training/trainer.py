@@ -227,7 +227,7 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
     set_seed(config)
     stage = config.pretrain
     max_len = config.model.max_len
-    batch = data.share.per_replica_batch(stage.batch_size) if data.share else stage.batch_size
+    batch = data.batch_size(stage.batch_size)
     private = None
     if stage.objective == "autoregressive":
         x, y = inputs.causal_next_item_examples(data.train, max_len)
@@ -335,7 +335,7 @@ def finetune(data_dir: str, out: str, config: RunConfig | None = None, pretraine
     set_seed(config)
     stage = config.finetune
     max_len = config.model.max_len
-    batch = data.share.per_replica_batch(stage.batch_size) if data.share else stage.batch_size
+    batch = data.batch_size(stage.batch_size)
     fingerprint = data_fingerprint(data.dataset)
     teacher = None
     if stage.teacher:  # checked now, so a wrong teacher is refused before the run folder is made
