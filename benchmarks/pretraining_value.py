@@ -3,6 +3,7 @@ scratch, each cell over several seeds.
 
     python benchmarks/pretraining_value.py ml-100k --workdir W --reuse
     python benchmarks/pretraining_value.py beauty --tasks next-item --workdir W --reuse     (hours: resumable)
+    python benchmarks/pretraining_value.py ml-100k --tasks ranking retrieval --name ml-100k-tasks --workdir W
     python benchmarks/pretraining_value.py ml-100k --fractions 0.1 1 --seeds 0 --set model.hidden_dim=16 ...
         (a smoke run: --set changes every run's config)
 
@@ -176,6 +177,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting on every run")
     ap.add_argument("--workdir", help="where runs go (default: a temporary folder)")
     ap.add_argument("--reuse", action="store_true", help="keep runs and test figures an earlier call finished")
+    ap.add_argument("--name", help="the results' name (default: the dataset's, with -custom after --set and "
+                                   "-trainable after --trainable), so that tasks run apart keep apart")
     args = ap.parse_args()
     prep_args, folder, loo_config, task_config = DATASETS[args.dataset]
     tasks = args.tasks or (["next-item", "ranking", "retrieval"] if task_config else ["next-item"])
@@ -238,7 +241,8 @@ def main() -> None:
     sys.path.insert(0, REPO)
     from tfrec.evaluation import test_reads
 
-    name = args.dataset + ("-custom" if extra else "") + ("-trainable" if set(args.trainable) - {"all"} else "")
+    name = args.name or (args.dataset + ("-custom" if extra else "")
+                         + ("-trainable" if set(args.trainable) - {"all"} else ""))
     result = {"dataset": args.dataset, "tasks": tasks, "fractions": args.fractions, "seeds": args.seeds,
               "settings": args.set, "cells": cells, "popularity": popularity, "runs": runs,
               "test_reads": test_reads.summary(data), "workdir": work}

@@ -384,9 +384,11 @@ def test_private_pretraining_and_fine_tuning_report_their_budget(prepared, tmp_p
     pre, ft = str(tmp_path / "pre"), str(tmp_path / "ft")
     private = ["--set", "privacy.target_epsilon=4", "--set", "pretrain.continuation_weight=0", "--set",
                "pretrain.batch_size=50"]
-    refused, done, tuned = run_cli_batch(
+    refused, sampled, done, tuned = run_cli_batch(
         ["pretrain", "--data", prepared, "--out", str(tmp_path / "x"), "--epochs", "2", "--set",
          "privacy.noise_multiplier=1", *SMALL],
+        ["finetune", "--data", prepared, "--out", str(tmp_path / "y"), "--from-scratch", "--epochs", "1", "--set",
+         "privacy.noise_multiplier=1", "--set", "finetune.num_sampled=20", *SMALL],
         ["pretrain", "--data", prepared, "--out", pre, "--epochs", "3", *private, *SMALL],
         ["finetune", "--data", prepared, "--pretrained", pre, "--out", ft, "--epochs", "2", "--set",
          "privacy.noise_multiplier=1.2", "--set", "privacy.stages=[finetune]", "--set", "finetune.batch_size=40",
@@ -394,6 +396,9 @@ def test_private_pretraining_and_fine_tuning_report_their_budget(prepared, tmp_p
     # segment continuation mixes the rows of a batch: no per-example gradient, so it is refused
     assert refused.returncode == 2 and "set pretrain.continuation_weight to 0" in refused.stderr
     assert not os.path.exists(tmp_path / "x")
+    # a sampled softmax draws negatives by the data's item counts, outside the noise: refused too
+    assert sampled.returncode == 2 and "set finetune.num_sampled to 0" in sampled.stderr
+    assert "Traceback" not in sampled.stderr and not os.path.exists(tmp_path / "y")
     assert done.returncode == 0, done.stderr[-2000:]
     spent = json.load(open(os.path.join(pre, "run.json")))["summary"]["privacy"]
     # 200 users sampled at 50 / 200 per step, 4 steps an epoch, 3 epochs; delta 1 / users

@@ -149,3 +149,68 @@ def test_rows_regrouped_by_user_own_their_users_rows():
     grouped, sizes = by_user(features, "user")
     assert grouped["user"].tolist() == [0, 0, 1, 2, 2, 2] and grouped["row"].tolist() == [1, 4, 3, 0, 2, 5]
     assert sizes.tolist() == [2, 1, 3]  # consecutive rows per user, in user order: PoissonSampling's units
+
+
+def test_sparse_rows_clip_and_sum_as_the_dense_tables_do():
+    """An embedding's per-example gradient kept as (rows read, ids), a row read twice included, gives the
+    norms and the clipped sum of the same gradient written out as a table per example."""
+    rng = np.random.default_rng(3)
+    batch, reads, rows, dim = 6, 5, 40, 4
+    values = rng.normal(size=(batch, reads, dim)).astype(np.float32)
+    ids = rng.integers(0, rows, size=(batch, reads))
+    ids[0] = [2, 2, 2, 7, 2]  # one example reads row 2 four times: its gradient there is their sum
+    values[1] *= 0.01  # one example inside the clip
+    bias = rng.normal(size=(batch, 3)).astype(np.float32)
+    tables = np.zeros((batch, rows, dim), np.float32)
+    for b in range(batch):
+        np.add.at(tables[b], ids[b], values[b])
+    sparse, sparse_norms = privacy.clipped_noisy_sum([(tf.constant(values), tf.constant(ids)), tf.constant(bias)],
+                                                     l2_clip=2.0, noise_multiplier=0.0, expected_batch=5.0,
+                                                     shapes=[(rows, dim), (3,)])
+    norm = np.sqrt((tables ** 2).sum(axis=(1, 2)) + (bias ** 2).sum(1))
+    scale = np.minimum(1.0, 2.0 / norm)
+    np.testing.assert_allclose(sparse_norms.numpy(), norm, rtol=1e-5)
+    np.testing.assert_allclose(sparse[0].numpy(), (tables * scale[:, None, None]).sum(0) / 5.0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sparse[1].numpy(), (bias * scale[:, None]).sum(0) / 5.0, rtol=1e-5, atol=1e-6)
+    assert scale[1] == 1.0 and (scale[[0, 2, 3, 4, 5]] < 1).all()
+    # the noise covers every row of the table, not only the rows this batch read
+    noisy, _ = privacy.clipped_noisy_sum([(tf.constant(values), tf.constant(ids)), tf.constant(bias)], l2_clip=2.0,
+                                         noise_multiplier=1.0, expected_batch=5.0, shapes=[(rows, dim), (3,)],
+                                         seed=tf.constant([1, 2], tf.int64))
+    unread = np.setdiff1d(np.arange(rows), ids)
+    assert len(unread) and (np.abs(noisy[0].numpy()[unread]) > 0).all()
+
+
+class _Embedded(tf.keras.Model):
+    """A rating from two looked-up ids and a dense layer, with tfrec's example_losses interface."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = tf.keras.layers.Embedding(20, 4)
+        self.out = tf.keras.layers.Dense(1)
+
+    def call(self, ids, training=False):
+        return self.out(tf.reduce_sum(self.table(ids), axis=1))
+
+    def example_losses(self, y, y_pred, sample_weight=None):
+        return 0.5 * tf.reduce_sum(tf.square(y_pred - y), axis=1)
+
+
+def test_a_private_step_with_sparse_embedding_gradients_is_the_dense_step():
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, 20, size=(8, 3)).astype(np.int32)
+    ids[0] = [5, 5, 1]
+    y = rng.normal(size=(8, 1)).astype(np.float32) * 3
+    weights = []
+    for sparse in (True, False):
+        tf.keras.utils.set_random_seed(0)
+        inner = _Embedded()
+        inner(ids[:1])
+        model = privacy.PrivateTraining(inner, l2_clip=0.5, noise_multiplier=0.7, expected_batch=8.0, seed=3,
+                                        sparse_gradients=sparse)
+        model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=1.0))
+        model.fit(ids, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        weights.append([w.numpy() for w in inner.weights])
+        assert model.sparse_variables == ([inner.table.embeddings.name] if sparse else [])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

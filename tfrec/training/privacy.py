@@ -82,18 +82,47 @@ def noise_for_epsilon(target: float, sample_rate: float, steps: int, delta: floa
     return high
 
 
-def clipped_noisy_sum(per_example: list[tf.Tensor], l2_clip: float, noise_multiplier: float,
-                      expected_batch: float, seed: tf.Tensor | None = None) -> tuple[list[tf.Tensor], tf.Tensor]:
-    """DP-SGD's gradient from per-example gradients (each ``[batch, *shape]``): every example's gradient
-    (over all variables together) clipped to L2 norm `l2_clip`, summed, Gaussian noise of standard deviation
-    ``noise_multiplier * l2_clip`` added, divided by `expected_batch`.  Returns the gradients and the
-    examples' norms before clipping."""
-    squares = [tf.reduce_sum(tf.reshape(tf.square(g), tf.stack([tf.shape(g)[0], -1])), axis=1) for g in per_example]
+def clipped_noisy_sum(per_example: list, l2_clip: float, noise_multiplier: float, expected_batch: float,
+                      seed: tf.Tensor | None = None, shapes: list | None = None) -> tuple[list[tf.Tensor], tf.Tensor]:
+    """DP-SGD's gradient from per-example gradients: every example's gradient (over all variables together)
+    clipped to L2 norm `l2_clip`, summed, Gaussian noise of standard deviation ``noise_multiplier * l2_clip``
+    added to every coordinate, divided by `expected_batch`.  Returns the gradients (dense) and the examples'
+    norms before clipping.
+
+    Each entry of `per_example` is a dense ``[batch, *shape]`` tensor, or, for a variable each example reads
+    a few rows of (an embedding table), the pair ``(values [batch, rows, *row_shape], indices [batch, rows])``
+    of the examples' sparse gradients, whose variable's shape is ``shapes[i]``: an example's gradient is then
+    the sum of its values by row (a row it read twice counts once, with the two values added), its norm and
+    the clipped sum are computed from the rows read, and the memory is that of the rows, not of a table per
+    example.  The noise covers the whole table either way, so the guarantee is the dense computation's."""
+    batch = tf.shape(tf.nest.flatten(per_example[0])[0])[0]
+    squares, rows = [], []
+    for i, g in enumerate(per_example):
+        if isinstance(g, tuple):  # one value row per (example, row read), duplicates added
+            values, indices = g
+            width = tf.reduce_prod(tf.shape(values)[2:])
+            flat = tf.reshape(values, tf.stack([-1, width]))
+            example = tf.repeat(tf.range(batch, dtype=tf.int64), tf.shape(indices)[1])
+            keys = example * int(shapes[i][0]) + tf.reshape(tf.cast(indices, tf.int64), [-1])
+            unique, position = tf.unique(keys)
+            summed = tf.math.unsorted_segment_sum(flat, position, tf.shape(unique)[0])
+            owner = tf.math.unsorted_segment_max(example, position, tf.shape(unique)[0])
+            squares.append(tf.math.unsorted_segment_sum(tf.reduce_sum(tf.square(summed), 1), owner, batch))
+            rows.append((flat, example, tf.reshape(indices, [-1])))
+        else:
+            squares.append(tf.reduce_sum(tf.reshape(tf.square(g), tf.stack([tf.shape(g)[0], -1])), axis=1))
+            rows.append(None)
     norms = tf.sqrt(tf.add_n(squares))
     factor = tf.minimum(1.0, l2_clip / tf.maximum(norms, 1e-12))
     out = []
     for i, g in enumerate(per_example):
-        total = tf.tensordot(factor, g, axes=1)
+        if rows[i] is None:
+            total = tf.tensordot(factor, g, axes=1)
+        else:
+            flat, example, indices = rows[i]
+            shape = tf.TensorShape(shapes[i])
+            total = tf.reshape(tf.math.unsorted_segment_sum(flat * tf.gather(factor, example)[:, tf.newaxis], indices,
+                                                            shape[0]), shape)
         if noise_multiplier > 0:
             shape = tf.shape(total)
             noise = (tf.random.normal(shape, stddev=noise_multiplier * l2_clip) if seed is None else
@@ -124,6 +153,13 @@ class Plan:
         return Budget(self.noise_multiplier, self.l2_clip, self.unit, self.units, self.sampling.rate, int(steps),
                       self.delta, epsilon(self.noise_multiplier, self.sampling.rate, steps, self.delta))
 
+    def spent(self, fitted: "PrivateTraining") -> dict:
+        """What `fitted`'s training spent (printed), for the run's summary: the budget of the steps it took,
+        and the tables whose per-example gradients were clipped from the rows read."""
+        budget = self.budget(int(fitted.optimizer.iterations.numpy()))
+        print(f"privacy: {budget.describe()}", flush=True)
+        return dict(dataclasses.asdict(budget), sparse_tables=list(fitted.sparse_variables))
+
 
 def plan(privacy, stage, name: str, unit_sizes: np.ndarray) -> Plan | None:
     """The plan of stage `name` (``pretrain`` or ``finetune``; `stage` its settings) under the ``privacy``
@@ -131,6 +167,10 @@ def plan(privacy, stage, name: str, unit_sizes: np.ndarray) -> Plan | None:
     order); None when the stage trains without privacy."""
     if not privacy.enabled or name not in privacy.stages:
         return None
+    if getattr(stage, "num_sampled", 0):
+        raise TfrecError(f"{name}: private training takes the full softmax; set {name}.num_sampled to 0 (a sampled "
+                         "softmax draws its negatives by the training data's item counts, which the noise does not "
+                         "cover, and its accidental-hit removal has no per-example form)")
     sizes = np.asarray(unit_sizes, np.int64)
     units = int((sizes > 0).sum()) if privacy.unit == "user" else int(sizes.sum())
     if units == 0:
@@ -149,8 +189,10 @@ class PrivateTraining(tf.keras.Model):
     whose ``example_losses(y, y_pred, sample_weight)`` gives one loss per example."""
 
     def __init__(self, model: tf.keras.Model, l2_clip: float, noise_multiplier: float, expected_batch: float,
-                 seed: int = 0):
+                 seed: int = 0, sparse_gradients: bool = True):
         super().__init__()
+        self.sparse_gradients = bool(sparse_gradients)
+        self.sparse_variables: list[str] = []  # set when the step is traced: the tables clipped from their rows
         self.inner = model
         self.l2_clip = float(l2_clip)
         self.noise_multiplier = float(noise_multiplier)
@@ -180,21 +222,25 @@ class PrivateTraining(tf.keras.Model):
         x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
         variables = self.inner.trainable_variables
 
-        def one(example):  # one example's loss and gradient (every weight dense), as a batch of one
+        def one(example):  # one example's loss and gradient, as a batch of one: a table the example reads rows
+            # of (a gather) keeps its gradient as those rows and their ids; every other weight's is dense
             xi, yi, wi = tf.nest.map_structure(lambda t: t[tf.newaxis], example)
             with tf.GradientTape() as tape:
                 loss = self.inner.example_losses(yi, self.inner(xi, training=True), wi)[0]
             grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return loss, [tf.convert_to_tensor(g) for g in grads]
+            return loss, [(g.values, g.indices) if self.sparse_gradients and isinstance(g, tf.IndexedSlices)
+                          else tf.convert_to_tensor(g) for g in grads]
 
         # Vectorised over the batch (as fast as one batch gradient on tfrec's models, where the Jacobian of
         # the batch's losses ran 40x slower); ops without a vectorised form run in a loop.
         example = (x, y, sample_weight) if sample_weight is not None else (x, y, tf.ones_like(tf.nest.flatten(y)[0],
                                                                                               tf.float32))
         losses, per_example = tf.vectorized_map(one, example, fallback_to_while_loop=True)
+        self.sparse_variables = [v.name for v, g in zip(variables, per_example) if isinstance(g, tuple)]
         step = tf.cast(self.optimizer.iterations, tf.int64)
         grads, norms = clipped_noisy_sum(per_example, self.l2_clip, self.noise_multiplier, self.expected_batch,
-                                         tf.stack([tf.constant(self.seed, tf.int64), step]))
+                                         tf.stack([tf.constant(self.seed, tf.int64), step]),
+                                         [v.shape for v in variables])
         self.optimizer.apply_gradients(zip(grads, variables))
         self._loss.update_state(losses)
         self._clipped.update_state(tf.cast(norms > self.l2_clip, tf.float32))

@@ -10,7 +10,6 @@ weights, next to the baselines it must beat.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
@@ -325,7 +324,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
     if private:  # DP-SGD through the wrapper; validation, saving and the test on the model itself
         with strategy.scope():
             fitted = privacy.PrivateTraining(model, private.l2_clip, private.noise_multiplier, private.expected_batch,
-                                             config.seed)
+                                             config.seed, config.privacy.sparse_gradients)
             fitted.compile(optimizer=model.optimizer)
     start = time.perf_counter()
     fitted.fit(train_ds, epochs=stage.epochs, steps_per_epoch=steps, validation_data=valid_ds,
@@ -339,9 +338,7 @@ def finetune_task(data_dir: str, out: str, config: RunConfig | None = None, pret
                "fit_seconds_this_process": seconds, "parameters": extra["parameters"], "train_rows": len(split.train),
                **trainer.worker_fingerprint(model, config)}
     if private:
-        budget = private.budget(int(fitted.optimizer.iterations.numpy()))
-        summary["privacy"] = dataclasses.asdict(budget)
-        print(f"privacy: {budget.describe()}", flush=True)
+        summary["privacy"] = private.spent(fitted)
     if target.chief and score_test:  # the test split is scored once, by the worker that keeps the model
         best_model, _ = persistence.load(model_dir)
         summary["test"] = evaluate_task(best_model, split, config, task)

@@ -14,7 +14,6 @@ A run folder holds::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import sys
@@ -139,7 +138,7 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
     if private:
         with strategy.scope():
             fitted = privacy.PrivateTraining(model, private.l2_clip, private.noise_multiplier,
-                                             private.expected_batch, config.seed)
+                                             private.expected_batch, config.seed, config.privacy.sparse_gradients)
             fitted.compile(optimizer=model.optimizer)
     target = cluster.WriteTarget(out, strategy)  # the run folder on the chief, scratch on other workers
 
@@ -175,9 +174,7 @@ def _fit(model, train_ds, steps: int, stage, config: RunConfig, data: SequenceDa
                "valid": metrics, "fit_seconds_this_process": seconds, "refit": config.refit,
                **worker_fingerprint(model, config)}
     if private:
-        budget = private.budget(int(fitted.optimizer.iterations.numpy()))
-        summary["privacy"] = dataclasses.asdict(budget)
-        print(f"privacy: {budget.describe()}", flush=True)
+        summary["privacy"] = private.spent(fitted)
     write_json(target.path(METRICS_FILE), summary)
     target.close()
     return summary
