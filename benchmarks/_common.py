@@ -101,12 +101,12 @@ def measured_run(name: str, command: list[str], work: str, reuse: bool) -> dict:
     return result
 
 
-def prepared_data(work: str, prepare_args: list[str], folder: str, reuse: bool) -> str:
-    """WORK/data: the dataset `folder` of the data directory prepared with `prepare_args` (`tfrec data
+def prepared_data(work: str, prepare_args: list[str], folder: str, reuse: bool, name: str = "data") -> str:
+    """WORK/NAME: the dataset `folder` of the data directory prepared with `prepare_args` (`tfrec data
     prepare`), kept from an earlier call when `reuse` finds it complete."""
-    data = os.path.join(work, "data")
+    data = os.path.join(work, name)
     if not (reuse and os.path.exists(os.path.join(data, "dataset.json"))):
-        log = os.path.join(work, "prepare.log")
+        log = os.path.join(work, "prepare.log" if name == "data" else f"prepare-{name}.log")
         checked(run_measured(tfrec("data", "prepare", *prepare_args, "--path", os.path.join(data_dir(), folder),
                                    "--out", data), log), "prepare", log)
     return data

@@ -20,6 +20,14 @@ figure). The non-private arms train with the config's settings; the private arms
 config's), validating every 5 epochs.  Each model's test split is read once at its end (NDCG@10, HR@10); the table gives the mean and
 standard deviation over seeds, the epsilon each run recorded, its fit time per step and its peak memory.
 JSON: ``benchmarks/results/privacy_<dataset>.json``.
+
+``--public-corpus`` adds the arms that answer it with another corpus: the backbone pretrained on a different
+dataset's users alone (ML-100K: MovieLens latest-small, 610 other people, movies linked by title and year;
+``pretrain --data TARGET --data PUBLIC --set pretrain.with_target=false``, so none of the target's sequences
+is read; the target's validation items still choose its epoch), then fine-tuned on the target as the other
+arms are (``public`` rows). ``--starts`` picks the arms' starts (default: scratch and pretrained, with public
+when a corpus is given); with ``--reuse`` in an earlier work folder the finished arms are kept, their test
+reads too.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ DATASETS = {"ml-100k": (["movielens-100k"], "ml-100k", "configs/ml-100k.yaml"),
 # --task ranking: the TFRS rating task on the tutorials' random split, with benchmarks/tasks_quality.py's
 # ranking settings for the non-private arms (a fixed pretrained encoder, 20 epochs, patience 3, rate .002).
 RANKING_CONFIGS = {"ml-100k": "configs/ml-100k-tasks.yaml"}
+# --public-corpus: (prepare arguments, data folder) of a corpus of other users whose items link to the target's
+PUBLIC = {"ml-100k": {"ml-latest-small": (["movielens-latest-small"], "ml-latest-small")}}
 RANKING = ["--set", "tasks.freeze_backbone=true", "--set", "tasks.epochs=20", "--set", "tasks.patience=3",
            "--learning-rate", "0.002"]
 
@@ -65,9 +75,9 @@ def arm_run(work: str, common: list[str], start: str, eps: float | None, seed: i
     work folder's pretraining) or "scratch"."""
     name = f"{start}-{'none' if eps is None else f'eps{eps:g}'}-s{seed}"
     task_args = [] if task == "next-item" else ["--task", task]  # next-item's command lines as recorded before
+    backbone = {"pretrained": "pretrain", "public": "public-pretrain"}.get(start)
     return name, tfrec("finetune", *task_args, *common, "--out", os.path.join(work, name), "--set", f"seed={seed}",
-                       *(["--pretrained", os.path.join(work, "pretrain")] if start == "pretrained"
-                         else ["--from-scratch"]))
+                       *(["--pretrained", os.path.join(work, backbone)] if backbone else ["--from-scratch"]))
 
 
 def main() -> int:
@@ -80,9 +90,19 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="every run's config")
     ap.add_argument("--task", choices=("next-item", "ranking"), default="next-item",
                     help="ranking: the rating task's test RMSE and MAE (datasets with ratings)")
+    ap.add_argument("--public-corpus", help="pretrain also on this corpus alone (other users; for ml-100k: "
+                                            "ml-latest-small) and fine-tune from it: the public rows")
+    ap.add_argument("--starts", nargs="+", choices=("scratch", "pretrained", "public"),
+                    help="the arms' starts (default: scratch pretrained, and public with --public-corpus)")
     ap.add_argument("--workdir")
     ap.add_argument("--reuse", action="store_true")
     args = ap.parse_args()
+    starts = args.starts or ["scratch", "pretrained"] + (["public"] if args.public_corpus else [])
+    if args.public_corpus and args.public_corpus not in PUBLIC.get(args.dataset, {}):
+        sys.exit(f"no public corpus {args.public_corpus!r} for {args.dataset}; known: "
+                 f"{', '.join(PUBLIC.get(args.dataset, {})) or 'none'}")
+    if "public" in starts and not args.public_corpus:
+        sys.exit("the public start needs --public-corpus")
     ranking = args.task == "ranking"
     if ranking and args.dataset not in RANKING_CONFIGS:
         sys.exit(f"{args.dataset} has no ratings: the ranking task needs them (ranking runs on "
@@ -92,7 +112,13 @@ def main() -> int:
     data, common, pre = shared_start(args.dataset, work, args.reuse, args.set,
                                      RANKING_CONFIGS[args.dataset] if ranking else None)
     stage = "tasks" if ranking else "finetune"
-    arms = [(None, "scratch"), (None, "pretrained")] + [(e, s) for e in args.epsilons for s in ("scratch", "pretrained")]
+    public = None
+    if "public" in starts:  # the encoder and the linked items learnt from the other users alone
+        corpus = prepared_data(work, *PUBLIC[args.dataset][args.public_corpus], args.reuse, name="public-data")
+        public = measured_run("public-pretrain", tfrec(
+            "pretrain", *common, "--data", corpus, "--set", "pretrain.with_target=false",
+            "--out", os.path.join(work, "public-pretrain")), work, args.reuse)
+    arms = [(None, s) for s in starts] + [(e, s) for e in args.epsilons for s in starts]
     rows = {}
     for eps, start in arms:
         for seed in args.seeds:
@@ -124,7 +150,8 @@ def main() -> int:
     names = ("rmse", "mae") if ranking else ("ndcg@10", "hr@10")
     cells = {arm: {**{k: spread([r[k] for r in runs]) for k in names}, "runs": runs} for arm, runs in rows.items()}
     path = write_result("privacy", args.dataset + ("-ranking" if ranking else ""),
-                        {"cells": cells, "pretrain": pre, "seeds": args.seeds, "task": args.task,
+                        {"cells": cells, "pretrain": pre, "public_pretrain": public,
+                         "public_corpus": args.public_corpus, "seeds": args.seeds, "task": args.task,
                          "dp_epochs": args.dp_epochs, "command": sys.argv[1:]})
     print(f"## Private {args.task} fine-tuning: {args.dataset} ({machine()}; seeds {args.seeds})\n")
     print(f"| arm | {' | '.join(n.upper() for n in names)} | epsilon (delta 1/users) | noise | fit s | s per step | "

@@ -163,15 +163,17 @@ def test_pretraining_on_two_datasets_then_fine_tuning_on_each(prepared, tmp_path
     from tfrec.models.tasks import NextItemRecommender
     from tfrec.training import pooled
     from tfrec.training.config import RunConfig
-    from tfrec.training.trainer import build_backbone, data_fingerprint
+    from tfrec.training.trainer import SequenceData, build_backbone, data_fingerprint
 
     other = str(tmp_path / "other")
     prepare(generate_synthetic(num_users=120, num_items=40, seed=4), other)
     pre, ft = str(tmp_path / "pre"), str(tmp_path / "ft")
-    r, fine, bad = run_cli_batch(
+    r, fine, bad, alone = run_cli_batch(
         ("pretrain", "--data", prepared, "--data", other, "--link", "none", "--out", pre, "--epochs", "1", *SMALL),
         ("finetune", "--data", other, "--pretrained", pre, "--out", ft, "--epochs", "1", *SMALL),
-        ("pretrain", "--data", prepared, "--data", prepared, "--out", str(tmp_path / "twice"), *SMALL))
+        ("pretrain", "--data", prepared, "--data", prepared, "--out", str(tmp_path / "twice"), *SMALL),
+        ("pretrain", "--data", prepared, "--out", str(tmp_path / "alone"), "--set", "pretrain.with_target=false",
+         *SMALL))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "pretraining on 2 datasets" in r.stdout
     saved = json.load(open(os.path.join(pre, "model", "config.json")))
@@ -181,6 +183,14 @@ def test_pretraining_on_two_datasets_then_fine_tuning_on_each(prepared, tmp_path
     assert fine.returncode == 0, fine.stderr[-2000:]
     assert f"{sizes[1] - 3} of the {sizes[1] - 3} items start from the pretraining corpus" in fine.stdout
     assert_clean_error(bad, "named twice")
+    assert_clean_error(alone, "pass them after the target")
+    # pretrain.with_target: false pools the other dataset's sequences alone, in the same item space
+    with_target, _, key = pooled.load([prepared, other], RunConfig(), "none")
+    without, _, other_key = pooled.load([prepared, other], RunConfig().updated({"pretrain.with_target": False}), "none")
+    others = len(with_target.train) - len(without.train)
+    assert others == len(SequenceData.load(prepared).train) > 0 and len(without.train) == 120
+    assert without.vocabulary_size == with_target.vocabulary_size and key != other_key
+    assert without.valid.targets.tolist() == with_target.valid.targets.tolist()
     # fine-tuning on the second dataset starts each of its items from its pooled row
     source, _ = persistence.load(os.path.join(pre, "model"))
     target = PreparedDataset(other)

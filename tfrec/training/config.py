@@ -81,6 +81,11 @@ class PretrainConfig(StageConfig):
     # Weight of the segment-continuation loss (0 = off) and the share of negative rows.
     continuation_weight: float = 0.5
     continuation_rate: float = 0.5
+    # On several datasets (pretrain --data TARGET --data OTHER ...): false leaves the target's own sequences
+    # out, so the encoder and the items the others link are learnt from the other datasets alone (a public
+    # corpus, say) and a fine-tuning on the target, private or not, reads data the pretraining never saw;
+    # the target still lends its item vocabulary and its validation split.
+    with_target: bool = True
 
 
 @dataclasses.dataclass

@@ -1,8 +1,9 @@
 """Pretraining on several prepared datasets at once, and starting a fine-tuning from a pretrained model.
 
 :func:`load` builds the pretraining data of ``tfrec pretrain --data TARGET --data OTHER ...``: the target's
-training sequences (of the run's split) and every other dataset's whole sequences, in the pooled item
-space of :mod:`tfrec.data.corpus`, validated on the target's validation split.  :func:`load_weights`
+training sequences (of the run's split; none with ``pretrain.with_target: false``) and every other
+dataset's whole sequences, in the pooled item space of :mod:`tfrec.data.corpus`, validated on the target's
+validation split.  :func:`load_weights`
 starts a task model on one dataset from a model pretrained on a corpus: the encoder, positions and head
 transform as they are, and the item rows (embedding, output bias, last-item vectors) and feature rows
 through the dataset's item and feature maps; items and features the corpus does not hold keep their fresh
@@ -49,14 +50,15 @@ def load(paths: list[str], config, link: str) -> tuple[SequenceData, corpora.Cor
     pooled = corpora.pool(datasets, fingerprints, link, features=config.model.item_features)
     target = SequenceData.load(paths[0], config.split, config)
     first = pooled.item_maps[0]
-    train = [first[s] for s in target.train]
+    train = [first[s] for s in target.train] if config.pretrain.with_target else []
     for ds, item_map in zip(datasets[1:], pooled.item_maps[1:]):
         _, sequences = inputs.group_sequences(ds.interactions)  # whole: none of the target's test items
         train += [item_map[s] for s in sequences]
     valid = inputs.EvalSequences(target.valid.user_indices, [first[h] for h in target.valid.histories],
                                  first[target.valid.targets])
     counts = np.bincount(np.concatenate(train), minlength=len(pooled.keys)).astype(np.float64)
-    digest = hashlib.sha256(json.dumps([fingerprints, link, config.split]).encode()).hexdigest()[:16]
+    key = [fingerprints, link, config.split] + ([] if config.pretrain.with_target else ["without the target"])
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     data = SequenceData(PooledDataset(pooled), train, valid, len(pooled.keys), counts, np.arange(len(train)))
     return data, pooled, digest
 

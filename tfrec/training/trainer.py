@@ -213,6 +213,9 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
     paths = [data_dir] if isinstance(data_dir, str) else list(data_dir)
     data_dir = paths[0]
     corpus = None
+    if not config.pretrain.with_target and len(paths) < 2:
+        raise TfrecError("pretrain.with_target: false pretrains on the other datasets alone; pass them after the "
+                         "target: --data TARGET --data OTHER")
     if len(paths) > 1:
         if preprocessor:
             raise TfrecError("--preprocessor describes one dataset; a pretraining on several takes none")
