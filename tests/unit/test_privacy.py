@@ -214,3 +214,11 @@ def test_a_private_step_with_sparse_embedding_gradients_is_the_dense_step():
         assert model.sparse_variables == ([inner.table.embeddings.name] if sparse else [])
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_small_table_read_all_over_stays_dense():
+    table = tf.Variable(tf.zeros([4, 2]))
+    rows = tf.IndexedSlices(tf.zeros([3, 2]), tf.constant([0, 1, 1]), tf.constant([4, 2]))
+    many = tf.IndexedSlices(tf.zeros([6, 2]), tf.constant([0, 1, 1, 2, 3, 3]), tf.constant([4, 2]))
+    assert privacy._reads_few_rows(rows, table)
+    assert not privacy._reads_few_rows(many, table) and not privacy._reads_few_rows(tf.zeros([4, 2]), table)

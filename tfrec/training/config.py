@@ -225,9 +225,10 @@ class PrivacyConfig:
     delta: float = 0.0
     # The stages trained privately: "pretrain" (masked-item or autoregressive) and "finetune" (next-item).
     stages: list = dataclasses.field(default_factory=lambda: ["pretrain", "finetune"])
-    # Keep each example's gradient of an embedding table as the rows it read (clipped and summed from those
-    # rows, the noise still on the whole table): the same result as dense per-example gradients, without a
-    # copy of the table per example. false: every per-example gradient dense (the reference; slower).
+    # Keep each example's gradient of an embedding table as the rows it read, where it reads fewer than the
+    # table holds (clipped and summed from those rows, the noise still on the whole table): the same result
+    # as dense per-example gradients, without a copy of the table per example. false: every per-example
+    # gradient dense (the reference).
     sparse_gradients: bool = True
 
     @property

@@ -222,14 +222,15 @@ class PrivateTraining(tf.keras.Model):
         x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
         variables = self.inner.trainable_variables
 
-        def one(example):  # one example's loss and gradient, as a batch of one: a table the example reads rows
-            # of (a gather) keeps its gradient as those rows and their ids; every other weight's is dense
+        def one(example):  # one example's loss and gradient, as a batch of one: a table the example reads
+            # fewer rows of than it holds (a gather) keeps its gradient as those rows and their ids; every other
+            # weight's is dense (a small table read all over is cheaper dense than sorted by id)
             xi, yi, wi = tf.nest.map_structure(lambda t: t[tf.newaxis], example)
             with tf.GradientTape() as tape:
                 loss = self.inner.example_losses(yi, self.inner(xi, training=True), wi)[0]
             grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return loss, [(g.values, g.indices) if self.sparse_gradients and isinstance(g, tf.IndexedSlices)
-                          else tf.convert_to_tensor(g) for g in grads]
+            return loss, [(g.values, g.indices) if self.sparse_gradients and _reads_few_rows(g, v)
+                          else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
 
         # Vectorised over the batch (as fast as one batch gradient on tfrec's models, where the Jacobian of
         # the batch's losses ran 40x slower); ops without a vectorised form run in a loop.
@@ -245,6 +246,14 @@ class PrivateTraining(tf.keras.Model):
         self._loss.update_state(losses)
         self._clipped.update_state(tf.cast(norms > self.l2_clip, tf.float32))
         return {m.name: m.result() for m in self.metrics}
+
+
+def _reads_few_rows(gradient, variable) -> bool:
+    """Whether an example's gradient of `variable` is rows of it (a gather) fewer than the table holds."""
+    if not isinstance(gradient, tf.IndexedSlices):
+        return False
+    reads = gradient.indices.shape[0]
+    return reads is None or reads < variable.shape[0]
 
 
 def by_user(features: dict, key: str) -> tuple[dict, np.ndarray]:
