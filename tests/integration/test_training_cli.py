@@ -168,12 +168,16 @@ def test_pretraining_on_two_datasets_then_fine_tuning_on_each(prepared, tmp_path
     other = str(tmp_path / "other")
     prepare(generate_synthetic(num_users=120, num_items=40, seed=4), other)
     pre, ft = str(tmp_path / "pre"), str(tmp_path / "ft")
-    r, fine, bad, alone = run_cli_batch(
+    r, fine, bad, alone, public, private = run_cli_batch(
         ("pretrain", "--data", prepared, "--data", other, "--link", "none", "--out", pre, "--epochs", "1", *SMALL),
         ("finetune", "--data", other, "--pretrained", pre, "--out", ft, "--epochs", "1", *SMALL),
         ("pretrain", "--data", prepared, "--data", prepared, "--out", str(tmp_path / "twice"), *SMALL),
         ("pretrain", "--data", prepared, "--out", str(tmp_path / "alone"), "--set", "pretrain.with_target=false",
-         *SMALL))
+         *SMALL),
+        ("pretrain", "--data", prepared, "--data", other, "--link", "none", "--out", str(tmp_path / "public"),
+         "--epochs", "1", "--set", "pretrain.with_target=false", *SMALL),
+        ("finetune", "--data", prepared, "--pretrained", str(tmp_path / "public"), "--out", str(tmp_path / "ft2"),
+         "--epochs", "1", *SMALL))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "pretraining on 2 datasets" in r.stdout
     saved = json.load(open(os.path.join(pre, "model", "config.json")))
@@ -191,6 +195,10 @@ def test_pretraining_on_two_datasets_then_fine_tuning_on_each(prepared, tmp_path
     assert others == len(SequenceData.load(prepared).train) > 0 and len(without.train) == 120
     assert without.vocabulary_size == with_target.vocabulary_size and key != other_key
     assert without.valid.targets.tolist() == with_target.valid.targets.tolist()
+    # a fine-tuning on the target from that pretraining starts none of its (unlinked, never trained) items
+    # from the pretraining, and says so
+    assert public.returncode == 0 and private.returncode == 0, (public.stderr + private.stderr)[-2000:]
+    assert f"0 of the {sizes[0] - 3} items start from the pretraining corpus" in private.stdout
     # fine-tuning on the second dataset starts each of its items from its pooled row
     source, _ = persistence.load(os.path.join(pre, "model"))
     target = PreparedDataset(other)

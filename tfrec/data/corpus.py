@@ -137,8 +137,11 @@ def pool(datasets: list, fingerprints: list[str], link: str, features: bool) -> 
 
 
 def item_map(record: dict, dataset, fingerprint: str) -> np.ndarray:
-    """For each item index of `dataset`: its pooled index in the corpus `record`, or -1 (a new item)."""
-    index = {k: i for i, k in enumerate(record["item_keys"])}
+    """For each item index of `dataset`: its pooled index in the corpus `record`, or -1 (a new item, or one
+    the pretraining never trained: in no pretraining sequence, as the target's own items are with
+    ``pretrain.with_target: false`` unless another dataset links them)."""
+    untrained = set(record.get("untrained_items", ()))
+    index = {k: i for i, k in enumerate(record["item_keys"]) if i not in untrained}
     return np.asarray([index.get(k, -1) for k in item_keys(dataset, fingerprint, record["link"])], np.int64)
 
 
