@@ -96,6 +96,7 @@ def main() -> int:
                     help="the arms' starts (default: scratch pretrained, and public with --public-corpus)")
     ap.add_argument("--workdir")
     ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("--name", help="the results' name (default: the dataset's, with -ranking for --task ranking)")
     args = ap.parse_args()
     starts = args.starts or ["scratch", "pretrained"] + (["public"] if args.public_corpus else [])
     if args.public_corpus and args.public_corpus not in PUBLIC.get(args.dataset, {}):
@@ -149,7 +150,7 @@ def main() -> int:
                 "peak_rss_mb": run["peak_rss_mb"], "best_epoch": summary["best_epoch"]})
     names = ("rmse", "mae") if ranking else ("ndcg@10", "hr@10")
     cells = {arm: {**{k: spread([r[k] for r in runs]) for k in names}, "runs": runs} for arm, runs in rows.items()}
-    path = write_result("privacy", args.dataset + ("-ranking" if ranking else ""),
+    path = write_result("privacy", args.name or args.dataset + ("-ranking" if ranking else ""),
                         {"cells": cells, "pretrain": pre, "public_pretrain": public,
                          "public_corpus": args.public_corpus, "seeds": args.seeds, "task": args.task,
                          "dp_epochs": args.dp_epochs, "command": sys.argv[1:]})
