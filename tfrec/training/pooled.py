@@ -3,11 +3,10 @@
 :func:`load` builds the pretraining data of ``tfrec pretrain --data TARGET --data OTHER ...``: the target's
 training sequences (of the run's split; none with ``pretrain.with_target: false``) and every other
 dataset's whole sequences, in the pooled item space of :mod:`tfrec.data.corpus`, validated on the target's
-validation split.  :func:`load_weights`
-starts a task model on one dataset from a model pretrained on a corpus: the encoder, positions and head
-transform as they are, and the item rows (embedding, output bias, last-item vectors) and feature rows
-through the dataset's item and feature maps; items and features the corpus does not hold keep their fresh
-initial values.
+validation split.  :func:`load_weights` starts a task model on one dataset from a model pretrained on a
+corpus: the encoder, positions and head transform as they are, and the item rows (embedding, output bias,
+last-item vectors) and feature rows through the dataset's item and feature maps; items and features the
+corpus does not hold, or never trained, keep their fresh initial values.
 """
 
 from __future__ import annotations

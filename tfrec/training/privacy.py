@@ -224,7 +224,7 @@ class PrivateTraining(tf.keras.Model):
 
         def one(example):  # one example's loss and gradient, as a batch of one: a table the example reads
             # fewer rows of than it holds (a gather) keeps its gradient as those rows and their ids; every other
-            # weight's is dense (a small table read all over is cheaper dense than sorted by id)
+            # weight's is dense (a table read all over would gain nothing from rows)
             xi, yi, wi = tf.nest.map_structure(lambda t: t[tf.newaxis], example)
             with tf.GradientTape() as tape:
                 loss = self.inner.example_losses(yi, self.inner(xi, training=True), wi)[0]
