@@ -69,13 +69,25 @@ def shared_start(dataset: str, work: str, reuse: bool, settings=(), config: str 
     return data, common, pre
 
 
+def corpus_pretrain(dataset: str, corpus: str, work: str, common: list[str], reuse: bool,
+                    with_target: bool) -> dict:
+    """The pretraining on `corpus` (a dataset of other users, :data:`PUBLIC`) beside the target's item space:
+    alone (``public-pretrain``, none of the target's sequences) or pooled with the target's training
+    sequences (``pooled-pretrain``)."""
+    data = prepared_data(work, *PUBLIC[dataset][corpus], reuse, name="public-data")
+    name = "pooled-pretrain" if with_target else "public-pretrain"
+    return measured_run(name, tfrec("pretrain", *common, "--data", data,
+                                    *([] if with_target else ["--set", "pretrain.with_target=false"]),
+                                    "--out", os.path.join(work, name)), work, reuse)
+
+
 def arm_run(work: str, common: list[str], start: str, eps: float | None, seed: int,
             task: str = "next-item") -> tuple[str, list[str]]:
     """(run name, fine-tuning command) of an arm before its privacy settings: `start` "pretrained" (from the
     work folder's pretraining) or "scratch"."""
     name = f"{start}-{'none' if eps is None else f'eps{eps:g}'}-s{seed}"
     task_args = [] if task == "next-item" else ["--task", task]  # next-item's command lines as recorded before
-    backbone = {"pretrained": "pretrain", "public": "public-pretrain"}.get(start)
+    backbone = {"pretrained": "pretrain", "public": "public-pretrain", "pooled": "pooled-pretrain"}.get(start)
     return name, tfrec("finetune", *task_args, *common, "--out", os.path.join(work, name), "--set", f"seed={seed}",
                        *(["--pretrained", os.path.join(work, backbone)] if backbone else ["--from-scratch"]))
 
@@ -115,10 +127,7 @@ def main() -> int:
     stage = "tasks" if ranking else "finetune"
     public = None
     if "public" in starts:  # the encoder and the linked items learnt from the other users alone
-        corpus = prepared_data(work, *PUBLIC[args.dataset][args.public_corpus], args.reuse, name="public-data")
-        public = measured_run("public-pretrain", tfrec(
-            "pretrain", *common, "--data", corpus, "--set", "pretrain.with_target=false",
-            "--out", os.path.join(work, "public-pretrain")), work, args.reuse)
+        public = corpus_pretrain(args.dataset, args.public_corpus, work, common, args.reuse, with_target=False)
     arms = [(None, s) for s in starts] + [(e, s) for e in args.epsilons for s in starts]
     rows = {}
     for eps, start in arms:
