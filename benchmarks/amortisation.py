@@ -26,6 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, write_result  # noqa: E402
+from pretraining_value import DATASETS  # noqa: E402
 
 
 def main() -> int:
@@ -43,7 +44,8 @@ def main() -> int:
             sys.exit(f"cannot read {path}: {e}")
         if not (isinstance(result, dict) and {"dataset", "cells", "runs", "seeds"} <= set(result)):
             sys.exit(f"{path} is not a result of benchmarks/pretraining_value.py")
-        datasets.add(result["dataset"])
+        # the results' name is the dataset's, or the dataset's followed by a --name suffix
+        datasets.add(max((d for d in DATASETS if result["dataset"].startswith(d)), key=len, default=result["dataset"]))
         for task, cells in result["cells"].items():
             cell = cells.get(str(float(args.fraction)))
             if cell is None:
