@@ -60,7 +60,7 @@ def one_arm(args) -> None:
     class Steps(tf.keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.times, self.start_rss, self.tables = [], None, None
+            self.times, self.start_rss = [], None
 
         def on_train_begin(self, logs=None):
             self.start_rss = rss_mb()
@@ -70,9 +70,6 @@ def one_arm(args) -> None:
             now = time.perf_counter()
             self.times.append(now - self.last)
             self.last = now
-
-        def on_train_end(self, logs=None):
-            self.tables = getattr(self.model, "sparse_variables", None)
 
     stage = "tasks" if args.task == "ranking" else "finetune"
     pairs = [*args.set, *ARMS[args.arm], f"{stage}.epochs=1", f"{stage}.steps_per_epoch={args.steps}",
@@ -90,7 +87,7 @@ def one_arm(args) -> None:
     print(json.dumps({"arm": args.arm, "steps": len(timer.times), "median_step_s": statistics.median(steps),
                       "step_s": timer.times, "rss_at_start_mb": timer.start_rss,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "sparse_tables": (summary.get("privacy") or {}).get("sparse_tables", timer.tables),
+                      "sparse_tables": (summary.get("privacy") or {}).get("sparse_tables"),
                       "batch": config.tasks.batch_size if args.task == "ranking" else config.finetune.batch_size}))
 
 

@@ -62,6 +62,15 @@ def load(paths: list[str], config, link: str) -> tuple[SequenceData, corpora.Cor
     return data, pooled, digest
 
 
+def record(pooled: corpora.Corpus, data: SequenceData) -> dict:
+    """What a model pretrained on `pooled` keeps (its ``config.json``'s ``corpus``): the corpus's item and
+    feature keys, and the items no pretraining sequence of `data` held, which fine-tuning starts fresh
+    (:func:`tfrec.data.corpus.item_map`)."""
+    reserved = len(corpora.RESERVED_KEYS)
+    never = np.flatnonzero(data.item_counts[reserved:] == 0) + reserved
+    return dict(pooled.record(), untrained_items=never.tolist())
+
+
 def _rows(target_weight, source_value: np.ndarray, mapping: np.ndarray) -> None:
     """Copies the source rows `mapping` points at into `target_weight`; rows mapped to -1 stay as they are."""
     value = target_weight.numpy()

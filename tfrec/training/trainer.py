@@ -281,9 +281,7 @@ def pretrain(data_dir: str | list[str], out: str, config: RunConfig | None = Non
     extra = {"dataset": display(data_dir), "data_fingerprint": identity["data"], "run_config": config.to_dict(),
              "parameters": count_parameters(model), "pretrain_objective": stage.objective}
     if corpus is not None:
-        never = np.flatnonzero(data.item_counts[schema.NUM_ITEM_RESERVED:] == 0) + schema.NUM_ITEM_RESERVED
-        extra.update(datasets=[os.path.abspath(p) for p in paths],
-                     corpus=dict(corpus.record(), untrained_items=never.tolist()))
+        extra.update(datasets=[os.path.abspath(p) for p in paths], corpus=pooled.record(corpus, data))
         print(f"pretraining on {len(paths)} datasets: {len(corpus.keys) - len(corpus.item_maps[0])} items beside "
               f"the first's {len(corpus.item_maps[0])}, {corpus.linked_items} linked across them", flush=True)
     summary = _fit(model, train_ds, steps, stage, config, data, out, saved_as, extra, verbose, private=private)
